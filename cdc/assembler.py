@@ -1,0 +1,243 @@
+"""Begin … Commit → :class:`Transaction`, and the folded per-row view of a transaction.
+
+The assembler turns the decoded message stream into whole transactions: each row change
+gets its relation's :class:`~cdc.values.RowShape`, its before-image (REPLICA IDENTITY FULL
+sends the whole old row) and its after-image, with unchanged-TOAST columns of the
+after-image filled from the before-image.  When neither image has the value it stays
+*unknown* (never NULL) and the column is listed in ``RowChange.unknown``.
+
+:meth:`Transaction.folded` collapses several changes of one row (the application often
+updates a row three times in one transaction) per (table, primary key):
+
+* insert + update(s)   → insert with the last after-image
+* insert + … + delete  → nothing
+* delete + insert      → update (before from the delete, after from the insert)
+* update + delete      → delete with the first before-image
+* update + update      → update, first before-image, last after-image
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from .errors import DecodeError
+from .pgoutput.messages import (
+    UNCHANGED_TOAST,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    LogicalMessage,
+    Message,
+    Origin,
+    RawValue,
+    Relation,
+    Truncate,
+    TupleData,
+    TypeMessage,
+    Update,
+    pg_timestamp,
+)
+from .values import Row, RowShape
+
+Op = Literal["insert", "update", "delete", "truncate"]
+
+
+@dataclass(slots=True)
+class RowChange:
+    """One change of one row, in the order the server sent it."""
+
+    table: str  # schema-qualified
+    op: Op
+    before: Row | None
+    after: Row | None
+    position: int = 0  # index of the change within its transaction
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[RawValue, ...]:
+        row = self.after if self.after is not None else self.before
+        return row.key() if row is not None else ()
+
+
+@dataclass(slots=True)
+class Transaction:
+    xid: int
+    begin_lsn: int  # Begin.final_lsn: the commit record's LSN
+    commit_lsn: int
+    end_lsn: int  # what is confirmed once delivered
+    commit_ts: int  # microseconds since 2000-01-01 UTC
+    origin: str | None = None
+    changes: list[RowChange] = field(default_factory=list)
+    messages: list[LogicalMessage] = field(default_factory=list)
+
+    @property
+    def commit_time(self) -> datetime:
+        return pg_timestamp(self.commit_ts)
+
+    def folded(self) -> list[RowChange]:
+        """Net effect per (table, primary key), ordered by each row's first change."""
+        return fold(self.changes)
+
+    def tables(self) -> set[str]:
+        return {c.table for c in self.changes}
+
+
+def _merge(first: RowChange, last: RowChange) -> RowChange | None:
+    """Combine the net change so far (``first``) with a later change of the same row."""
+    a, b = first.op, last.op
+    if a == "insert":
+        if b == "delete":
+            return None
+        return RowChange(first.table, "insert", None, last.after, first.position, last.unknown)
+    if a == "delete":
+        if b == "insert":
+            return RowChange(first.table, "update", first.before, last.after, first.position, last.unknown)
+        return last  # a key reused after delete-insert-…: keep the latest
+    # a == "update"
+    if b == "delete":
+        return RowChange(first.table, "delete", first.before, None, first.position, ())
+    if b == "insert":  # cannot happen for one key without a delete between; keep newest
+        return last
+    return RowChange(first.table, "update", first.before, last.after, first.position, last.unknown)
+
+
+def fold(changes: list[RowChange]) -> list[RowChange]:
+    """The fold rules of the module docstring; truncates are kept as they come."""
+    net: dict[tuple[str, tuple[RawValue, ...]], RowChange | None] = {}
+    order: list[tuple[str, tuple[RawValue, ...]]] = []
+    truncates: list[RowChange] = []
+    for change in changes:
+        if change.op == "truncate":
+            truncates.append(change)
+            continue
+        k = (change.table, change.key)
+        if k not in net:
+            net[k] = change
+            order.append(k)
+            continue
+        prev = net[k]
+        if prev is None:
+            # insert+delete vanished earlier; a new insert starts fresh at its own position
+            net[k] = change
+            continue
+        net[k] = _merge(prev, change)
+    out = [c for k in order if (c := net[k]) is not None] + truncates
+    out.sort(key=lambda c: c.position)
+    return out
+
+
+def _fill_toast(shape: RowShape, new: TupleData, old: TupleData | None) -> tuple[tuple[RawValue, ...], tuple[str, ...]]:
+    values = new.values
+    if UNCHANGED_TOAST not in values:
+        return values, ()
+    filled = list(values)
+    unknown: list[str] = []
+    old_values = old.values if old is not None else None
+    for i, v in enumerate(values):
+        if v is UNCHANGED_TOAST:
+            if old_values is not None and i < len(old_values) and old_values[i] is not UNCHANGED_TOAST:
+                filled[i] = old_values[i]
+            else:
+                unknown.append(shape.names[i])
+    return tuple(filled), tuple(unknown)
+
+
+class Assembler:
+    """Feeds on decoded messages; returns a Transaction at each Commit.
+
+    ``primary_keys`` maps a schema-qualified table to its primary-key columns (the stream
+    cannot tell them under REPLICA IDENTITY FULL, where every column is flagged).
+    """
+
+    def __init__(
+        self,
+        primary_keys: dict[str, tuple[str, ...]] | None = None,
+        on_relation: Callable[[Relation], None] | None = None,
+    ) -> None:
+        self.primary_keys = primary_keys or {}
+        self.shapes: dict[int, RowShape] = {}
+        self.types: dict[int, TypeMessage] = {}
+        self._on_relation = on_relation
+        self._tx: Transaction | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    def _shape(self, oid: int) -> RowShape:
+        try:
+            return self.shapes[oid]
+        except KeyError:
+            raise DecodeError(f"row for relation oid {oid} before its Relation message") from None
+
+    def _require_tx(self) -> Transaction:
+        if self._tx is None:
+            raise DecodeError("row change outside a transaction")
+        return self._tx
+
+    def feed(self, msg: Message) -> Transaction | None:
+        kind = type(msg)
+        if kind is Update:
+            tx = self._require_tx()
+            shape = self._shape(msg.relation_oid)  # type: ignore[union-attr]
+            old = msg.old  # type: ignore[union-attr]
+            new = msg.new  # type: ignore[union-attr]
+            values, unknown = _fill_toast(shape, new, old)
+            before = Row(shape, old.values, old.binary_mask) if old is not None else None
+            tx.changes.append(
+                RowChange(shape.relation.qualified_name, "update", before, Row(shape, values, new.binary_mask), len(tx.changes), unknown)
+            )
+        elif kind is Insert:
+            tx = self._require_tx()
+            shape = self._shape(msg.relation_oid)  # type: ignore[union-attr]
+            new = msg.new  # type: ignore[union-attr]
+            values, unknown = _fill_toast(shape, new, None)
+            tx.changes.append(
+                RowChange(shape.relation.qualified_name, "insert", None, Row(shape, values, new.binary_mask), len(tx.changes), unknown)
+            )
+        elif kind is Delete:
+            tx = self._require_tx()
+            shape = self._shape(msg.relation_oid)  # type: ignore[union-attr]
+            old = msg.old  # type: ignore[union-attr]
+            tx.changes.append(
+                RowChange(shape.relation.qualified_name, "delete", Row(shape, old.values, old.binary_mask), None, len(tx.changes))
+            )
+        elif kind is Begin:
+            if self._tx is not None:
+                raise DecodeError("Begin inside an open transaction")
+            self._tx = Transaction(msg.xid, msg.final_lsn, msg.final_lsn, 0, msg.commit_ts)  # type: ignore[union-attr]
+        elif kind is Commit:
+            tx = self._require_tx()
+            tx.commit_lsn = msg.commit_lsn  # type: ignore[union-attr]
+            tx.end_lsn = msg.end_lsn  # type: ignore[union-attr]
+            tx.commit_ts = msg.commit_ts  # type: ignore[union-attr]
+            self._tx = None
+            return tx
+        elif kind is Relation:
+            rel: Relation = msg  # type: ignore[assignment]
+            self.shapes[rel.oid] = RowShape(rel, self.primary_keys.get(rel.qualified_name))
+            if self._on_relation is not None:
+                self._on_relation(rel)
+        elif kind is Truncate:
+            tx = self._require_tx()
+            for oid in msg.relation_oids:  # type: ignore[union-attr]
+                shape = self._shape(oid)
+                tx.changes.append(RowChange(shape.relation.qualified_name, "truncate", None, None, len(tx.changes)))
+        elif kind is LogicalMessage:
+            # Non-transactional messages are not ours (heartbeats are transactional).
+            if self._tx is not None and msg.transactional:  # type: ignore[union-attr]
+                self._tx.messages.append(msg)  # type: ignore[arg-type]
+        elif kind is Origin:
+            if self._tx is not None:
+                self._tx.origin = msg.name  # type: ignore[union-attr]
+        elif kind is TypeMessage:
+            self.types[msg.oid] = msg  # type: ignore[union-attr]
+        return None
+
+    def reset(self) -> None:
+        """Forget a half-received transaction (the connection dropped mid-way)."""
+        self._tx = None

@@ -1,0 +1,173 @@
+"""The ``cdc`` command line: setup, teardown, tail, catalog, demo.
+
+Errors an operator can cause or meet (bad DSN, server down, wal_level, missing slot,
+slot in use, missing table, table without a primary key, …) end the command with one
+line on stderr — the cause and what to do — and a non-zero exit, never a traceback.
+Exit codes: 0 ok, 1 error that needs a change, 3 error worth retrying, 2 usage.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .config import DEFAULT_PUBLICATION, DEFAULT_SCHEMA, DEFAULT_SLOT, Settings
+from .errors import CdcError, translate
+
+app = typer.Typer(
+    name="cdc",
+    help="Derive Alga PSA domain events from the Postgres write-ahead log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DsnOpt = Annotated[
+    str,
+    typer.Option("--dsn", envvar="CDC_DSN", help="libpq connection string or URI (PG* variables also apply)."),
+]
+SlotOpt = Annotated[str, typer.Option("--slot", envvar="CDC_SLOT", help="Logical replication slot.")]
+PubOpt = Annotated[str, typer.Option("--publication", envvar="CDC_PUBLICATION", help="Publication name.")]
+SchemaOpt = Annotated[str, typer.Option("--schema", envvar="CDC_SCHEMA", help="Schema of the watcher's own tables.")]
+TablesOpt = Annotated[
+    str | None,
+    typer.Option("--tables", envvar="CDC_TABLES", help="Comma-separated watched tables (default: the PSA set)."),
+]
+
+
+def _settings(**kw: object) -> Settings:
+    clean = {k: v for k, v in kw.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except Exception as exc:  # pydantic ValidationError: turn into one line
+        raise CdcError(f"invalid configuration: {str(exc).splitlines()[0]}") from exc
+
+
+def _echo(line: str) -> None:
+    typer.echo(line)
+
+
+@app.command()
+def setup(
+    dsn: DsnOpt = "",
+    slot: SlotOpt = DEFAULT_SLOT,
+    publication: PubOpt = DEFAULT_PUBLICATION,
+    schema: SchemaOpt = DEFAULT_SCHEMA,
+    tables: TablesOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="Only report what would change.")] = False,
+) -> None:
+    """Create the cdc schema, publication, REPLICA IDENTITY FULL and the slot (idempotent)."""
+    from .provision import setup as do_setup
+
+    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, tables=tables)
+    report = do_setup(
+        s.dsn.get_secret_value(), slot=s.slot, publication=s.publication,
+        tables=s.qualified_tables(), schema=s.schema_name, check_only=check,
+        bootstrap=_bootstrap_hook(),
+    )
+    verb = "would" if check else "did"
+    if not report.changes:
+        _echo("nothing to do: schema, publication, replica identity and slot are in place")
+    for line in report.changes:
+        _echo(f"{verb}: {line}")
+    if check and report.changes:
+        raise typer.Exit(1)
+
+
+def _bootstrap_hook():  # type: ignore[no-untyped-def]
+    """The state bootstrap, when the state store is available (the tickets work fills it)."""
+    try:
+        from .state import bootstrap_hook  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return bootstrap_hook
+
+
+@app.command()
+def teardown(
+    dsn: DsnOpt = "",
+    slot: SlotOpt = DEFAULT_SLOT,
+    publication: PubOpt = DEFAULT_PUBLICATION,
+    schema: SchemaOpt = DEFAULT_SCHEMA,
+) -> None:
+    """Drop the slot and the publication, so the server retains no WAL for us."""
+    from .provision import teardown as do_teardown
+
+    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema)
+    done = do_teardown(s.dsn.get_secret_value(), slot=s.slot, publication=s.publication, schema=s.schema_name)
+    for line in done or ["nothing to drop"]:
+        _echo(line)
+
+
+@app.command()
+def tail(
+    dsn: DsnOpt = "",
+    slot: SlotOpt = DEFAULT_SLOT,
+    publication: PubOpt = DEFAULT_PUBLICATION,
+    temporary: Annotated[bool, typer.Option("--temporary", help="Use a temporary slot at the current position; consumes nothing.")] = False,
+    max_changes: Annotated[int | None, typer.Option("--max-changes", min=1, help="Stop after the transaction in which this many changes are printed.")] = None,
+    idle_exit: Annotated[float | None, typer.Option("--idle-exit", min=0.0, help="Stop when no transaction arrived for this many seconds.")] = None,
+    binary: Annotated[bool, typer.Option("--binary/--text", help="pgoutput binary or text value format.")] = False,
+) -> None:
+    """Print decoded row changes as JSON lines."""
+    import uuid
+
+    from .tail import StopFlag, TailOptions, run_tail
+
+    s = _settings(dsn=dsn, slot=slot, publication=publication)
+    slot_name = f"cdc_tail_{uuid.uuid4().hex[:12]}" if temporary and slot == DEFAULT_SLOT else s.slot
+    stop = StopFlag()
+    stop.install()
+    run_tail(
+        TailOptions(
+            dsn=s.dsn.get_secret_value(), slot=slot_name, publication=s.publication, temporary=temporary,
+            max_changes=max_changes, idle_exit=idle_exit, binary=binary, status_interval=s.status_interval_s,
+        ),
+        sys.stdout.buffer,
+        stop,
+    )
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the throwaway server running (prints its DSN).")] = False,
+) -> None:
+    """Embedded default: a throwaway Postgres, the sample PSA schema, a workload, its changes."""
+    from .demo import run_demo
+
+    run_demo(keep=keep)
+
+
+def _mount_catalog() -> None:
+    try:
+        from catalog.cli import app as catalog_app
+    except ImportError:  # pragma: no cover - the catalog package ships with this one
+        return
+    app.add_typer(catalog_app, name="catalog", help="The event catalog: list, export, sync.")
+
+
+_mount_catalog()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="cdc")  # usage errors: typer prints them and exits 2
+    except CdcError as exc:
+        print(f"cdc: error: {exc.one_line()}", file=sys.stderr)
+        sys.exit(3 if exc.retryable else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - last boundary: psycopg errors become one line too
+        err = translate(exc)
+        if type(err) is CdcError and not hasattr(exc, "sqlstate"):
+            raise
+        print(f"cdc: error: {err.one_line()}", file=sys.stderr)
+        sys.exit(3 if err.retryable else 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

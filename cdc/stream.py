@@ -1,0 +1,292 @@
+"""The replication socket: START_REPLICATION over psycopg 3.3's COPY_BOTH, and nothing else.
+
+This is the only module that talks to the walsender.  It reads CopyData frames through
+the low-level ``pgconn`` without ever blocking inside libpq (so signals and the other
+threads stay responsive), answers keepalives that ask for a reply, and sends standby
+status updates on its own timer (every ``min(10 s, wal_sender_timeout / 2)``), never
+one per message.
+
+Positions it reports:
+
+* **write** — the highest LSN received (XLogData end or keepalive ``wal_end``);
+* **flush / apply** — the end LSN of the last transaction the consumer declared durable
+  (:meth:`ReplicationStream.confirm`).  When the consumer has delivered everything it
+  received, flush follows the keepalive ``wal_end`` so a slot on quiet tables never holds
+  WAL.  Confirming a commit record's *start* LSN instead would make the server resend that
+  transaction after every reconnect.
+"""
+
+from __future__ import annotations
+
+import select
+import struct
+import time
+from datetime import UTC, datetime
+from typing import Final
+
+import psycopg
+from psycopg import pq, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .errors import CdcError, ConnectionLost, StreamProtocolError, translate
+from .lsn import format_lsn
+from .pgoutput.messages import POSTGRES_EPOCH
+
+#: Session settings that pin the text form of values sent by the walsender.
+SESSION_OPTIONS: Final = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3"
+
+_XLOG_HEADER = struct.Struct(">QQq")  # start LSN, end LSN, send time
+_KEEPALIVE = struct.Struct(">QqB")  # wal_end, send time, reply requested
+_STATUS = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, time, reply
+_W, _K = ord("w"), ord("k")
+
+
+def now_micros() -> int:
+    """Now, as microseconds since 2000-01-01 UTC (the protocol's clock)."""
+    delta = datetime.now(UTC) - POSTGRES_EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def replication_dsn(dsn: str) -> str:
+    """The DSN with ``replication=database`` and the pinned session options."""
+    params = conninfo_to_dict(dsn)
+    options = " ".join(filter(None, [str(params.get("options") or ""), SESSION_OPTIONS]))
+    return make_conninfo(dsn, replication="database", options=options)
+
+
+def connect_replication(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(replication_dsn(dsn), autocommit=True, prepare_threshold=None)
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+def start_replication_command(
+    slot: str, publication: str, start_lsn: int = 0, *, binary: bool = False, messages: bool = True
+) -> str:
+    """START_REPLICATION text (the replication protocol takes no parameters)."""
+    options = [
+        ("proto_version", "1"),
+        ("publication_names", sql.Identifier(publication).as_string(None)),
+    ]
+    if messages:
+        options.append(("messages", "true"))
+    if binary:
+        options.append(("binary", "true"))
+    opts = ", ".join(f"{k} {sql.Literal(v).as_string(None)}" for k, v in options)
+    return (
+        f"START_REPLICATION SLOT {sql.Identifier(slot).as_string(None)} LOGICAL "
+        f"{format_lsn(start_lsn)} ({opts})"
+    )
+
+
+class ReplicationStream:
+    """One START_REPLICATION session.  Not thread-safe; one consumer loop drives it."""
+
+    def __init__(
+        self,
+        dsn: str,
+        slot: str,
+        publication: str,
+        *,
+        start_lsn: int = 0,
+        binary: bool = False,
+        temporary: bool = False,
+        status_interval: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.slot = slot
+        self.publication = publication
+        self.start_lsn = start_lsn
+        self.binary = binary
+        self.temporary = temporary
+        self.status_interval = status_interval
+        self.conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self.received_lsn = 0  # write position
+        self.flushed_lsn = 0  # flush = apply position
+        self.server_wal_end = 0
+        self.last_server_time = 0
+        self._caught_up = True  # everything received has been delivered
+        self._next_status = 0.0
+        self._force_status = False
+        self.status_updates_sent = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> ReplicationStream:
+        conn = connect_replication(self.dsn)
+        self.conn = conn
+        try:
+            timeout_ms = self._wal_sender_timeout_ms(conn)
+            if timeout_ms > 0:
+                self.status_interval = max(0.2, min(self.status_interval, timeout_ms / 2000.0))
+            if self.temporary:
+                conn.execute(
+                    f"CREATE_REPLICATION_SLOT {sql.Identifier(self.slot).as_string(conn)} "
+                    "TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"  # type: ignore[arg-type]
+                )
+            conn.execute(
+                start_replication_command(  # type: ignore[arg-type]
+                    self.slot, self.publication, self.start_lsn, binary=self.binary
+                )
+            )
+        except psycopg.Error as exc:
+            self._close_quietly()
+            raise translate(exc, slot=self.slot) from exc
+        except BaseException:
+            self._close_quietly()
+            raise
+        self.flushed_lsn = max(self.flushed_lsn, self.start_lsn)
+        self._next_status = time.monotonic() + self.status_interval
+        return self
+
+    @staticmethod
+    def _wal_sender_timeout_ms(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+        row = conn.execute("SHOW wal_sender_timeout").fetchone()
+        text = str(row[0]) if row else "60s"
+        units = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+        for unit in ("ms", "min", "s", "h"):
+            if text.endswith(unit):
+                return int(float(text[: -len(unit)]) * units[unit])
+        return int(text or 0)
+
+    def _close_quietly(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not mask the cause
+                pass
+            self.conn = None
+
+    @property
+    def pgconn(self) -> pq.abc.PGconn:
+        if self.conn is None:
+            raise ConnectionLost("replication stream is not started")
+        return self.conn.pgconn
+
+    # -- positions ----------------------------------------------------------------------
+    def confirm(self, lsn: int, *, caught_up: bool = True) -> None:
+        """The consumer made everything up to ``lsn`` durable.
+
+        ``caught_up`` says nothing received so far is still waiting for delivery, so the
+        flush position may follow keepalives until the next change arrives.
+        """
+        if lsn > self.flushed_lsn:
+            self.flushed_lsn = lsn
+        self._caught_up = caught_up
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, timeout: float) -> bytes | None:
+        """The next pgoutput message, or None when ``timeout`` seconds pass without one."""
+        pgconn = self.pgconn
+        deadline = time.monotonic() + timeout
+        while True:
+            n, buf = pgconn.get_copy_data(1)
+            if n > 0:
+                kind = buf[0]
+                if kind == _W:
+                    _start, end, _ts = _XLOG_HEADER.unpack_from(buf, 1)
+                    if end > self.received_lsn:
+                        self.received_lsn = end
+                    self._caught_up = False
+                    return bytes(buf[25:])
+                if kind == _K:
+                    wal_end, ts, reply = _KEEPALIVE.unpack_from(buf, 1)
+                    self._on_keepalive(wal_end, ts, reply)
+                    continue
+                raise StreamProtocolError(f"unexpected CopyData frame kind 0x{kind:02x}")
+            if n == -1:
+                self._raise_end_of_copy()
+            self._maybe_send_status()
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            wait = min(deadline, self._next_status) - now
+            self._wait_readable(max(0.0, wait))
+            if pgconn.consume_input() is None and pgconn.status != pq.ConnStatus.OK:  # pragma: no cover
+                raise ConnectionLost("replication connection closed")
+
+    def _wait_readable(self, timeout: float) -> None:
+        try:
+            select.select([self.pgconn.socket], [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
+            pass
+        except (OSError, ValueError, psycopg.OperationalError) as exc:
+            raise ConnectionLost(f"replication connection lost: {exc}") from exc
+
+    def _consume(self) -> None:
+        try:
+            self.pgconn.consume_input()
+        except psycopg.OperationalError as exc:
+            raise ConnectionLost(f"replication connection lost: {exc}") from exc
+
+    def _on_keepalive(self, wal_end: int, ts: int, reply: int) -> None:
+        self.server_wal_end = max(self.server_wal_end, wal_end)
+        self.last_server_time = ts
+        if wal_end > self.received_lsn:
+            self.received_lsn = wal_end
+        if self._caught_up and wal_end > self.flushed_lsn:
+            self.flushed_lsn = wal_end
+        if reply:
+            self.send_status()
+
+    def _maybe_send_status(self) -> None:
+        if time.monotonic() >= self._next_status:
+            self.send_status()
+
+    def send_status(self, reply: bool = False) -> None:
+        data = _STATUS.pack(
+            b"r", self.received_lsn, self.flushed_lsn, self.flushed_lsn, now_micros(), 1 if reply else 0
+        )
+        pgconn = self.pgconn
+        try:
+            while pgconn.put_copy_data(data) == 0:
+                select.select([], [pgconn.socket], [], 1.0)
+            while pgconn.flush() == 1:
+                select.select([pgconn.socket], [pgconn.socket], [], 1.0)
+                pgconn.consume_input()
+        except psycopg.OperationalError as exc:
+            raise ConnectionLost(f"replication connection lost: {exc}") from exc
+        self.status_updates_sent += 1
+        self._next_status = time.monotonic() + self.status_interval
+
+    def _raise_end_of_copy(self) -> None:
+        pgconn = self.pgconn
+        error: CdcError | None = None
+        while (res := pgconn.get_result()) is not None:
+            if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                exc = psycopg.errors.error_from_result(res)
+                error = translate(exc, slot=self.slot)
+        raise error or ConnectionLost("the server ended the replication stream")
+
+    # -- stopping -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Send a final status, end the COPY cleanly (CopyDone) and close the connection."""
+        if self.conn is None:
+            return
+        pgconn = self.conn.pgconn
+        try:
+            if pgconn.status == pq.ConnStatus.OK:
+                self.send_status()
+                pgconn.put_copy_end()
+                while pgconn.flush() == 1:
+                    select.select([], [pgconn.socket], [], 1.0)
+                deadline = time.monotonic() + 5.0
+                while time.monotonic() < deadline:
+                    n, _ = pgconn.get_copy_data(1)
+                    if n == -1:
+                        break
+                    if n == 0:
+                        select.select([pgconn.socket], [], [], 0.2)
+                        pgconn.consume_input()
+                while pgconn.get_result() is not None:
+                    pass
+        except (psycopg.Error, OSError, CdcError):
+            pass
+        finally:
+            self._close_quietly()
+
+    def __enter__(self) -> ReplicationStream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

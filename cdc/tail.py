@@ -1,0 +1,128 @@
+"""``cdc tail``: decoded row changes as JSON lines, one per change, acknowledged per transaction.
+
+Each line is ``{"lsn","xid","commitTime","table","op","before","after","unknown"}`` with
+``lsn`` the transaction's end LSN.  A transaction's lines are written and flushed
+before its end LSN is confirmed to the server (like pg_recvlogical), so a crash between
+the two repeats at most the unconfirmed transactions.  With ``--temporary`` a temporary
+slot at the current WAL position is used: a live view that consumes nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import IO, Any
+
+import psycopg
+
+from . import queries
+from .assembler import Assembler, RowChange, Transaction
+from .errors import SlotMissing, WalLevelNotLogical, translate
+from .lsn import format_lsn
+from .pgoutput import Decoder
+from .stream import ReplicationStream
+from .values import canonical_timestamp, dumps
+
+
+@dataclass
+class TailOptions:
+    dsn: str
+    slot: str
+    publication: str
+    temporary: bool = False
+    max_changes: int | None = None
+    idle_exit: float | None = None
+    binary: bool = False
+    status_interval: float = 10.0
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between reads."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def install(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stopped = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def change_record(tx: Transaction, change: RowChange) -> dict[str, Any]:
+    return {
+        "lsn": format_lsn(tx.end_lsn),
+        "xid": tx.xid,
+        "commitTime": canonical_timestamp(tx.commit_time),
+        "table": change.table,
+        "op": change.op,
+        "before": change.before.to_dict() if change.before is not None else None,
+        "after": change.after.to_dict() if change.after is not None else None,
+        "unknown": list(change.unknown),
+    }
+
+
+def encode_transaction(tx: Transaction) -> bytes:
+    return b"".join(dumps(change_record(tx, c)) + b"\n" for c in tx.changes)
+
+
+def preflight(dsn: str, slot: str, temporary: bool) -> None:
+    """Clear errors before opening the replication connection."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SHOW wal_level").fetchone()
+            if row is None or row[0] != "logical":
+                raise WalLevelNotLogical(f"the server's wal_level is {row[0] if row else '?'!r}, not 'logical'")
+            if not temporary:
+                found = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot}).fetchone()  # type: ignore[arg-type]
+                if found is None:
+                    raise SlotMissing(f"replication slot {slot} does not exist")
+    except psycopg.Error as exc:
+        raise translate(exc, slot=slot) from exc
+
+
+def run_tail(opts: TailOptions, out: IO[bytes], stop: StopFlag | None = None,
+             on_transaction: Callable[[Transaction], None] | None = None) -> int:
+    """Stream until a stop condition; return the number of changes printed."""
+    preflight(opts.dsn, opts.slot, opts.temporary)
+    stop = stop or StopFlag()
+    decoder = Decoder()
+    assembler = Assembler()
+    stream = ReplicationStream(
+        opts.dsn, opts.slot, opts.publication,
+        binary=opts.binary, temporary=opts.temporary, status_interval=opts.status_interval,
+    )
+    printed = 0
+    last_tx = time.monotonic()
+    fd_out = out
+    with stream:
+        while not stop.stopped:
+            poll = 0.5
+            if opts.idle_exit is not None:
+                poll = max(0.01, min(poll, opts.idle_exit - (time.monotonic() - last_tx)))
+            data = stream.read(poll)
+            if data is None:
+                if opts.idle_exit is not None and not assembler.in_transaction and time.monotonic() - last_tx >= opts.idle_exit:
+                    break
+                continue
+            tx = assembler.feed(decoder.decode(data))
+            if tx is None:
+                continue
+            last_tx = time.monotonic()
+            if tx.changes:
+                fd_out.write(encode_transaction(tx))
+                fd_out.flush()
+                printed += len(tx.changes)
+            if on_transaction is not None:
+                on_transaction(tx)
+            stream.confirm(tx.end_lsn)
+            if opts.max_changes is not None and printed >= opts.max_changes:
+                break
+        # Tell the server where we are before leaving, so a restart resumes right here.
+        stream.send_status()
+    return printed
+

@@ -1,0 +1,109 @@
+-- Setup of the watcher's own objects.  Every statement is idempotent.
+-- Identifiers from configuration are {placeholders} filled with psycopg.sql.Identifier.
+
+-- name: server_facts
+SELECT current_setting('wal_level') AS wal_level,
+       current_setting('server_version_num')::int AS version_num,
+       current_database() AS database,
+       (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS can_replicate
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_checkpoints
+-- One row per slot.  ``lsn`` is the end LSN (Commit.end_lsn) of the last transaction whose
+-- events are durably delivered: a restart streams from the first transaction committed
+-- after it.  It only ever moves forward (see advance_checkpoint).
+CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
+    slot_name   text        PRIMARY KEY,
+    lsn         pg_lsn      NOT NULL,
+    xid         bigint,
+    commit_time timestamptz,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: create_slots
+-- Slots made by `cdc setup`, with the point their exported snapshot shows and whether the
+-- reference-state bootstrap under that snapshot completed.
+CREATE TABLE IF NOT EXISTS {schema}.slots (
+    slot_name        text        PRIMARY KEY,
+    publication      text        NOT NULL,
+    consistent_point pg_lsn      NOT NULL,
+    snapshot_name    text,
+    bootstrapped_at  timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: advance_checkpoint
+-- Monotonic: an older position never overwrites a newer one.
+INSERT INTO {schema}.checkpoints AS c (slot_name, lsn, xid, commit_time, updated_at)
+VALUES (%(slot)s, %(lsn)s::pg_lsn, %(xid)s, %(commit_time)s, now())
+ON CONFLICT (slot_name) DO UPDATE
+   SET lsn = GREATEST(c.lsn, EXCLUDED.lsn),
+       xid = CASE WHEN EXCLUDED.lsn > c.lsn THEN EXCLUDED.xid ELSE c.xid END,
+       commit_time = CASE WHEN EXCLUDED.lsn > c.lsn THEN EXCLUDED.commit_time ELSE c.commit_time END,
+       updated_at = now()
+
+-- name: read_checkpoint
+SELECT lsn::text FROM {schema}.checkpoints WHERE slot_name = %(slot)s
+
+-- name: record_slot
+INSERT INTO {schema}.slots (slot_name, publication, consistent_point, snapshot_name)
+VALUES (%(slot)s, %(publication)s, %(lsn)s::pg_lsn, %(snapshot)s)
+ON CONFLICT (slot_name) DO UPDATE
+   SET publication = EXCLUDED.publication, consistent_point = EXCLUDED.consistent_point,
+       snapshot_name = EXCLUDED.snapshot_name, bootstrapped_at = NULL, created_at = now()
+
+-- name: mark_bootstrapped
+UPDATE {schema}.slots SET bootstrapped_at = now() WHERE slot_name = %(slot)s
+
+-- name: forget_slot
+DELETE FROM {schema}.slots WHERE slot_name = %(slot)s
+
+-- name: table_facts
+-- For each requested name: does it exist, its primary key columns, its replica identity.
+SELECT t.name,
+       c.oid IS NOT NULL AS found,
+       n.nspname AS schema,
+       c.relname AS table,
+       c.relreplident::text AS replica_identity,
+       ARRAY(
+           SELECT a.attname::text
+             FROM pg_index i
+             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = c.oid AND i.indisprimary
+            ORDER BY k.ord
+       ) AS primary_key
+  FROM unnest(%(names)s::text[]) AS t(name)
+  LEFT JOIN pg_class c ON c.oid = to_regclass(t.name) AND c.relkind IN ('r', 'p')
+  LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+
+-- name: set_replica_identity_full
+ALTER TABLE {table} REPLICA IDENTITY FULL
+
+-- name: publication_tables
+SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %(publication)s
+
+-- name: publication_exists
+SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %(publication)s)
+
+-- name: create_publication
+CREATE PUBLICATION {publication} FOR TABLE {tables}
+
+-- name: set_publication_tables
+ALTER PUBLICATION {publication} SET TABLE {tables}
+
+-- name: drop_publication
+DROP PUBLICATION IF EXISTS {publication}
+
+-- name: slot_facts
+SELECT slot_name, plugin, slot_type, database, temporary, active, active_pid,
+       restart_lsn::text, confirmed_flush_lsn::text, wal_status
+  FROM pg_replication_slots WHERE slot_name = %(slot)s
+
+-- name: drop_slot
+SELECT pg_drop_replication_slot(%(slot)s)
+
+-- name: current_wal_lsn
+SELECT pg_current_wal_lsn()::text
