@@ -130,7 +130,9 @@ def fold(changes: list[RowChange]) -> list[RowChange]:
     return out
 
 
-def _fill_toast(shape: RowShape, new: TupleData, old: TupleData | None) -> tuple[tuple[RawValue, ...], tuple[str, ...]]:
+def _fill_toast(
+    shape: RowShape, new: TupleData, old: TupleData | None
+) -> tuple[tuple[RawValue, ...], tuple[str, ...]]:
     values = new.values
     if UNCHANGED_TOAST not in values:
         return values, ()
@@ -180,62 +182,55 @@ class Assembler:
         return self._tx
 
     def feed(self, msg: Message) -> Transaction | None:
-        kind = type(msg)
-        if kind is Update:
+        # `type(msg) is X` rather than isinstance: this runs once per message.
+        if type(msg) is Update:
             tx = self._require_tx()
-            shape = self._shape(msg.relation_oid)  # type: ignore[union-attr]
-            old = msg.old  # type: ignore[union-attr]
-            new = msg.new  # type: ignore[union-attr]
+            shape = self._shape(msg.relation_oid)
+            old, new = msg.old, msg.new
             values, unknown = _fill_toast(shape, new, old)
             before = Row(shape, old.values, old.binary_mask) if old is not None else None
-            tx.changes.append(
-                RowChange(shape.relation.qualified_name, "update", before, Row(shape, values, new.binary_mask), len(tx.changes), unknown)
-            )
-        elif kind is Insert:
+            after = Row(shape, values, new.binary_mask)
+            tx.changes.append(RowChange(shape.table, "update", before, after, len(tx.changes), unknown))
+        elif type(msg) is Insert:
             tx = self._require_tx()
-            shape = self._shape(msg.relation_oid)  # type: ignore[union-attr]
-            new = msg.new  # type: ignore[union-attr]
-            values, unknown = _fill_toast(shape, new, None)
-            tx.changes.append(
-                RowChange(shape.relation.qualified_name, "insert", None, Row(shape, values, new.binary_mask), len(tx.changes), unknown)
-            )
-        elif kind is Delete:
+            shape = self._shape(msg.relation_oid)
+            values, unknown = _fill_toast(shape, msg.new, None)
+            after = Row(shape, values, msg.new.binary_mask)
+            tx.changes.append(RowChange(shape.table, "insert", None, after, len(tx.changes), unknown))
+        elif type(msg) is Delete:
             tx = self._require_tx()
-            shape = self._shape(msg.relation_oid)  # type: ignore[union-attr]
-            old = msg.old  # type: ignore[union-attr]
-            tx.changes.append(
-                RowChange(shape.relation.qualified_name, "delete", Row(shape, old.values, old.binary_mask), None, len(tx.changes))
-            )
-        elif kind is Begin:
+            shape = self._shape(msg.relation_oid)
+            before = Row(shape, msg.old.values, msg.old.binary_mask)
+            tx.changes.append(RowChange(shape.table, "delete", before, None, len(tx.changes)))
+        elif type(msg) is Begin:
             if self._tx is not None:
                 raise DecodeError("Begin inside an open transaction")
-            self._tx = Transaction(msg.xid, msg.final_lsn, msg.final_lsn, 0, msg.commit_ts)  # type: ignore[union-attr]
-        elif kind is Commit:
+            self._tx = Transaction(msg.xid, msg.final_lsn, msg.final_lsn, 0, msg.commit_ts)
+        elif type(msg) is Commit:
             tx = self._require_tx()
-            tx.commit_lsn = msg.commit_lsn  # type: ignore[union-attr]
-            tx.end_lsn = msg.end_lsn  # type: ignore[union-attr]
-            tx.commit_ts = msg.commit_ts  # type: ignore[union-attr]
+            tx.commit_lsn = msg.commit_lsn
+            tx.end_lsn = msg.end_lsn
+            tx.commit_ts = msg.commit_ts
             self._tx = None
             return tx
-        elif kind is Relation:
-            rel: Relation = msg  # type: ignore[assignment]
-            self.shapes[rel.oid] = RowShape(rel, self.primary_keys.get(rel.qualified_name))
+        elif type(msg) is Relation:
+            self.shapes[msg.oid] = RowShape(msg, self.primary_keys.get(msg.qualified_name))
             if self._on_relation is not None:
-                self._on_relation(rel)
-        elif kind is Truncate:
+                self._on_relation(msg)
+        elif type(msg) is Truncate:
             tx = self._require_tx()
-            for oid in msg.relation_oids:  # type: ignore[union-attr]
-                shape = self._shape(oid)
-                tx.changes.append(RowChange(shape.relation.qualified_name, "truncate", None, None, len(tx.changes)))
-        elif kind is LogicalMessage:
+            for oid in msg.relation_oids:
+                table = self._shape(oid).table
+                tx.changes.append(RowChange(table, "truncate", None, None, len(tx.changes)))
+        elif type(msg) is LogicalMessage:
             # Non-transactional messages are not ours (heartbeats are transactional).
-            if self._tx is not None and msg.transactional:  # type: ignore[union-attr]
-                self._tx.messages.append(msg)  # type: ignore[arg-type]
-        elif kind is Origin:
+            if self._tx is not None and msg.transactional:
+                self._tx.messages.append(msg)
+        elif type(msg) is Origin:
             if self._tx is not None:
-                self._tx.origin = msg.name  # type: ignore[union-attr]
-        elif kind is TypeMessage:
-            self.types[msg.oid] = msg  # type: ignore[union-attr]
+                self._tx.origin = msg.name
+        elif type(msg) is TypeMessage:
+            self.types[msg.oid] = msg
         return None
 
     def reset(self) -> None:

@@ -9,12 +9,15 @@ Exit codes: 0 ok, 1 error that needs a change, 3 error worth retrying, 2 usage.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .config import DEFAULT_PUBLICATION, DEFAULT_SCHEMA, DEFAULT_SLOT, Settings
-from .errors import CdcError, translate
+from .config import DEFAULT_PUBLICATION, DEFAULT_SCHEMA, DEFAULT_SLOT, Settings, check_dsn
+from .errors import CdcError, ConfigError, translate
+
+if TYPE_CHECKING:
+    from .provision import BootstrapHook
 
 app = typer.Typer(
     name="cdc",
@@ -26,23 +29,37 @@ app = typer.Typer(
 
 DsnOpt = Annotated[
     str,
-    typer.Option("--dsn", envvar="CDC_DSN", help="libpq connection string or URI (PG* variables also apply)."),
+    typer.Option(
+        "--dsn", envvar="CDC_DSN", help="libpq connection string or URI (PG* variables also apply)."
+    ),
 ]
 SlotOpt = Annotated[str, typer.Option("--slot", envvar="CDC_SLOT", help="Logical replication slot.")]
 PubOpt = Annotated[str, typer.Option("--publication", envvar="CDC_PUBLICATION", help="Publication name.")]
-SchemaOpt = Annotated[str, typer.Option("--schema", envvar="CDC_SCHEMA", help="Schema of the watcher's own tables.")]
+SchemaOpt = Annotated[
+    str, typer.Option("--schema", envvar="CDC_SCHEMA", help="Schema of the watcher's own tables.")
+]
 TablesOpt = Annotated[
     str | None,
-    typer.Option("--tables", envvar="CDC_TABLES", help="Comma-separated watched tables (default: the PSA set)."),
+    typer.Option(
+        "--tables",
+        envvar="CDC_TABLES",
+        help="Comma-separated watched tables (default: the PSA set).",
+    ),
 ]
 
 
 def _settings(**kw: object) -> Settings:
+    from pydantic import ValidationError
+
     clean = {k: v for k, v in kw.items() if v is not None}
+    if isinstance(clean.get("dsn"), str):
+        check_dsn(str(clean["dsn"]))
     try:
         return Settings(**clean)  # type: ignore[arg-type]
-    except Exception as exc:  # pydantic ValidationError: turn into one line
-        raise CdcError(f"invalid configuration: {str(exc).splitlines()[0]}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
 
 
 def _echo(line: str) -> None:
@@ -63,8 +80,12 @@ def setup(
 
     s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, tables=tables)
     report = do_setup(
-        s.dsn.get_secret_value(), slot=s.slot, publication=s.publication,
-        tables=s.qualified_tables(), schema=s.schema_name, check_only=check,
+        s.dsn.get_secret_value(),
+        slot=s.slot,
+        publication=s.publication,
+        tables=s.qualified_tables(),
+        schema=s.schema_name,
+        check_only=check,
         bootstrap=_bootstrap_hook(),
     )
     verb = "would" if check else "did"
@@ -76,13 +97,16 @@ def setup(
         raise typer.Exit(1)
 
 
-def _bootstrap_hook():  # type: ignore[no-untyped-def]
+def _bootstrap_hook() -> BootstrapHook | None:
     """The state bootstrap, when the state store is available (the tickets work fills it)."""
+    import importlib
+
     try:
-        from .state import bootstrap_hook  # type: ignore[attr-defined]
+        module = importlib.import_module("cdc.state")
     except ImportError:
         return None
-    return bootstrap_hook
+    hook: BootstrapHook | None = getattr(module, "bootstrap_hook", None)
+    return hook
 
 
 @app.command()
@@ -106,10 +130,25 @@ def tail(
     dsn: DsnOpt = "",
     slot: SlotOpt = DEFAULT_SLOT,
     publication: PubOpt = DEFAULT_PUBLICATION,
-    temporary: Annotated[bool, typer.Option("--temporary", help="Use a temporary slot at the current position; consumes nothing.")] = False,
-    max_changes: Annotated[int | None, typer.Option("--max-changes", min=1, help="Stop after the transaction in which this many changes are printed.")] = None,
-    idle_exit: Annotated[float | None, typer.Option("--idle-exit", min=0.0, help="Stop when no transaction arrived for this many seconds.")] = None,
-    binary: Annotated[bool, typer.Option("--binary/--text", help="pgoutput binary or text value format.")] = False,
+    temporary: Annotated[
+        bool,
+        typer.Option("--temporary", help="Use a temporary slot at the current position; consumes nothing."),
+    ] = False,
+    max_changes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-changes",
+            min=1,
+            help="Stop after the transaction in which this many changes are printed.",
+        ),
+    ] = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option("--idle-exit", min=0.0, help="Stop when no transaction arrived for this many seconds."),
+    ] = None,
+    binary: Annotated[
+        bool, typer.Option("--binary/--text", help="pgoutput binary or text value format.")
+    ] = False,
 ) -> None:
     """Print decoded row changes as JSON lines."""
     import uuid
@@ -122,8 +161,14 @@ def tail(
     stop.install()
     run_tail(
         TailOptions(
-            dsn=s.dsn.get_secret_value(), slot=slot_name, publication=s.publication, temporary=temporary,
-            max_changes=max_changes, idle_exit=idle_exit, binary=binary, status_interval=s.status_interval_s,
+            dsn=s.dsn.get_secret_value(),
+            slot=slot_name,
+            publication=s.publication,
+            temporary=temporary,
+            max_changes=max_changes,
+            idle_exit=idle_exit,
+            binary=binary,
+            status_interval=s.status_interval_s,
         ),
         sys.stdout.buffer,
         stop,
@@ -132,7 +177,9 @@ def tail(
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the throwaway server running (prints its DSN).")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the throwaway server running (prints its DSN).")
+    ] = False,
 ) -> None:
     """Embedded default: a throwaway Postgres, the sample PSA schema, a workload, its changes."""
     from .demo import run_demo
@@ -161,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - last boundary: psycopg errors become one line too
+    except Exception as exc:
         err = translate(exc)
         if type(err) is CdcError and not hasattr(exc, "sqlstate"):
             raise

@@ -10,8 +10,18 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import BadDsn
 
 DEFAULT_SLOT: Final = "cdc_events"
 DEFAULT_PUBLICATION: Final = "cdc_events"
@@ -49,6 +59,14 @@ DEFAULT_TABLES: Final[tuple[str, ...]] = (
 )
 
 
+def check_dsn(dsn: str) -> None:
+    """Raise BadDsn (without echoing the string, which may hold a password) if libpq cannot parse it."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise BadDsn("bad connection string: libpq cannot parse it") from exc
+
+
 def _toml_path() -> Path | None:
     p = os.environ.get("CDC_CONFIG")
     return Path(p) if p else None
@@ -67,6 +85,12 @@ class Settings(BaseSettings):
     status_interval_s: float = Field(default=10.0, gt=0)
     binary: bool = False
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, v: SecretStr) -> SecretStr:
+        check_dsn(v.get_secret_value())
+        return v
+
     @field_validator("tables", mode="before")
     @classmethod
     def _split_tables(cls, v: Any) -> Any:
@@ -82,7 +106,14 @@ class Settings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def, override]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings]
         path = _toml_path()
         if path is not None:

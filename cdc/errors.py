@@ -107,7 +107,10 @@ def translate(exc: BaseException, *, slot: str | None = None) -> CdcError:
     where = f" (slot {slot})" if slot else ""
     low = raw.lower()
     if isinstance(exc, psycopg.ProgrammingError) and (
-        "invalid dsn" in low or "connection info string" in low or "invalid uri" in low or "invalid connection option" in low
+        "invalid dsn" in low
+        or "connection info string" in low
+        or "invalid uri" in low
+        or "invalid connection option" in low
     ):
         return BadDsn(f"bad connection string: {raw}")
     if isinstance(exc, pgerr.UndefinedObject) and "replication slot" in raw:

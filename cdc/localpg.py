@@ -95,15 +95,36 @@ class LocalPostgres:
             for p in (self.root, self.sockdir):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         res = self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-             "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
         )
         if res.returncode != 0:
             raise LocalPostgresError(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
         opts = [f"-p {self.port}", f"-k {self.sockdir}"] + [f"-c {k}={v}" for k, v in self.settings.items()]
         res = self._run(
-            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-             "-o", " ".join(opts), "-w", "-t", "60", "start"]
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-o",
+                " ".join(opts),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         if res.returncode != 0:
             log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
@@ -113,7 +134,18 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if self._started:
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"], timeout=60)
+            self._run(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.datadir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+                timeout=60,
+            )
             self._started = False
         # wait briefly for the postmaster to let go of its files
         for _ in range(50):
@@ -123,7 +155,13 @@ class LocalPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def dsn(self, dbname: str = "postgres", **params: str) -> str:
-        parts = {"host": "127.0.0.1", "port": str(self.port), "user": "postgres", "dbname": dbname, **params}
+        parts = {
+            "host": "127.0.0.1",
+            "port": str(self.port),
+            "user": "postgres",
+            "dbname": dbname,
+            **params,
+        }
         return " ".join(f"{k}={v}" for k, v in parts.items())
 
     def __enter__(self) -> LocalPostgres:

@@ -72,7 +72,12 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
 def check_server(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     row = conn.execute(queries.raw("setup", "server_facts")).fetchone()
     assert row is not None
-    facts = {"wal_level": row[0], "version_num": row[1], "database": row[2], "can_replicate": row[3]}
+    facts = {
+        "wal_level": row[0],
+        "version_num": row[1],
+        "database": row[2],
+        "can_replicate": row[3],
+    }
     if facts["wal_level"] != "logical":
         raise WalLevelNotLogical(f"the server's wal_level is {facts['wal_level']!r}, not 'logical'")
     return facts
@@ -80,7 +85,7 @@ def check_server(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 def table_facts(conn: psycopg.Connection[Any], names: tuple[str, ...]) -> list[TableFacts]:
     """Validate the watched tables: each exists and has a primary key."""
-    rows = conn.execute(queries.raw("setup", "table_facts"), {"names": list(names)}).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(queries.raw("setup", "table_facts"), {"names": list(names)}).fetchall()
     out: list[TableFacts] = []
     for name, found, schema, table, ident, pk in rows:
         if not found:
@@ -101,7 +106,7 @@ def _q(name: str, schema: str, **more: sql.Composable) -> sql.Composed | sql.SQL
 
 
 def slot_facts(conn: psycopg.Connection[Any], slot: str) -> dict[str, Any] | None:
-    cur = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot})  # type: ignore[arg-type]
+    cur = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot})
     row = cur.fetchone()
     if row is None:
         return None
@@ -149,38 +154,59 @@ def setup(
         wanted = {t.qualified for t in watched}
         table_list = sql.SQL(", ").join(t.ident for t in watched)
         pub = sql.Identifier(publication)
-        exists_row = conn.execute(queries.raw("setup", "publication_exists"), {"publication": publication}).fetchone()  # type: ignore[arg-type]
+        exists_row = conn.execute(
+            queries.raw("setup", "publication_exists"), {"publication": publication}
+        ).fetchone()
         if not (exists_row and exists_row[0]):
             report.note(f"create publication {publication} for {len(watched)} tables")
             if not check_only:
                 conn.execute(queries.query("setup", "create_publication", publication=pub, tables=table_list))
         else:
-            have = {r[0] for r in conn.execute(queries.raw("setup", "publication_tables"), {"publication": publication})}  # type: ignore[arg-type]
+            have = {
+                r[0]
+                for r in conn.execute(
+                    queries.raw("setup", "publication_tables"), {"publication": publication}
+                )
+            }
             if have != wanted:
                 added, removed = sorted(wanted - have), sorted(have - wanted)
                 report.note(f"set publication {publication} tables (+{len(added)} -{len(removed)})")
                 if not check_only:
-                    conn.execute(queries.query("setup", "set_publication_tables", publication=pub, tables=table_list))
+                    conn.execute(
+                        queries.query("setup", "set_publication_tables", publication=pub, tables=table_list)
+                    )
 
         existing = slot_facts(conn, slot)
         recorded = None
-        if not check_only or schema_exists and schema_exists[0]:
+        if not check_only or (schema_exists and schema_exists[0]):
             try:
                 recorded = conn.execute(
-                    sql.SQL("SELECT bootstrapped_at IS NOT NULL FROM {}.slots WHERE slot_name = %s").format(sql.Identifier(schema)),
+                    sql.SQL("SELECT bootstrapped_at IS NOT NULL FROM {}.slots WHERE slot_name = %s").format(
+                        sql.Identifier(schema)
+                    ),
                     (slot,),
                 ).fetchone()
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 recorded = None
         needs_bootstrap = bootstrap is not None and not (recorded and recorded[0])
         if existing is not None and existing["database"] != facts["database"]:
-            raise CdcError(f"slot {slot} belongs to database {existing['database']}", hint="pass a different --slot")
+            raise CdcError(
+                f"slot {slot} belongs to database {existing['database']}",
+                hint="pass a different --slot",
+            )
         if existing is not None and needs_bootstrap:
             # A slot without its bootstrapped state: nothing was consumed yet if the
             # checkpoint is empty, so it is safe to recreate it under a fresh snapshot.
-            ck = conn.execute(
-                sql.SQL("SELECT 1 FROM {}.checkpoints WHERE slot_name = %s").format(sql.Identifier(schema)), (slot,)
-            ).fetchone() if not check_only else None
+            ck = (
+                conn.execute(
+                    sql.SQL("SELECT 1 FROM {}.checkpoints WHERE slot_name = %s").format(
+                        sql.Identifier(schema)
+                    ),
+                    (slot,),
+                ).fetchone()
+                if not check_only
+                else None
+            )
             if ck is not None:
                 raise CdcError(
                     f"slot {slot} has consumed changes but its reference state was never bootstrapped",
@@ -193,7 +219,9 @@ def setup(
         if existing is None and create_slot:
             report.note(f"create logical slot {slot} (pgoutput) with exported snapshot")
             if not check_only:
-                report.consistent_point = _create_slot_with_snapshot(dsn, conn, slot, publication, schema, bootstrap)
+                report.consistent_point = _create_slot_with_snapshot(
+                    dsn, conn, slot, publication, schema, bootstrap
+                )
                 report.slot_created = True
     return report
 
@@ -210,7 +238,7 @@ def _create_slot_with_snapshot(
     try:
         try:
             row = repl.execute(
-                f"CREATE_REPLICATION_SLOT {sql.Identifier(slot).as_string(repl)} LOGICAL pgoutput (SNAPSHOT 'export')"  # type: ignore[arg-type]
+                f"CREATE_REPLICATION_SLOT {sql.Identifier(slot).as_string(repl)} LOGICAL pgoutput (SNAPSHOT 'export')"
             ).fetchone()
         except psycopg.Error as exc:
             raise translate(exc, slot=slot) from exc
@@ -218,12 +246,11 @@ def _create_slot_with_snapshot(
         consistent_point = parse_lsn(str(row[1]))
         snapshot = str(row[2])
         # The replication connection must stay idle from here until the snapshot is used.
-        with psycopg.connect(dsn) as snap_conn:
-            with snap_conn.transaction():
-                snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                snap_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                if bootstrap is not None:
-                    bootstrap(snap_conn, consistent_point)
+        with psycopg.connect(dsn) as snap_conn, snap_conn.transaction():
+            snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snap_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            if bootstrap is not None:
+                bootstrap(snap_conn, consistent_point)
         conn.execute(
             _q("record_slot", schema),
             {"slot": slot, "publication": publication, "lsn": str(row[1]), "snapshot": snapshot},
@@ -237,7 +264,7 @@ def _create_slot_with_snapshot(
 
 def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:
     try:
-        conn.execute(queries.raw("setup", "drop_slot"), {"slot": slot})  # type: ignore[arg-type]
+        conn.execute(queries.raw("setup", "drop_slot"), {"slot": slot})
     except psycopg.errors.ObjectInUse as exc:
         raise SlotInUse(f"replication slot {slot} is active in another process") from exc
     except psycopg.Error as exc:
@@ -251,13 +278,18 @@ def teardown(dsn: str, *, slot: str, publication: str, schema: str = "cdc") -> l
         if slot_facts(conn, slot) is not None:
             drop_slot(conn, slot)
             done.append(f"dropped slot {slot}")
-        exists_row = conn.execute(queries.raw("setup", "publication_exists"), {"publication": publication}).fetchone()  # type: ignore[arg-type]
+        exists_row = conn.execute(
+            queries.raw("setup", "publication_exists"), {"publication": publication}
+        ).fetchone()
         if exists_row and exists_row[0]:
             conn.execute(queries.query("setup", "drop_publication", publication=sql.Identifier(publication)))
             done.append(f"dropped publication {publication}")
         try:
             conn.execute(_q("forget_slot", schema), {"slot": slot})
-            conn.execute(sql.SQL("DELETE FROM {}.checkpoints WHERE slot_name = %s").format(sql.Identifier(schema)), (slot,))
+            conn.execute(
+                sql.SQL("DELETE FROM {}.checkpoints WHERE slot_name = %s").format(sql.Identifier(schema)),
+                (slot,),
+            )
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             pass
     return done

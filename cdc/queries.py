@@ -13,7 +13,6 @@ import functools
 import re
 from importlib import resources
 from pathlib import Path
-from typing import LiteralString, cast
 
 from psycopg import sql
 
@@ -50,8 +49,7 @@ def load(file: str) -> dict[str, str]:
 
 def query(file: str, name: str, **identifiers: sql.Composable) -> sql.Composed | sql.SQL:
     """One named query, with ``{placeholders}`` filled by the given composables."""
-    text = cast(LiteralString, load(file)[name])
-    stmt = sql.SQL(text)
+    stmt = sql.SQL(load(file)[name])
     return stmt.format(**identifiers) if identifiers else stmt
 
 

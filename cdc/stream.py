@@ -18,6 +18,7 @@ Positions it reports:
 
 from __future__ import annotations
 
+import contextlib
 import select
 import struct
 import time
@@ -122,12 +123,10 @@ class ReplicationStream:
             if self.temporary:
                 conn.execute(
                     f"CREATE_REPLICATION_SLOT {sql.Identifier(self.slot).as_string(conn)} "
-                    "TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"  # type: ignore[arg-type]
+                    "TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"
                 )
             conn.execute(
-                start_replication_command(  # type: ignore[arg-type]
-                    self.slot, self.publication, self.start_lsn, binary=self.binary
-                )
+                start_replication_command(self.slot, self.publication, self.start_lsn, binary=self.binary)
             )
         except psycopg.Error as exc:
             self._close_quietly()
@@ -151,10 +150,8 @@ class ReplicationStream:
 
     def _close_quietly(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection must not mask the cause
-                pass
             self.conn = None
 
     @property
@@ -202,8 +199,7 @@ class ReplicationStream:
                 return None
             wait = min(deadline, self._next_status) - now
             self._wait_readable(max(0.0, wait))
-            if pgconn.consume_input() is None and pgconn.status != pq.ConnStatus.OK:  # pragma: no cover
-                raise ConnectionLost("replication connection closed")
+            self._consume()
 
     def _wait_readable(self, timeout: float) -> None:
         try:
@@ -235,7 +231,12 @@ class ReplicationStream:
 
     def send_status(self, reply: bool = False) -> None:
         data = _STATUS.pack(
-            b"r", self.received_lsn, self.flushed_lsn, self.flushed_lsn, now_micros(), 1 if reply else 0
+            b"r",
+            self.received_lsn,
+            self.flushed_lsn,
+            self.flushed_lsn,
+            now_micros(),
+            1 if reply else 0,
         )
         pgconn = self.pgconn
         try:

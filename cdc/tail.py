@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import psycopg
 
-from . import queries
+from . import faults, queries
 from .assembler import Assembler, RowChange, Transaction
 from .errors import SlotMissing, WalLevelNotLogical, translate
 from .lsn import format_lsn
@@ -76,25 +76,35 @@ def preflight(dsn: str, slot: str, temporary: bool) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             row = conn.execute("SHOW wal_level").fetchone()
             if row is None or row[0] != "logical":
-                raise WalLevelNotLogical(f"the server's wal_level is {row[0] if row else '?'!r}, not 'logical'")
+                raise WalLevelNotLogical(
+                    f"the server's wal_level is {row[0] if row else '?'!r}, not 'logical'"
+                )
             if not temporary:
-                found = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot}).fetchone()  # type: ignore[arg-type]
+                found = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot}).fetchone()
                 if found is None:
                     raise SlotMissing(f"replication slot {slot} does not exist")
     except psycopg.Error as exc:
         raise translate(exc, slot=slot) from exc
 
 
-def run_tail(opts: TailOptions, out: IO[bytes], stop: StopFlag | None = None,
-             on_transaction: Callable[[Transaction], None] | None = None) -> int:
+def run_tail(
+    opts: TailOptions,
+    out: IO[bytes],
+    stop: StopFlag | None = None,
+    on_transaction: Callable[[Transaction], None] | None = None,
+) -> int:
     """Stream until a stop condition; return the number of changes printed."""
     preflight(opts.dsn, opts.slot, opts.temporary)
     stop = stop or StopFlag()
     decoder = Decoder()
     assembler = Assembler()
     stream = ReplicationStream(
-        opts.dsn, opts.slot, opts.publication,
-        binary=opts.binary, temporary=opts.temporary, status_interval=opts.status_interval,
+        opts.dsn,
+        opts.slot,
+        opts.publication,
+        binary=opts.binary,
+        temporary=opts.temporary,
+        status_interval=opts.status_interval,
     )
     printed = 0
     last_tx = time.monotonic()
@@ -106,7 +116,11 @@ def run_tail(opts: TailOptions, out: IO[bytes], stop: StopFlag | None = None,
                 poll = max(0.01, min(poll, opts.idle_exit - (time.monotonic() - last_tx)))
             data = stream.read(poll)
             if data is None:
-                if opts.idle_exit is not None and not assembler.in_transaction and time.monotonic() - last_tx >= opts.idle_exit:
+                if (
+                    opts.idle_exit is not None
+                    and not assembler.in_transaction
+                    and time.monotonic() - last_tx >= opts.idle_exit
+                ):
                     break
                 continue
             tx = assembler.feed(decoder.decode(data))
@@ -119,10 +133,14 @@ def run_tail(opts: TailOptions, out: IO[bytes], stop: StopFlag | None = None,
                 printed += len(tx.changes)
             if on_transaction is not None:
                 on_transaction(tx)
+            faults.reached("tail.after_print")
+            # Acknowledge what was printed before printing more: a crash repeats at most
+            # this one transaction.
             stream.confirm(tx.end_lsn)
+            if tx.changes:
+                stream.send_status()
             if opts.max_changes is not None and printed >= opts.max_changes:
                 break
         # Tell the server where we are before leaving, so a restart resumes right here.
         stream.send_status()
     return printed
-

@@ -19,7 +19,8 @@ from uuid import UUID
 
 import orjson
 from psycopg import adapters
-from psycopg.adapt import Loader, Transformer
+from psycopg.abc import Loader
+from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
 from .pgoutput.messages import UNCHANGED_TOAST, RawValue, Relation
@@ -41,7 +42,7 @@ class _Context:
     connection = None
 
 
-_TRANSFORMER = Transformer(_Context())  # type: ignore[arg-type]
+_TRANSFORMER = Transformer(_Context())
 
 
 def _loader(type_oid: int, fmt: Format) -> Loader:
@@ -54,10 +55,11 @@ def _loader(type_oid: int, fmt: Format) -> Loader:
 class RowShape:
     """Per-relation column index and loaders; built once per Relation message."""
 
-    __slots__ = ("_binary", "_text", "index", "names", "primary_key", "relation", "type_oids")
+    __slots__ = ("_binary", "_text", "index", "names", "primary_key", "relation", "table", "type_oids")
 
     def __init__(self, relation: Relation, primary_key: tuple[str, ...] | None = None) -> None:
         self.relation = relation
+        self.table = relation.qualified_name
         self.names: tuple[str, ...] = tuple(c.name for c in relation.columns)
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.names)}
         self.type_oids: tuple[int, ...] = tuple(c.type_oid for c in relation.columns)
@@ -84,17 +86,17 @@ class RowShape:
 class Row(Mapping[str, Any]):
     """One row image; values convert on first read and are cached."""
 
-    __slots__ = ("_cache", "mask", "shape", "values")
+    __slots__ = ("_cache", "data", "mask", "shape")
 
     def __init__(self, shape: RowShape, values: tuple[RawValue, ...], mask: int = 0) -> None:
         self.shape = shape
-        self.values = values
+        self.data = values
         self.mask = mask
         self._cache: dict[int, Any] | None = None
 
     def __getitem__(self, name: str) -> Any:
         i = self.shape.index[name]
-        raw = self.values[i]
+        raw = self.data[i]
         if raw is None:
             return None
         if raw is UNCHANGED_TOAST:
@@ -118,21 +120,21 @@ class Row(Mapping[str, Any]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Row):
-            return self.shape.names == other.shape.names and self.values == other.values
+            return self.shape.names == other.shape.names and self.data == other.data
         return Mapping.__eq__(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def raw(self, name: str) -> RawValue:
         """The column's bytes as sent (None for NULL, UNCHANGED_TOAST if unknown)."""
-        return self.values[self.shape.index[name]]
+        return self.data[self.shape.index[name]]
 
     def is_unknown(self, name: str) -> bool:
-        return self.values[self.shape.index[name]] is UNCHANGED_TOAST
+        return self.data[self.shape.index[name]] is UNCHANGED_TOAST
 
     def unknown_columns(self) -> list[str]:
         names = self.shape.names
-        return [names[i] for i, v in enumerate(self.values) if v is UNCHANGED_TOAST]
+        return [names[i] for i, v in enumerate(self.data) if v is UNCHANGED_TOAST]
 
     def changed(self, other: Row, name: str) -> bool:
         """Whether ``name`` differs between this image and ``other`` (compared raw)."""
@@ -140,21 +142,21 @@ class Row(Mapping[str, Any]):
         j = other.shape.index.get(name)
         if j is None:
             return True
-        return self.values[i] != other.values[j]
+        return self.data[i] != other.data[j]
 
     def key(self) -> tuple[RawValue, ...]:
-        return self.shape.key_of(self.values)
+        return self.shape.key_of(self.data)
 
     def to_dict(self) -> dict[str, Any]:
         """Every known column converted (unknown ones omitted)."""
         out: dict[str, Any] = {}
         for i, name in enumerate(self.shape.names):
-            if self.values[i] is not UNCHANGED_TOAST:
+            if self.data[i] is not UNCHANGED_TOAST:
                 out[name] = self[name]
         return out
 
     def __repr__(self) -> str:
-        return f"Row({self.shape.relation.qualified_name}, {len(self.values)} columns)"
+        return f"Row({self.shape.relation.qualified_name}, {len(self.data)} columns)"
 
 
 # --- canonical JSON forms -------------------------------------------------------------

@@ -84,7 +84,7 @@ def template_db(pg_server: PgServer) -> str:
 
 def drop_database(server: PgServer, name: str) -> None:
     with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
-        for (slot, pid) in conn.execute(
+        for slot, pid in conn.execute(
             "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)
         ).fetchall():
             if pid is not None:

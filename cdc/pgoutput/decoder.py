@@ -143,7 +143,7 @@ def _update(buf: bytes) -> tuple[Message, int]:
     pos = 6
     old: TupleData | None = None
     old_kind: str | None = None
-    if marker == _K or marker == _O:
+    if marker in (_K, _O):
         old_kind = chr(marker)
         old, pos = _tuple(buf, pos)
         marker = buf[pos]

@@ -139,14 +139,5 @@ class LogicalMessage(NamedTuple):
 
 
 Message = (
-    Begin
-    | Commit
-    | Origin
-    | Relation
-    | TypeMessage
-    | Insert
-    | Update
-    | Delete
-    | Truncate
-    | LogicalMessage
+    Begin | Commit | Origin | Relation | TypeMessage | Insert | Update | Delete | Truncate | LogicalMessage
 )
