@@ -15,6 +15,7 @@ import typer
 
 from .config import DEFAULT_PUBLICATION, DEFAULT_SCHEMA, DEFAULT_SLOT, Settings, check_dsn
 from .errors import CdcError, ConfigError, translate
+from .lsn import parse_lsn
 
 if TYPE_CHECKING:
     from .provision import BootstrapHook
@@ -149,6 +150,9 @@ def tail(
     binary: Annotated[
         bool, typer.Option("--binary/--text", help="pgoutput binary or text value format.")
     ] = False,
+    endpos: Annotated[
+        str | None, typer.Option("--endpos", help="Stop once this LSN (X/Y) is reached, like pg_recvlogical.")
+    ] = None,
 ) -> None:
     """Print decoded row changes as JSON lines."""
     import uuid
@@ -169,6 +173,7 @@ def tail(
             idle_exit=idle_exit,
             binary=binary,
             status_interval=s.status_interval_s,
+            endpos=parse_lsn(endpos) if endpos else None,
         ),
         sys.stdout.buffer,
         stop,

@@ -37,6 +37,7 @@ class TailOptions:
     idle_exit: float | None = None
     binary: bool = False
     status_interval: float = 10.0
+    endpos: int | None = None  # stop once the stream reaches this LSN (like pg_recvlogical)
 
 
 class StopFlag:
@@ -53,21 +54,25 @@ class StopFlag:
         signal.signal(signal.SIGINT, handler)
 
 
-def change_record(tx: Transaction, change: RowChange) -> dict[str, Any]:
+def change_record(
+    tx: Transaction, change: RowChange, lsn: str | None = None, commit_time: str | None = None
+) -> dict[str, Any]:
     return {
-        "lsn": format_lsn(tx.end_lsn),
+        "lsn": lsn or format_lsn(tx.end_lsn),
         "xid": tx.xid,
-        "commitTime": canonical_timestamp(tx.commit_time),
+        "commitTime": commit_time or canonical_timestamp(tx.commit_time),
         "table": change.table,
         "op": change.op,
-        "before": change.before.to_dict() if change.before is not None else None,
-        "after": change.after.to_dict() if change.after is not None else None,
+        "before": change.before.to_json_dict() if change.before is not None else None,
+        "after": change.after.to_json_dict() if change.after is not None else None,
         "unknown": list(change.unknown),
     }
 
 
 def encode_transaction(tx: Transaction) -> bytes:
-    return b"".join(dumps(change_record(tx, c)) + b"\n" for c in tx.changes)
+    lsn = format_lsn(tx.end_lsn)
+    commit_time = canonical_timestamp(tx.commit_time)
+    return b"".join([dumps(change_record(tx, c, lsn, commit_time)) + b"\n" for c in tx.changes])
 
 
 def preflight(dsn: str, slot: str, temporary: bool) -> None:
@@ -117,6 +122,12 @@ def run_tail(
             data = stream.read(poll)
             if data is None:
                 if (
+                    opts.endpos is not None
+                    and not assembler.in_transaction
+                    and stream.server_wal_end >= opts.endpos
+                ):
+                    break
+                if (
                     opts.idle_exit is not None
                     and not assembler.in_transaction
                     and time.monotonic() - last_tx >= opts.idle_exit
@@ -140,6 +151,8 @@ def run_tail(
             if tx.changes:
                 stream.send_status()
             if opts.max_changes is not None and printed >= opts.max_changes:
+                break
+            if opts.endpos is not None and tx.end_lsn >= opts.endpos:
                 break
         # Tell the server where we are before leaving, so a restart resumes right here.
         stream.send_status()

@@ -123,3 +123,18 @@ def test_trailing_bytes_are_rejected() -> None:
 
     with pytest.raises(DecodeError):
         decode_message(bytes.fromhex(GOLDEN["text"][0]) + b"\x00")
+
+
+def test_json_fast_path_equals_the_loader_path() -> None:
+    from cdc.values import dumps
+
+    asm = Assembler({"public.golden": ("id",), "public.keyed": ("id",)})
+    dec = Decoder()
+    rows = []
+    for h in GOLDEN["text"] + GOLDEN["binary"]:
+        tx = asm.feed(dec.decode(bytes.fromhex(h)))
+        if tx is not None:
+            rows += [r for c in tx.changes for r in (c.before, c.after) if r is not None]
+    assert len(rows) > 10
+    for row in rows:
+        assert dumps(row.to_json_dict()) == dumps(row.to_dict())
