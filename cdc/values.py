@@ -113,7 +113,7 @@ class RowShape:
                     env[f"c{i}"] = conv
                 items.append(f"{name!r}: None if d[{i}] is None else {value}")
             src = "def to_json(d):\n    return {" + ", ".join(items) + "}\n"
-            exec(compile(src, f"<json {self.table}>", "exec"), env)  # noqa: S102 - names are repr()-quoted
+            exec(compile(src, f"<json {self.table}>", "exec"), env)  # column names are repr()-quoted
             self._json_fn = env["to_json"]
         return self._json_fn
 

@@ -1,0 +1,323 @@
+"""Envelope, canonical forms, idempotency keys, event ids and dead letters."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+import catalog
+from catalog.base import canonical_lsn, canonical_ts, parse_lsn
+from catalog.dead_letters import dead_letter
+from catalog.envelope import (
+    NAMESPACE,
+    Envelope,
+    EventDraft,
+    EventValidationError,
+    KeyFormatError,
+    build_envelope,
+    change_key,
+    event_id,
+    timer_key,
+)
+from catalog.jsonschema_export import envelope_schema, example
+from catalog.registry import REGISTRY
+from tests.unit.catalog_cases import EVENT_TYPES
+
+TENANT = "6f1c2b1e-5d0e-4c7a-9a61-2f4b8f0d9c11"
+TICKET = "0b5f4c1e-6f1a-4d6e-9a55-0c8e7f3b2a10"
+COMMIT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+SOURCE: dict[str, Any] = {
+    "slot": "cdc_events",
+    "lsn": 0x16B3748,
+    "xid": 771,
+    "commit_time": COMMIT,
+    "table": "public.tickets",
+}
+
+
+def status_changed(**overrides: Any) -> EventDraft:
+    payload = {
+        "tenantId": TENANT,
+        "occurredAt": COMMIT,
+        "ticketId": TICKET,
+        "previousStatusId": "5b0f1e7a-0000-4000-8000-000000000001",
+        "newStatusId": "5b0f1e7a-0000-4000-8000-000000000002",
+        "actorUserId": "5b0f1e7a-0000-4000-8000-000000000003",
+        "actorType": "USER",
+        **overrides,
+    }
+    return EventDraft("TICKET_STATUS_CHANGED", TENANT, TICKET, payload)
+
+
+# --- canonical forms -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lsn", "text"),
+    [(0, "0/0"), (0x16B3748, "0/16B3748"), ((1 << 32) | 0xAB, "1/AB"), ((1 << 64) - 1, "FFFFFFFF/FFFFFFFF")],
+)
+def test_canonical_lsn(lsn: int, text: str) -> None:
+    assert canonical_lsn(lsn) == text
+    assert parse_lsn(text) == lsn
+
+
+@given(st.integers(min_value=0, max_value=(1 << 64) - 1))
+def test_lsn_round_trip(lsn: int) -> None:
+    text = canonical_lsn(lsn)
+    assert parse_lsn(text) == lsn
+    assert text == text.upper()
+    assert all(part == "0" or not part.startswith("0") for part in text.split("/"))
+
+
+@pytest.mark.parametrize("bad", [-1, 1 << 64])
+def test_canonical_lsn_range(bad: int) -> None:
+    with pytest.raises(ValueError):
+        canonical_lsn(bad)
+
+
+def test_canonical_ts() -> None:
+    assert canonical_ts(COMMIT) == "2026-01-02T03:04:05.678Z"  # truncated, not rounded
+    assert canonical_ts(datetime(2026, 1, 2, 4, 4, 5, tzinfo=timezone(timedelta(hours=1)))) == (
+        "2026-01-02T03:04:05.000Z"
+    )
+    with pytest.raises(ValueError):
+        canonical_ts(datetime(2026, 1, 2))
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30))])))
+def test_canonical_ts_is_the_instant(value: datetime) -> None:
+    text = canonical_ts(value)
+    assert len(text) == 24 and text.endswith("Z")
+    parsed = datetime.fromisoformat(text)
+    assert timedelta(0) <= value - parsed < timedelta(milliseconds=1)
+
+
+# --- keys and ids ----------------------------------------------------------------------------
+
+
+def test_namespace_is_documented_derivation() -> None:
+    assert uuid.uuid5(uuid.NAMESPACE_URL, "urn:alga-cdc:event-id:v1") == NAMESPACE
+    assert str(NAMESPACE) == "e02244fa-7d25-576d-9198-1badae528050"
+
+
+@given(st.text())
+def test_event_id_is_uuid5_of_the_key(key: str) -> None:
+    assert event_id(key) == str(uuid.uuid5(NAMESPACE, key))
+
+
+def test_change_key_forms() -> None:
+    assert change_key("TICKET_STATUS_CHANGED", TENANT, TICKET, 0x16B3748) == (
+        f"TICKET_STATUS_CHANGED:{TENANT}:{TICKET}@0/16B3748"
+    )
+    tech = "9e0c1d5a-1111-4222-8333-444455556666"
+    assert change_key("TECHNICIAN_DISPATCHED", TENANT.upper(), uuid.UUID(TICKET), 1 << 32, tech) == (
+        f"TECHNICIAN_DISPATCHED:{TENANT}:{TICKET}:{tech}@1/0"
+    )
+
+
+def test_timer_key_form() -> None:
+    due = datetime(2026, 1, 3, 4, 4, 5, 1000, tzinfo=timezone(timedelta(hours=1)))
+    assert timer_key("TICKET_SLA_STAGE_BREACHED", TENANT, TICKET, "resolution", due) == (
+        f"TICKET_SLA_STAGE_BREACHED:{TENANT}:{TICKET}:resolution@2026-01-03T03:04:05.001Z"
+    )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: change_key("TICKET_CREATED", "acme", TICKET, 1),
+        lambda: change_key("TICKET_CREATED", TENANT, "42", 1),
+        lambda: change_key("ticket_created", TENANT, TICKET, 1),
+        lambda: change_key("TICKET_CREATED", TENANT, TICKET, 1, ""),
+        lambda: change_key("TICKET_CREATED", TENANT, TICKET, 1, "a@b"),
+        lambda: timer_key("TICKET_SLA_STAGE_BREACHED", TENANT, TICKET, "resolution", datetime(2026, 1, 2)),
+        lambda: timer_key("TICKET_SLA_STAGE_BREACHED", TENANT, TICKET, "", COMMIT),
+    ],
+)
+def test_key_parts_are_checked(call: Any) -> None:
+    with pytest.raises(KeyFormatError):
+        call()
+
+
+# --- build_envelope --------------------------------------------------------------------------
+
+
+def test_envelope_fields() -> None:
+    env = build_envelope(status_changed(), **SOURCE)
+    key = f"TICKET_STATUS_CHANGED:{TENANT}:{TICKET}@0/16B3748"
+    assert env.idempotency_key == key
+    assert env.id == str(uuid.uuid5(NAMESPACE, key))
+    assert env.timestamp == env.payload["occurredAt"] == "2026-01-02T03:04:05.678Z"
+    assert env.payload_schema_ref == "payload.TicketStatusChanged.v1"
+    assert env.tenant_id == TENANT
+    assert env.source.to_dict() == {
+        "slot": "cdc_events",
+        "lsn": "0/16B3748",
+        "xid": 771,
+        "commitTime": "2026-01-02T03:04:05.678Z",
+        "table": "public.tickets",
+    }
+    assert env.bus_event() == {
+        "id": env.id,
+        "eventType": "TICKET_STATUS_CHANGED",
+        "timestamp": env.timestamp,
+        "payload": env.payload,
+    }
+
+
+def test_same_event_built_twice_is_identical() -> None:
+    a = build_envelope(status_changed(), **SOURCE)
+    b = build_envelope(status_changed(), **SOURCE)
+    assert (a.id, a.idempotency_key, a.to_json_bytes()) == (b.id, b.idempotency_key, b.to_json_bytes())
+
+
+def test_bytes_do_not_depend_on_input_representation() -> None:
+    reference = build_envelope(status_changed(), **SOURCE).to_json_bytes()
+    reordered = status_changed()
+    reordered = EventDraft(
+        reordered.event_type,
+        reordered.tenant,
+        reordered.subject_id,
+        dict(reversed(list(reordered.payload.items()))),
+    )
+    variants = [
+        reordered,
+        status_changed(occurredAt="2026-01-02T03:04:05.678Z"),
+        status_changed(occurredAt=COMMIT.astimezone(timezone(timedelta(hours=5)))),
+        status_changed(ticketId=uuid.UUID(TICKET), tenantId=TENANT.upper()),
+    ]
+    for draft in variants:
+        assert build_envelope(draft, **SOURCE).to_json_bytes() == reference
+
+
+def test_json_bytes_are_sorted_compact_utf8() -> None:
+    env = build_envelope(status_changed(reason="été"), **SOURCE)
+    raw = env.to_json_bytes()
+    assert raw == orjson.dumps(json.loads(raw), option=orjson.OPT_SORT_KEYS)
+    assert "été".encode() in raw and not raw.endswith(b"\n")
+    assert Envelope.from_dict(orjson.loads(raw)).to_json_bytes() == raw
+
+
+def test_timer_envelope() -> None:
+    due = datetime(2026, 1, 3, 3, 4, 5, tzinfo=UTC)
+    draft = EventDraft(
+        "TICKET_SLA_STAGE_BREACHED",
+        TENANT,
+        TICKET,
+        {
+            "tenantId": TENANT,
+            "occurredAt": due,
+            "ticketId": TICKET,
+            "slaPolicyId": TENANT,
+            "stage": "resolution",
+            "targetAt": due,
+        },
+        timer_stage="resolution",
+        due_at=due,
+    )
+    env = build_envelope(draft, **SOURCE, timer=True)
+    assert env.idempotency_key == (
+        f"TICKET_SLA_STAGE_BREACHED:{TENANT}:{TICKET}:resolution@2026-01-03T03:04:05.000Z"
+    )
+    assert env.timestamp == "2026-01-03T03:04:05.000Z"
+    assert env.source.to_dict()["timer"] is True
+    assert "timer" not in build_envelope(status_changed(), **SOURCE).source.to_dict()
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_example_builds_a_schema_valid_envelope(event_type: str) -> None:
+    payload = example(event_type)
+    draft = EventDraft(event_type, payload["tenantId"], TICKET, payload, discriminator="d1")
+    env = build_envelope(draft, **SOURCE)
+    Draft202012Validator(envelope_schema()).validate(orjson.loads(env.to_json_bytes()))
+    assert env.payload_schema_ref == REGISTRY[event_type].payload_schema_ref
+    assert env.idempotency_key.endswith(":d1@0/16B3748")
+
+
+def test_extra_values_get_canonical_json() -> None:
+    env = build_envelope(
+        status_changed(
+            userId=uuid.UUID(TENANT),
+            changes={"due": {"previous": date(2026, 1, 2), "new": COMMIT}, "n": Decimal("1.50")},
+            tags=("a", "b"),
+        ),
+        **SOURCE,
+    )
+    assert env.payload["userId"] == TENANT
+    assert env.payload["changes"] == {
+        "due": {"previous": "2026-01-02", "new": "2026-01-02T03:04:05.678Z"},
+        "n": "1.50",
+    }
+    assert env.payload["tags"] == ["a", "b"]
+
+
+def test_invalid_payload_names_every_path_but_no_value() -> None:
+    secret = "5ecre7-5ecre7"
+    draft = status_changed(ticketId=secret, occurredAt="2026-01-02T03:04:05+02:00", newStatusId="")
+    with pytest.raises(EventValidationError) as info:
+        build_envelope(draft, **SOURCE)
+    err = info.value
+    assert set(err.paths) == {"ticketId", "occurredAt", "newStatusId"}
+    assert secret not in str(err)
+    assert err.key == f"TICKET_STATUS_CHANGED:{TENANT}:{TICKET}@0/16B3748"
+
+
+@pytest.mark.parametrize(
+    ("draft", "path"),
+    [
+        (EventDraft("NO_SUCH_EVENT", TENANT, TICKET, {}), "eventType"),
+        (status_changed(tenantId="0b5f4c1e-6f1a-4d6e-9a55-0c8e7f3b2a11"), "tenantId"),
+        (status_changed(extra={1, 2}), "extra"),
+        (status_changed(extra=float("inf")), "extra"),
+        (EventDraft("TICKET_STATUS_CHANGED", "acme", TICKET, {}), "tenant"),
+        (EventDraft("TICKET_STATUS_CHANGED", TENANT, TICKET, {}, discriminator=""), "discriminator"),
+    ],
+)
+def test_draft_errors(draft: EventDraft, path: str) -> None:
+    with pytest.raises(EventValidationError) as info:
+        build_envelope(draft, **SOURCE)
+    assert info.value.paths == (path,)
+
+
+def test_timer_event_needs_stage_and_due() -> None:
+    with pytest.raises(EventValidationError) as info:
+        build_envelope(status_changed(), **SOURCE, timer=True)
+    assert info.value.paths == ("timer_stage",)
+
+
+def test_bad_source_is_a_caller_bug() -> None:
+    with pytest.raises(ValueError):
+        build_envelope(status_changed(), **{**SOURCE, "commit_time": datetime(2026, 1, 2)})
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+def test_dead_letter_keeps_payload_as_given() -> None:
+    draft = status_changed(ticketId="nope", odd={3, 4}, when=datetime(2026, 1, 2))
+    with pytest.raises(EventValidationError) as info:
+        build_envelope(draft, **SOURCE)
+    letter = dead_letter(draft, info.value, **SOURCE)
+    params = letter.params()
+    assert params["idempotency_key"] == info.value.key
+    assert params["lsn"] == "0/16B3748" and params["commit_time"] == "2026-01-02T03:04:05.678Z"
+    assert json.loads(params["payload"])["ticketId"] == "nope"
+    assert json.loads(params["errors"]) == [
+        {"path": "ticketId", "type": "uuid_text", "message": info.value.errors[0].message}
+    ]
+
+
+def test_sql_files_are_packaged_with_the_catalog() -> None:
+    root = Path(catalog.__file__).resolve().parent.parent / "sql"
+    for name in ("catalog.sql", "dead_letters.sql"):
+        assert "-- name:" in (root / name).read_text(encoding="utf-8")
