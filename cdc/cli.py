@@ -181,6 +181,59 @@ def tail(
 
 
 @app.command()
+def watch(
+    sink: Annotated[
+        str, typer.Option("--sink", envvar="CDC_SINK", help="Where events go: jsonl:PATH (- for stdout).")
+    ],
+    dsn: DsnOpt = "",
+    slot: SlotOpt = DEFAULT_SLOT,
+    publication: PubOpt = DEFAULT_PUBLICATION,
+    schema: SchemaOpt = DEFAULT_SCHEMA,
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver everything up to the WAL position at start, then exit.")
+    ] = False,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option("--idle-exit", min=0.0, help="Exit when no transaction arrived for this long."),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between watermark heartbeats.")
+    ] = 5.0,
+) -> None:
+    """Run the derivers over the stream and deliver their events (the daemon)."""
+    import logging
+
+    from .sinks import open_sink
+    from .tail import StopFlag
+    from .watch import WatchOptions, run_watch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema)
+    stop = StopFlag()
+    stop.install()
+    stats = run_watch(
+        WatchOptions(
+            dsn=s.dsn.get_secret_value(),
+            slot=s.slot,
+            publication=s.publication,
+            schema=s.schema_name,
+            once=once,
+            idle_exit=idle_exit,
+            heartbeat_interval=heartbeat_interval,
+            status_interval=s.status_interval_s,
+        ),
+        open_sink(sink),
+        stop,
+    )
+    typer.echo(
+        f"delivered {stats.events} events from {stats.transactions} transactions "
+        f"({stats.timers_fired} timers fired, {stats.dead_letters} dead letters)",
+        err=True,
+    )
+
+
+@app.command()
 def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the throwaway server running (prints its DSN).")
@@ -201,7 +254,7 @@ def _mount_catalog() -> None:
 
 
 #: Subcommands that never need the catalog: skip importing its models (~150 ms) for them.
-_CORE_COMMANDS = frozenset({"setup", "teardown", "tail", "demo"})
+_CORE_COMMANDS = frozenset({"setup", "teardown", "tail"})
 
 
 def main(argv: list[str] | None = None) -> None:

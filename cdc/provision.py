@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -30,8 +30,11 @@ from .errors import (
 from .lsn import parse_lsn
 from .stream import connect_replication
 
+if TYPE_CHECKING:
+    from .state import BootstrapContext
+
 #: Called inside a REPEATABLE READ transaction that sees the slot's exported snapshot.
-BootstrapHook = Callable[[psycopg.Connection[Any], int], None]
+BootstrapHook = Callable[["BootstrapContext"], None]
 
 
 @dataclass
@@ -138,9 +141,9 @@ def setup(
         if not (schema_exists and schema_exists[0]):
             report.note(f"create schema {schema}")
         if not check_only:
-            conn.execute(_q("create_schema", schema))
-            conn.execute(_q("create_checkpoints", schema))
-            conn.execute(_q("create_slots", schema))
+            from .state import create_tables
+
+            create_tables(conn, schema)
 
         for t in watched:
             if t.replica_identity != "f":
@@ -220,7 +223,7 @@ def setup(
             report.note(f"create logical slot {slot} (pgoutput) with exported snapshot")
             if not check_only:
                 report.consistent_point = _create_slot_with_snapshot(
-                    dsn, conn, slot, publication, schema, bootstrap
+                    dsn, conn, slot, publication, schema, bootstrap, tuple(t.qualified for t in watched)
                 )
                 report.slot_created = True
     return report
@@ -233,6 +236,7 @@ def _create_slot_with_snapshot(
     publication: str,
     schema: str,
     bootstrap: BootstrapHook | None,
+    tables: tuple[str, ...] = (),
 ) -> int:
     repl = connect_replication(dsn)
     try:
@@ -250,7 +254,9 @@ def _create_slot_with_snapshot(
             snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snap_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             if bootstrap is not None:
-                bootstrap(snap_conn, consistent_point)
+                from .state import BootstrapContext
+
+                bootstrap(BootstrapContext(snap_conn, conn, slot, schema, consistent_point, tables))
         conn.execute(
             _q("record_slot", schema),
             {"slot": slot, "publication": publication, "lsn": str(row[1]), "snapshot": snapshot},

@@ -173,9 +173,14 @@ class ReplicationStream:
 
     # -- reading -------------------------------------------------------------------------
     def read(self, timeout: float) -> bytes | None:
-        """The next pgoutput message, or None when ``timeout`` seconds pass without one."""
+        """The next pgoutput message, or None when ``timeout`` seconds pass without one.
+
+        The socket is always polled at least once, so ``read(0)`` returns whatever has
+        already arrived without waiting.
+        """
         pgconn = self.pgconn
         deadline = time.monotonic() + timeout
+        polled = False
         while True:
             n, buf = pgconn.get_copy_data(1)
             if n > 0:
@@ -195,11 +200,11 @@ class ReplicationStream:
                 self._raise_end_of_copy()
             self._maybe_send_status()
             now = time.monotonic()
-            if now >= deadline:
+            if polled and now >= deadline:
                 return None
-            wait = min(deadline, self._next_status) - now
-            self._wait_readable(max(0.0, wait))
+            self._wait_readable(max(0.0, min(deadline, self._next_status) - now))
             self._consume()
+            polled = True
 
     def _wait_readable(self, timeout: float) -> None:
         try:

@@ -208,6 +208,26 @@ class Row(Mapping[str, Any]):
                 out[name] = conv(raw)  # type: ignore[arg-type]
         return out
 
+    def json(self, name: str) -> Any:
+        """One column in its canonical JSON form (jsonb parsed), as derivers and state see it."""
+        i = self.shape.index[name]
+        raw = self.data[i]
+        if raw is None:
+            return None
+        if raw is UNCHANGED_TOAST:
+            raise ValueUnknown(name)
+        if self.mask >> i & 1:
+            return orjson.loads(dumps(self.shape.load(i, raw, True)))  # type: ignore[arg-type]
+        conv = self.shape.json_converters()[i]
+        if conv is None:
+            return raw.decode()  # type: ignore[union-attr]
+        if conv is orjson.Fragment:
+            return orjson.loads(raw)  # type: ignore[arg-type]
+        return conv(raw)  # type: ignore[arg-type]
+
+    def json_view(self) -> JsonRowView:
+        return JsonRowView(self)
+
     def key(self) -> tuple[RawValue, ...]:
         return self.shape.key_of(self.data)
 
@@ -221,6 +241,35 @@ class Row(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Row({self.shape.relation.qualified_name}, {len(self.data)} columns)"
+
+
+class JsonRowView(Mapping[str, Any]):
+    """A Row read in canonical JSON forms; unknown (unchanged-TOAST) columns are absent."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: Row) -> None:
+        self.row = row
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.row.json(name)
+        except ValueUnknown:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        row = self.row
+        return (n for n, v in zip(row.shape.names, row.data, strict=True) if v is not UNCHANGED_TOAST)
+
+    def __len__(self) -> int:
+        return sum(1 for v in self.row.data if v is not UNCHANGED_TOAST)
+
+    def __contains__(self, name: object) -> bool:
+        i = self.row.shape.index.get(name)  # type: ignore[call-overload]
+        return i is not None and self.row.data[i] is not UNCHANGED_TOAST
+
+    def to_dict(self) -> dict[str, Any]:
+        return {n: self[n] for n in self}
 
 
 # --- canonical JSON forms -------------------------------------------------------------
@@ -269,7 +318,7 @@ def _json_converter(shape: RowShape, i: int, oid: int) -> JsonConverter:
         return _timestamp_text(shape, i)
     if oid >= FIRST_NORMAL_OID and adapters.types.get(oid) is None:
         return None  # enums: the label
-    return lambda raw: shape.load(i, raw, False)
+    return lambda raw: orjson.loads(dumps(shape.load(i, raw, False)))
 
 
 def canonical_timestamp(value: datetime) -> str:

@@ -1,0 +1,385 @@
+"""Replicated reference state and durable timers: in memory while running, persisted with the checkpoint.
+
+:class:`StateStore` keeps the reference rows the derivers look up (statuses, users, bundle
+settings, …) keyed by primary key, in canonical JSON forms.  It is filled once from the
+snapshot exported when the slot was created (:func:`bootstrap_hook`, run by ``cdc setup``)
+and then only from the replication stream, so every lookup is as of the transaction being
+derived, never "now".  :class:`TimerStore` holds the derivers' durable timers.  Both record
+what changed since the last checkpoint and write it in the checkpoint's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from derivers.base import Deriver, Image, Timer, TimerState
+
+from . import queries
+from .assembler import RowChange
+from .pgoutput.messages import Column, Relation
+from .values import JsonRowView, Row, RowShape
+
+_MISSING = object()
+
+
+def _q(name: str, schema: str) -> sql.Composed | sql.SQL:
+    return queries.query("state", name, schema=sql.Identifier(schema))
+
+
+def create_tables(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Every table of the watcher's own schema (idempotent)."""
+    ident = sql.Identifier(schema)
+    conn.execute(queries.query("setup", "create_schema", schema=ident))
+    conn.execute(queries.query("setup", "create_checkpoints", schema=ident))
+    conn.execute(queries.query("setup", "create_slots", schema=ident))
+    conn.execute(_q("create_state", schema))
+    conn.execute(_q("create_timers", schema))
+    conn.execute(queries.query("dead_letters", "create_dead_letters", schema=ident))
+
+
+class StateStore:
+    """Reference rows per table and primary key; a ``derivers.base.StateView``."""
+
+    def __init__(self, slot: str, schema: str, primary_keys: Mapping[str, tuple[str, ...]]) -> None:
+        self.slot = slot
+        self.schema = schema
+        self.primary_keys = dict(primary_keys)  # only these tables are kept
+        self.rows: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {t: {} for t in self.primary_keys}
+        self._indexes: dict[tuple[str, str], dict[Any, set[tuple[str, ...]]]] = {}
+        self._dirty: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
+
+    # -- StateView ------------------------------------------------------------------------
+    def get(self, table: str, key: tuple[str, ...]) -> Image | None:
+        return self.rows.get(table, {}).get(tuple(key))
+
+    def find(self, table: str, column: str, value: Any) -> list[Image]:
+        index = self._indexes.get((table, column))
+        if index is None:
+            index = {}
+            for k, row in self.rows.get(table, {}).items():
+                index.setdefault(_hashable(row.get(column)), set()).add(k)
+            self._indexes[(table, column)] = index
+        rows = self.rows.get(table, {})
+        return [rows[k] for k in index.get(_hashable(value), ())]
+
+    # -- applying changes -------------------------------------------------------------------
+    def watches(self, table: str) -> bool:
+        return table in self.primary_keys
+
+    def _key(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(str(row[c]) for c in self.primary_keys[table])
+
+    def _put(self, table: str, key: tuple[str, ...], row: dict[str, Any] | None) -> None:
+        rows = self.rows.setdefault(table, {})
+        old = rows.get(key)
+        for (t, col), index in self._indexes.items():
+            if t != table:
+                continue
+            if old is not None:
+                index.get(_hashable(old.get(col)), set()).discard(key)
+            if row is not None:
+                index.setdefault(_hashable(row.get(col)), set()).add(key)
+        if row is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = row
+        self._dirty[(table, key)] = row
+
+    def apply(self, change: RowChange) -> None:
+        table = change.table
+        if table not in self.primary_keys:
+            return
+        if change.op == "truncate":
+            for key in list(self.rows.get(table, {})):
+                self._put(table, key, None)
+            return
+        if change.before is not None:
+            old_key = self._key(table, JsonRowView(change.before))
+            if change.after is None or old_key != self._key(table, JsonRowView(change.after)):
+                self._put(table, old_key, None)
+        if change.after is not None:
+            view = JsonRowView(change.after)
+            row = view.to_dict()
+            key = self._key(table, view)
+            if change.unknown:  # keep what we knew of columns the stream could not tell
+                previous = self.rows.get(table, {}).get(key, {})
+                row = {**{c: previous[c] for c in change.unknown if c in previous}, **row}
+            self._put(table, key, row)
+
+    def apply_all(self, changes: Iterable[RowChange]) -> None:
+        for c in changes:
+            if c.table in self.primary_keys:
+                self.apply(c)
+
+    # -- persistence ------------------------------------------------------------------------
+    def load(self, conn: psycopg.Connection[Any]) -> int:
+        count = 0
+        for table, key, data in conn.execute(_q("load_state", self.schema), {"slot": self.slot}):
+            if table in self.primary_keys:
+                self.rows[table][tuple(orjson.loads(key))] = orjson.loads(data)
+                count += 1
+        self._indexes.clear()
+        self._dirty.clear()
+        return count
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty)
+
+    def flush(self, conn: psycopg.Connection[Any]) -> None:
+        """Write what changed since the last flush (inside the caller's transaction)."""
+        if not self._dirty:
+            return
+        upserts = []
+        deletes = []
+        for (table, key), row in self._dirty.items():
+            params = {"slot": self.slot, "table": table, "key": orjson.dumps(list(key)).decode()}
+            if row is None:
+                deletes.append(params)
+            else:
+                upserts.append({**params, "row": orjson.dumps(row).decode()})
+        with conn.cursor() as cur:
+            if deletes:
+                cur.executemany(_q("delete_state", self.schema), deletes)
+            if upserts:
+                cur.executemany(_q("upsert_state", self.schema), upserts)
+        self._dirty.clear()
+
+    def discard_pending(self) -> None:
+        """Forget unflushed changes' bookkeeping (after a failed flush the caller reloads)."""
+        self._dirty.clear()
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return orjson.dumps(value)
+    return value
+
+
+@dataclass(frozen=True)
+class ArmedBy:
+    """The change that armed a timer: the timer event's source."""
+
+    lsn: int
+    xid: int
+    commit_time: datetime
+    table: str
+
+
+class TimerStore:
+    """Durable timers (a ``derivers.base.TimerOps`` for the deriver whose turn it is)."""
+
+    def __init__(self, slot: str, schema: str) -> None:
+        self.slot = slot
+        self.schema = schema
+        self.timers: dict[str, Timer] = {}
+        self.armed_by: dict[str, ArmedBy] = {}
+        self._dirty: set[str] = set()
+        self._deleted: set[str] = set()
+        self.context: ArmedBy | None = None  # set by the watcher per derived change
+        self.deriver = ""
+
+    # -- TimerOps -----------------------------------------------------------------------------
+    def get(self, key: str) -> Timer | None:
+        return self.timers.get(key)
+
+    def arm(
+        self,
+        key: str,
+        *,
+        tenant: str,
+        subject_id: str,
+        stage: str,
+        due_at: datetime,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        current = self.timers.get(key)
+        if current is not None and current.state in ("fired", "settled"):
+            return
+        if (
+            current is not None
+            and current.state == "armed"
+            and current.due_at == due_at
+            and (data is None or dict(data) == dict(current.data))
+        ):
+            return
+        self.timers[key] = Timer(
+            key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {})
+        )
+        if self.context is not None:
+            self.armed_by[key] = self.context
+        self._touch(key)
+
+    def pause(self, key: str) -> None:
+        self._set_state(key, "paused", ("armed",))
+
+    def settle(self, key: str) -> None:
+        self._set_state(key, "settled", ("armed", "paused"))
+
+    def forget(self, key: str) -> None:
+        if self.timers.pop(key, None) is not None:
+            self.armed_by.pop(key, None)
+            self._dirty.discard(key)
+            self._deleted.add(key)
+
+    def _set_state(self, key: str, state: TimerState, allowed: tuple[str, ...]) -> None:
+        t = self.timers.get(key)
+        if t is not None and t.state in allowed:
+            self.timers[key] = replace(t, state=state)
+            self._touch(key)
+
+    def _touch(self, key: str) -> None:
+        self._dirty.add(key)
+        self._deleted.discard(key)
+
+    # -- the watcher's side ---------------------------------------------------------------
+    def due(self, watermark: datetime) -> list[Timer]:
+        """Armed timers whose due time the watermark has passed, earliest first."""
+        return sorted(
+            (t for t in self.timers.values() if t.state == "armed" and t.due_at < watermark),
+            key=lambda t: (t.due_at, t.key),
+        )
+
+    def next_due(self) -> datetime | None:
+        armed = [t.due_at for t in self.timers.values() if t.state == "armed"]
+        return min(armed) if armed else None
+
+    def mark_fired(self, key: str) -> None:
+        self._set_state(key, "fired", ("armed",))
+
+    def load(self, conn: psycopg.Connection[Any]) -> int:
+        self.timers.clear()
+        self.armed_by.clear()
+        for key, deriver, tenant, subject, stage, due_at, state, data, lsn, xid, ct, table in conn.execute(
+            _q("load_timers", self.schema), {"slot": self.slot}
+        ):
+            self.timers[key] = Timer(key, deriver, tenant, subject, stage, due_at, state, orjson.loads(data))
+            from .lsn import parse_lsn
+
+            self.armed_by[key] = ArmedBy(parse_lsn(lsn), xid, ct, table)
+        self._dirty.clear()
+        self._deleted.clear()
+        return len(self.timers)
+
+    def flush(self, conn: psycopg.Connection[Any]) -> None:
+        from .lsn import format_lsn
+
+        with conn.cursor() as cur:
+            if self._deleted:
+                cur.executemany(
+                    _q("delete_timer", self.schema), [{"slot": self.slot, "key": k} for k in self._deleted]
+                )
+            rows = []
+            for k in self._dirty:
+                t = self.timers[k]
+                by = self.armed_by[k]
+                rows.append(
+                    {
+                        "slot": self.slot,
+                        "key": k,
+                        "deriver": t.deriver,
+                        "tenant": t.tenant,
+                        "subject_id": t.subject_id,
+                        "stage": t.stage,
+                        "due_at": t.due_at,
+                        "state": t.state,
+                        "data": orjson.dumps(dict(t.data)).decode(),
+                        "armed_lsn": format_lsn(by.lsn),
+                        "armed_xid": by.xid,
+                        "armed_commit_time": by.commit_time,
+                        "armed_table": by.table,
+                    }
+                )
+            if rows:
+                cur.executemany(_q("upsert_timer", self.schema), rows)
+        self._dirty.clear()
+        self._deleted.clear()
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty or self._deleted)
+
+
+# --- bootstrap under the slot's exported snapshot ----------------------------------------
+
+
+def state_tables(derivers: Sequence[Deriver] | None = None) -> frozenset[str]:
+    """The reference tables the derivers (default: the registry's) read."""
+    if derivers is None:
+        from derivers import default_derivers
+
+        derivers = default_derivers()
+    out: set[str] = set()
+    for d in derivers:
+        out |= d.state_tables
+    return frozenset(out)
+
+
+def read_table_rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` in canonical JSON forms, through the same conversion as the stream.
+
+    Values are read in text form (the session is pinned to ISO dates in UTC, like the
+    replication session) and go through :class:`RowShape` exactly as streamed rows do.
+    """
+    schema, name = table.split(".", 1)
+    out: list[dict[str, Any]] = []
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name)))
+        desc = cur.description or []
+        rel = Relation(0, schema, name, "f", tuple(Column(0, d.name, d.type_code, -1) for d in desc))
+        shape = RowShape(rel)
+        res = cur.pgresult
+        assert res is not None
+        for r in range(res.ntuples):
+            values = tuple(res.get_value(r, c) for c in range(res.nfields))
+            out.append(JsonRowView(Row(shape, values)).to_dict())
+    return out
+
+
+@dataclass(frozen=True)
+class BootstrapContext:
+    snapshot_conn: psycopg.Connection[Any]  # REPEATABLE READ, under the slot's snapshot
+    writer_conn: psycopg.Connection[Any]  # autocommit, to write the watcher's own tables
+    slot: str
+    schema: str
+    consistent_point: int
+    tables: tuple[str, ...]  # the watched tables
+
+
+def make_bootstrap_hook(derivers: Sequence[Deriver] | None = None) -> Callable[[BootstrapContext], None]:
+    """The bootstrap for ``cdc setup``: copy the reference tables the derivers read, as of the
+    slot's consistent point, into the state store (and start with no timers)."""
+
+    def hook(ctx: BootstrapContext) -> None:
+        bootstrap(ctx, state_tables(derivers))
+
+    return hook
+
+
+def bootstrap(ctx: BootstrapContext, tables: frozenset[str]) -> None:
+    from .provision import table_facts
+
+    wanted = tuple(t for t in ctx.tables if t in tables)
+    ctx.snapshot_conn.execute("SET LOCAL TimeZone = 'UTC'")
+    ctx.snapshot_conn.execute("SET LOCAL DateStyle = 'ISO'")
+    ctx.snapshot_conn.execute("SET LOCAL IntervalStyle = 'postgres'")
+    ctx.snapshot_conn.execute("SET LOCAL extra_float_digits = 3")
+    pks = {t.qualified: t.primary_key for t in table_facts(ctx.snapshot_conn, wanted)}
+    store = StateStore(ctx.slot, ctx.schema, pks)
+    for table in wanted:
+        for row in read_table_rows(ctx.snapshot_conn, table):
+            store._put(table, store._key(table, row), row)
+    with ctx.writer_conn.transaction():
+        ctx.writer_conn.execute(_q("clear_state", ctx.schema), {"slot": ctx.slot})
+        ctx.writer_conn.execute(_q("clear_timers", ctx.schema), {"slot": ctx.slot})
+        store.flush(ctx.writer_conn)
+
+
+bootstrap_hook = make_bootstrap_hook()

@@ -1,0 +1,413 @@
+"""``cdc watch``: the daemon loop — stream, state, derivers, catalog, sink, checkpoint, acknowledge.
+
+For each committed transaction, in commit order:
+
+1. the watermark moves to its commit time, and every armed timer whose due time it passed
+   fires first (so a watcher that was down at a due time reports it on catch-up, before
+   later transactions, and one that is behind never reports a breach that a resolution
+   committed before the due time prevents);
+2. its reference-table changes are applied to the state store;
+3. the derivers turn the folded transaction into drafts, which the catalog validates into
+   envelopes (failures become dead letters).
+
+Transactions are grouped into batches (by event count, transaction count and age).  A
+batch is made durable by the sink, then the state, timers, dead letters and the checkpoint
+(the batch's last end LSN) commit in one transaction of the watcher's own schema, and only
+then is the end LSN confirmed to the server.  A transaction at or below the checkpoint
+(resent after a crash between checkpoint and confirmation) is skipped.
+
+The watermark comes from transactions' commit times and from the watcher's own
+transactional heartbeat message (``pg_logical_emit_message(true, 'cdc.heartbeat', …)``),
+emitted every few seconds and right after the next timer's due time by an apscheduler
+background job — never from keepalives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from catalog.dead_letters import dead_letter
+from catalog.envelope import EventDraft, EventValidationError, build_envelope
+from derivers import default_derivers
+from derivers.base import Derived, Deriver, TxView
+
+from . import faults, queries
+from .assembler import Assembler, RowChange, Transaction
+from .errors import CdcError, SlotMissing, translate
+from .lsn import format_lsn, parse_lsn
+from .pgoutput import Decoder
+from .provision import check_server, primary_keys, slot_facts
+from .sinks.base import Batch, Sink
+from .state import ArmedBy, StateStore, TimerStore, create_tables
+from .stream import ReplicationStream
+from .tail import StopFlag
+from .values import JsonRowView
+
+log = logging.getLogger("cdc.watch")
+
+HEARTBEAT_PREFIX = "cdc.heartbeat"
+
+
+class SlotNotBootstrapped(CdcError):
+    hint = "run `cdc setup` (it creates the slot together with the reference-state bootstrap)"
+
+
+@dataclass
+class WatchOptions:
+    dsn: str
+    slot: str = "cdc_events"
+    publication: str = "cdc_events"
+    schema: str = "cdc"
+    once: bool = False
+    idle_exit: float | None = None
+    heartbeat_interval: float = 5.0
+    status_interval: float = 10.0
+    batch_max_events: int = 5000
+    batch_max_transactions: int = 1000
+    batch_max_delay: float = 0.5
+
+
+@dataclass
+class WatchStats:
+    transactions: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    timers_fired: int = 0
+    batches: int = 0
+    checkpoint: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class DeriverChange:
+    """A folded RowChange as derivers see it: canonical JSON images, raw-byte ``changed``."""
+
+    __slots__ = ("_rc", "after", "before")
+
+    def __init__(self, rc: RowChange) -> None:
+        self._rc = rc
+        self.before = JsonRowView(rc.before) if rc.before is not None else None
+        self.after = JsonRowView(rc.after) if rc.after is not None else None
+
+    @property
+    def table(self) -> str:
+        return self._rc.table
+
+    @property
+    def op(self) -> Any:
+        return self._rc.op
+
+    @property
+    def position(self) -> int:
+        return self._rc.position
+
+    def changed(self, column: str) -> bool:
+        b, a = self._rc.before, self._rc.after
+        if b is None or a is None:
+            return False
+        return a.changed(b, column)
+
+
+class Heartbeat:
+    """Emits the watcher's transactional heartbeat message from a background scheduler."""
+
+    def __init__(self, dsn: str, interval: float) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.dsn = dsn
+        self.interval = interval
+        self._conn: psycopg.Connection[Any] | None = None
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._wake_at: datetime | None = None
+
+    def emit(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.dsn, autocommit=True)
+            self._conn.execute("SELECT pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))
+        except psycopg.Error as exc:  # the loop notices a dead server on its own
+            log.warning("heartbeat failed: %s", translate(exc).one_line())
+            self._conn = None
+
+    def start(self) -> None:
+        self._scheduler.add_job(self.emit, "interval", seconds=self.interval, id="heartbeat")
+        self._scheduler.start()
+
+    def wake_at(self, due: datetime | None) -> None:
+        """One extra heartbeat just after the next timer's due time, so it fires promptly."""
+        if due == self._wake_at:
+            return
+        self._wake_at = due
+        if self._scheduler.get_job("timer-wake"):
+            self._scheduler.remove_job("timer-wake")
+        if due is not None:
+            run_at = max(due + timedelta(milliseconds=50), datetime.now(UTC))
+            self._scheduler.add_job(self.emit, "date", run_date=run_at, id="timer-wake")
+
+    def stop(self) -> None:
+        self._scheduler.shutdown(wait=False)
+        if self._conn is not None:
+            self._conn.close()
+
+
+class Watcher:
+    def __init__(self, opts: WatchOptions, sink: Sink, derivers: Sequence[Deriver] | None = None) -> None:
+        self.opts = opts
+        self.sink = sink
+        self.derivers = list(derivers if derivers is not None else default_derivers())
+        self.by_name = {d.name: d for d in self.derivers}
+        self.stats = WatchStats()
+        self.watermark: datetime | None = None
+        self.conn: psycopg.Connection[Any] | None = None
+        self.stream: ReplicationStream | None = None
+        self._dead: list[dict[str, Any]] = []
+        self._batch = Batch()
+        self._batch_started = 0.0
+        self._last_xid = 0
+        self._last_commit: datetime | None = None
+
+    # -- start-up ---------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        opts = self.opts
+        try:
+            self.conn = psycopg.connect(opts.dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise translate(exc, slot=opts.slot) from exc
+        conn = self.conn
+        check_server(conn)
+        create_tables(conn, opts.schema)
+        if slot_facts(conn, opts.slot) is None:
+            raise SlotMissing(f"replication slot {opts.slot} does not exist")
+        row = conn.execute(
+            sql.SQL("SELECT bootstrapped_at IS NOT NULL FROM {}.slots WHERE slot_name = %s").format(
+                sql.Identifier(opts.schema)
+            ),
+            (opts.slot,),
+        ).fetchone()
+        if not (row and row[0]):
+            raise SlotNotBootstrapped(f"slot {opts.slot} has no bootstrapped reference state")
+        watched = tuple(
+            r[0]
+            for r in conn.execute(
+                queries.raw("setup", "publication_tables"), {"publication": opts.publication}
+            )
+        )
+        pks = primary_keys(opts.dsn, watched)
+        self.primary_keys = pks
+        wanted_state: set[str] = set()
+        for d in self.derivers:
+            wanted_state |= d.state_tables
+        self.state = StateStore(opts.slot, opts.schema, {t: pks[t] for t in watched if t in wanted_state})
+        self.state.load(conn)
+        self.timers = TimerStore(opts.slot, opts.schema)
+        self.timers.load(conn)
+        ck = conn.execute(
+            queries.query("setup", "read_checkpoint", schema=sql.Identifier(opts.schema)), {"slot": opts.slot}
+        ).fetchone()
+        self.checkpoint = parse_lsn(ck[0]) if ck else 0
+        self.stats.checkpoint = self.checkpoint
+
+    # -- per transaction -----------------------------------------------------------------------
+    def _envelope(
+        self, draft: EventDraft, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool
+    ) -> None:
+        try:
+            env = build_envelope(
+                draft,
+                slot=self.opts.slot,
+                lsn=lsn,
+                xid=xid,
+                commit_time=commit_time,
+                table=table,
+                timer=timer,
+            )
+        except EventValidationError as err:
+            dl = dead_letter(
+                draft,
+                err,
+                slot=self.opts.slot,
+                lsn=lsn,
+                xid=xid,
+                commit_time=commit_time,
+                table=table,
+                timer=timer,
+            )
+            self._dead.append(dl.params())
+            self.stats.dead_letters += 1
+            log.warning("dead letter %s: %s", err.key, ", ".join(err.paths))
+            return
+        self._batch.envelopes.append(env)
+        self.stats.by_type[env.event_type] = self.stats.by_type.get(env.event_type, 0) + 1
+
+    def _fire_due(self) -> None:
+        if self.watermark is None:
+            return
+        for timer in self.timers.due(self.watermark):
+            deriver = self.by_name.get(timer.deriver)
+            by = self.timers.armed_by[timer.key]
+            if deriver is not None:
+                for draft in deriver.fire(timer, self.state):
+                    self._envelope(draft, by.lsn, by.xid, by.commit_time, by.table, True)
+            self.timers.mark_fired(timer.key)
+            self.stats.timers_fired += 1
+
+    def process(self, tx: Transaction) -> None:
+        commit_time = tx.commit_time
+        if self.watermark is None or commit_time > self.watermark:
+            self.watermark = commit_time
+        self._fire_due()
+        if tx.changes:
+            self.state.apply_all(tx.changes)
+            tables = tx.tables()
+            active = [d for d in self.derivers if d.tables & tables]
+            if active:
+                folded = tx.folded()
+                view = TxView(
+                    tx.xid,
+                    tx.end_lsn,
+                    commit_time,
+                    [DeriverChange(c) for c in folded],
+                    [(m.prefix, m.content) for m in tx.messages],
+                )
+                derived: list[Derived] = []
+                for d in active:
+                    first = next((c.table for c in folded if c.table in d.tables), "")
+                    self.timers.deriver = d.name
+                    self.timers.context = ArmedBy(tx.end_lsn, tx.xid, commit_time, first)
+                    derived.extend(d.derive(view, self.state, self.timers))
+                derived.sort(key=lambda x: x.position)  # stable: within a row, the deriver's order
+                for item in derived:
+                    self._envelope(item.draft, tx.end_lsn, tx.xid, commit_time, item.table, False)
+        self.stats.transactions += 1
+        self._batch.end_lsn = tx.end_lsn
+        self._batch.transactions += 1
+        self._last_xid = tx.xid
+        self._last_commit = commit_time
+
+    # -- delivery -------------------------------------------------------------------------------
+    def flush(self) -> None:
+        batch = self._batch
+        if batch.transactions == 0:
+            return
+        self.sink.write(batch)  # durable when it returns
+        faults.reached("watch.after_sink")
+        conn = self.conn
+        assert conn is not None
+        schema = sql.Identifier(self.opts.schema)
+        with conn.transaction():
+            self.state.flush(conn)
+            self.timers.flush(conn)
+            if self._dead:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        queries.query("dead_letters", "insert_dead_letter", schema=schema), self._dead
+                    )
+            conn.execute(
+                queries.query("setup", "advance_checkpoint", schema=schema),
+                {
+                    "slot": self.opts.slot,
+                    "lsn": format_lsn(batch.end_lsn),
+                    "xid": self._last_xid,
+                    "commit_time": self._last_commit,
+                },
+            )
+        faults.reached("watch.after_checkpoint")
+        self._dead = []
+        self.checkpoint = batch.end_lsn
+        self.stats.checkpoint = batch.end_lsn
+        self.stats.events += len(batch.envelopes)
+        self.stats.batches += 1
+        assert self.stream is not None
+        self.stream.confirm(batch.end_lsn)
+        self.stream.send_status()
+        self._batch = Batch()
+
+    def _batch_full(self) -> bool:
+        b = self._batch
+        return (
+            len(b.envelopes) >= self.opts.batch_max_events
+            or b.transactions >= self.opts.batch_max_transactions
+            or time.monotonic() - self._batch_started >= self.opts.batch_max_delay
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, stop: StopFlag | None = None) -> WatchStats:
+        opts = self.opts
+        stop = stop or StopFlag()
+        self._prepare()
+        heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
+        heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
+        target: int | None = None
+        if opts.once:
+            assert self.conn is not None
+            row = self.conn.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
+            target = parse_lsn(row[0]) if row else 0
+        heartbeat.start()
+        decoder = Decoder()
+        assembler = Assembler(self.primary_keys)
+        self.stream = ReplicationStream(
+            opts.dsn,
+            opts.slot,
+            opts.publication,
+            start_lsn=self.checkpoint,
+            status_interval=opts.status_interval,
+        )
+        last_activity = time.monotonic()
+        try:
+            with self.stream as stream:
+                while not stop.stopped:
+                    pending = self._batch.transactions > 0
+                    data = stream.read(0.0 if pending else 0.5)
+                    if data is None:
+                        if pending:
+                            self.flush()
+                            heartbeat.wake_at(self.timers.next_due())
+                            continue
+                        if assembler.in_transaction:
+                            continue
+                        if target is not None and self.checkpoint >= target:
+                            break
+                        if (
+                            target is not None
+                            and stream.server_wal_end >= target
+                            and self.checkpoint < target
+                        ):
+                            # nothing of ours left before the target: the server has moved past it
+                            break
+                        if opts.idle_exit is not None and time.monotonic() - last_activity >= opts.idle_exit:
+                            break
+                        continue
+                    tx = assembler.feed(decoder.decode(data))
+                    if tx is None:
+                        continue
+                    if tx.end_lsn <= self.checkpoint:
+                        continue  # delivered before a crash that came ahead of the confirmation
+                    if tx.changes:
+                        last_activity = time.monotonic()
+                    if self._batch.transactions == 0:
+                        self._batch_started = time.monotonic()
+                    self.process(tx)
+                    if self._batch_full():
+                        self.flush()
+                        heartbeat.wake_at(self.timers.next_due())
+                    if target is not None and tx.end_lsn >= target:
+                        self.flush()
+                        break
+                self.flush()
+        finally:
+            heartbeat.stop()
+            self.sink.close()
+            if self.conn is not None:
+                self.conn.close()
+        return self.stats
+
+
+def run_watch(opts: WatchOptions, sink: Sink, stop: StopFlag | None = None) -> WatchStats:
+    return Watcher(opts, sink).run(stop)

@@ -1,0 +1,162 @@
+"""The deriver contract: what a deriver reads, what it returns, and the timer operations.
+
+A deriver is pure: ``derive(tx, state, timers)`` looks at one committed transaction (its
+folded row changes, in the order of each row's first change), at the replicated
+reference state as of that transaction, and at the durable timers it armed earlier, and
+returns :class:`Derived` drafts.  It does no I/O and imports no database driver.
+
+Value forms in row images and state rows (the canonical JSON forms): uuid → lower-case
+``str``; timestamptz → ``"2026-01-02T03:04:05.678Z"`` (UTC, milliseconds); boolean,
+integers → ``bool``/``int``; numeric → ``str``; json/jsonb → parsed Python values;
+text, varchar, enums → ``str``; arrays → lists; SQL NULL → ``None``.
+
+Reference state is applied *before* the derivers see a transaction: a status created in
+the same transaction as the ticket that moves to it is visible.  The before-images of the
+transaction show what a reference row was before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, Protocol
+
+from catalog.envelope import EventDraft
+
+Op = Literal["insert", "update", "delete", "truncate"]
+Image = Mapping[str, Any]
+
+TimerState = Literal["armed", "paused", "fired", "settled"]
+
+
+class Change(Protocol):
+    """One folded row change (first before-image, last after-image)."""
+
+    @property
+    def table(self) -> str: ...  # schema-qualified: "public.tickets"
+    @property
+    def op(self) -> Op: ...
+    @property
+    def before(self) -> Image | None: ...
+    @property
+    def after(self) -> Image | None: ...
+    @property
+    def position(self) -> int: ...
+
+    def changed(self, column: str) -> bool:
+        """Both images present and ``column`` differs between them."""
+        ...
+
+
+@dataclass(frozen=True)
+class TxView:
+    """A committed transaction as derivers see it."""
+
+    xid: int
+    end_lsn: int
+    commit_time: datetime  # aware, UTC
+    changes: Sequence[Change]  # folded
+    messages: Sequence[tuple[str, bytes]] = ()  # transactional logical messages (prefix, content)
+
+    def of(self, table: str) -> list[Change]:
+        return [c for c in self.changes if c.table == table]
+
+    @property
+    def occurred_at(self) -> str:
+        """The commit time in the canonical form: every change-driven event's ``occurredAt``."""
+        return canonical_time(self.commit_time)
+
+
+class StateView(Protocol):
+    """Replicated reference rows, as of the transaction being derived."""
+
+    def get(self, table: str, key: tuple[str, ...]) -> Image | None:
+        """The row of ``table`` whose primary key (in key column order, canonical forms) is ``key``."""
+        ...
+
+    def find(self, table: str, column: str, value: Any) -> list[Image]:
+        """Rows of ``table`` whose ``column`` equals ``value``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A durable timer: one stage instance of one subject, owned by one deriver."""
+
+    key: str  # the deriver's identity for the stage instance, e.g. "sla:<tenant>:<ticket>:resolution"
+    deriver: str
+    tenant: str
+    subject_id: str
+    stage: str
+    due_at: datetime  # aware UTC
+    state: TimerState = "armed"
+    data: Mapping[str, Any] = field(default_factory=dict)  # JSON-able; read back by fire()
+
+
+class TimerOps(Protocol):
+    """What derive() may do with its timers; the framework persists it with the checkpoint."""
+
+    def get(self, key: str) -> Timer | None: ...
+
+    def arm(
+        self,
+        key: str,
+        *,
+        tenant: str,
+        subject_id: str,
+        stage: str,
+        due_at: datetime,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create the timer, or move an armed/paused one to ``due_at`` (state becomes armed).
+        A fired or settled timer is left alone: exactly one verdict per stage instance."""
+        ...
+
+    def pause(self, key: str) -> None:
+        """An armed timer stops counting: it will not fire until armed again."""
+        ...
+
+    def settle(self, key: str) -> None:
+        """The stage got its verdict from a change (e.g. met): the timer never fires."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """Drop the timer entirely (a new stage instance may then be armed under the key)."""
+        ...
+
+
+class Derived(NamedTuple):
+    """A draft plus where it came from: the position of the row change and its table.
+
+    Events of one transaction are delivered ordered by ``position``, then in the order the
+    deriver returned them (its declared order of event types).
+    """
+
+    draft: EventDraft
+    position: int
+    table: str
+
+
+class Deriver(Protocol):
+    name: str
+    tables: frozenset[str]  # tables whose changes trigger derive(); others are skipped
+    state_tables: frozenset[str]  # reference tables it reads through StateView
+
+    def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]: ...
+
+    def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
+        """The watermark passed ``timer.due_at`` while it was armed: the timer-driven events.
+        Their drafts carry ``timer_stage`` and ``due_at`` (the key uses them)."""
+        ...
+
+
+def canonical_time(value: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and ``Z``."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """The canonical text form back to an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

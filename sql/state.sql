@@ -1,0 +1,70 @@
+-- The watcher's replicated reference state and durable timers, per slot.
+-- Both are written in the same transaction as the checkpoint, so after a restart they are
+-- exactly as of the checkpoint LSN and the stream resumes right after it.
+
+-- name: create_state
+CREATE TABLE IF NOT EXISTS {schema}.state_rows (
+    slot_name   text    NOT NULL,
+    table_name  text    NOT NULL,   -- schema-qualified source table
+    row_key     text    NOT NULL,   -- JSON array of the primary-key values (canonical text)
+    row_data    jsonb   NOT NULL,   -- the row in canonical JSON forms
+    PRIMARY KEY (slot_name, table_name, row_key)
+)
+
+-- name: create_timers
+-- One row per stage instance. state: armed (counting), paused, fired (the timer event was
+-- delivered), settled (a change gave the verdict first). armed_*: the change that armed it,
+-- named in the timer event's source.
+CREATE TABLE IF NOT EXISTS {schema}.timers (
+    slot_name         text        NOT NULL,
+    timer_key         text        NOT NULL,
+    deriver           text        NOT NULL,
+    tenant            text        NOT NULL,
+    subject_id        text        NOT NULL,
+    stage             text        NOT NULL,
+    due_at            timestamptz NOT NULL,
+    state             text        NOT NULL CHECK (state IN ('armed', 'paused', 'fired', 'settled')),
+    data              jsonb       NOT NULL DEFAULT '{{}}'::jsonb,
+    armed_lsn         pg_lsn      NOT NULL,
+    armed_xid         bigint      NOT NULL,
+    armed_commit_time timestamptz NOT NULL,
+    armed_table       text        NOT NULL,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot_name, timer_key)
+)
+
+-- name: load_state
+SELECT table_name, row_key, row_data::text FROM {schema}.state_rows WHERE slot_name = %(slot)s
+
+-- name: upsert_state
+INSERT INTO {schema}.state_rows (slot_name, table_name, row_key, row_data)
+VALUES (%(slot)s, %(table)s, %(key)s, %(row)s::jsonb)
+ON CONFLICT (slot_name, table_name, row_key) DO UPDATE SET row_data = EXCLUDED.row_data
+
+-- name: delete_state
+DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s AND table_name = %(table)s AND row_key = %(key)s
+
+-- name: clear_state
+DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s
+
+-- name: load_timers
+SELECT timer_key, deriver, tenant, subject_id, stage, due_at, state, data::text,
+       armed_lsn::text, armed_xid, armed_commit_time, armed_table
+  FROM {schema}.timers WHERE slot_name = %(slot)s
+
+-- name: upsert_timer
+INSERT INTO {schema}.timers AS t (slot_name, timer_key, deriver, tenant, subject_id, stage, due_at, state,
+                                  data, armed_lsn, armed_xid, armed_commit_time, armed_table, updated_at)
+VALUES (%(slot)s, %(key)s, %(deriver)s, %(tenant)s, %(subject_id)s, %(stage)s, %(due_at)s, %(state)s,
+        %(data)s::jsonb, %(armed_lsn)s::pg_lsn, %(armed_xid)s, %(armed_commit_time)s, %(armed_table)s, now())
+ON CONFLICT (slot_name, timer_key) DO UPDATE
+   SET deriver = EXCLUDED.deriver, tenant = EXCLUDED.tenant, subject_id = EXCLUDED.subject_id,
+       stage = EXCLUDED.stage, due_at = EXCLUDED.due_at, state = EXCLUDED.state, data = EXCLUDED.data,
+       armed_lsn = EXCLUDED.armed_lsn, armed_xid = EXCLUDED.armed_xid,
+       armed_commit_time = EXCLUDED.armed_commit_time, armed_table = EXCLUDED.armed_table, updated_at = now()
+
+-- name: delete_timer
+DELETE FROM {schema}.timers WHERE slot_name = %(slot)s AND timer_key = %(key)s
+
+-- name: clear_timers
+DELETE FROM {schema}.timers WHERE slot_name = %(slot)s

@@ -1,0 +1,181 @@
+"""The watch loop with a small deriver of the tests' own: state bootstrap, delivery,
+checkpoint and resume, and the durable-timer watermark — against a real Postgres."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from catalog.envelope import EventDraft
+from cdc.provision import setup
+from cdc.sinks.memory import MemorySink
+from cdc.state import make_bootstrap_hook
+from cdc.watch import Watcher, WatchOptions
+from derivers.base import Derived, StateView, Timer, TimerOps, TxView, canonical_time, parse_time
+
+from .conftest import run_sql
+
+pytestmark = pytest.mark.integration
+
+TABLES = ("public.tickets", "public.statuses")
+T = "11111111-1111-4111-8111-111111111111"
+OPEN = "66666666-6666-4666-8666-666666666661"
+CLOSED = "66666666-6666-4666-8666-666666666662"
+
+
+class StatusDeriver:
+    """Status changes, plus a timer at ``due_date`` settled by a close (the SLA shape)."""
+
+    name = "test-status"
+    tables = frozenset({"public.tickets"})
+    state_tables = frozenset({"public.statuses"})
+
+    def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
+        out = []
+        for c in tx.of("public.tickets"):
+            row = c.after
+            if row is None:
+                continue
+            key = f"due:{row['tenant']}:{row['ticket_id']}"
+            if row["due_date"] is not None:
+                timers.arm(
+                    key,
+                    tenant=row["tenant"],
+                    subject_id=row["ticket_id"],
+                    stage="resolution",
+                    due_at=parse_time(row["due_date"]),
+                )
+            if c.op == "update" and c.changed("status_id"):
+                status = state.get("public.statuses", (row["tenant"], row["status_id"]))
+                assert status is not None, "status must come from the replicated state"
+                if status["is_closed"]:
+                    timers.settle(key)
+                payload = {
+                    "tenantId": row["tenant"],
+                    "occurredAt": tx.occurred_at,
+                    "ticketId": row["ticket_id"],
+                    "previousStatusId": c.before["status_id"],
+                    "newStatusId": row["status_id"],
+                }  # type: ignore[index]
+                out.append(
+                    Derived(
+                        EventDraft("TICKET_STATUS_CHANGED", row["tenant"], row["ticket_id"], payload),
+                        c.position,
+                        c.table,
+                    )
+                )
+        return out
+
+    def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
+        due = canonical_time(timer.due_at)
+        payload = {
+            "tenantId": timer.tenant,
+            "occurredAt": due,
+            "ticketId": timer.subject_id,
+            "slaPolicyId": timer.tenant,
+            "stage": timer.stage,
+            "breachedAt": due,
+            "targetAt": due,
+            "overdueBySeconds": 0,
+        }
+        return [
+            EventDraft(
+                "TICKET_SLA_STAGE_BREACHED",
+                timer.tenant,
+                timer.subject_id,
+                payload,
+                timer_stage=timer.stage,
+                due_at=timer.due_at,
+            )
+        ]
+
+
+SEED = f"""
+INSERT INTO tenants (tenant, client_name, email) VALUES ('{T}', 'Acme', 'a@a.test');
+INSERT INTO clients (tenant, client_id, client_name) VALUES ('{T}', '22222222-2222-4222-8222-222222222222', 'C');
+INSERT INTO statuses (tenant, status_id, name, status_type, order_number, is_closed) VALUES
+  ('{T}', '{OPEN}', 'Open', 'ticket', 1, false), ('{T}', '{CLOSED}', 'Closed', 'ticket', 2, true);
+"""
+
+
+def new_ticket(dsn: str, number: str, due_sql: str = "NULL") -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            f"INSERT INTO tickets (tenant, ticket_number, status_id, client_id, due_date) VALUES "
+            f"('{T}', '{number}', '{OPEN}', '22222222-2222-4222-8222-222222222222', {due_sql}) RETURNING ticket_id::text"
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def set_status(dsn: str, ticket: str, status: str) -> None:
+    run_sql(dsn, f"UPDATE tickets SET status_id = '{status}' WHERE ticket_id = '{ticket}'")
+
+
+def watch_once(dsn: str, sink: MemorySink | None = None) -> MemorySink:
+    sink = sink or MemorySink()
+    Watcher(
+        WatchOptions(dsn, once=True, heartbeat_interval=0.5, status_interval=1.0), sink, [StatusDeriver()]
+    ).run()
+    return sink
+
+
+@pytest.fixture
+def ready(db_dsn: str) -> str:
+    run_sql(db_dsn, SEED)  # statuses exist before the slot: they must come from the snapshot
+    setup(
+        db_dsn,
+        slot="cdc_events",
+        publication="cdc_events",
+        tables=TABLES,
+        bootstrap=make_bootstrap_hook([StatusDeriver()]),
+    )
+    return db_dsn
+
+
+def test_state_from_snapshot_delivery_checkpoint_and_resume(ready: str) -> None:
+    ticket = new_ticket(ready, "T-1")
+    set_status(ready, ticket, CLOSED)
+    first = watch_once(ready)
+    assert [e.event_type for e in first.envelopes] == ["TICKET_STATUS_CHANGED"]
+    env = first.envelopes[0]
+    assert env.payload["newStatusId"] == CLOSED and env.idempotency_key.startswith(
+        f"TICKET_STATUS_CHANGED:{T}:{ticket}@"
+    )
+    assert env.source.table == "public.tickets" and not env.source.timer
+    assert watch_once(ready).envelopes == []  # resumes after the checkpoint: nothing again
+    set_status(ready, ticket, OPEN)
+    again = watch_once(ready)
+    assert [e.payload["newStatusId"] for e in again.envelopes] == [OPEN]
+
+
+def test_timer_fires_once_after_due_time_passed_while_watcher_was_down(ready: str) -> None:
+    ticket = new_ticket(ready, "T-2", "now() + interval '2 seconds'")
+    assert watch_once(ready).envelopes == []  # armed, not due yet
+    time.sleep(2.5)
+    fired = watch_once(ready)
+    assert [e.event_type for e in fired.envelopes] == ["TICKET_SLA_STAGE_BREACHED"]
+    env = fired.envelopes[0]
+    assert env.source.timer and env.payload["ticketId"] == ticket
+    assert env.idempotency_key.startswith(f"TICKET_SLA_STAGE_BREACHED:{T}:{ticket}:resolution@")
+    assert watch_once(ready).envelopes == []  # exactly once
+
+
+def test_resolution_before_due_prevents_the_breach_even_across_a_stopped_watcher(ready: str) -> None:
+    ticket = new_ticket(ready, "T-3", "now() + interval '2 seconds'")
+    set_status(ready, ticket, CLOSED)  # resolved before the due time; nobody is watching
+    time.sleep(2.5)
+    events = watch_once(ready).envelopes
+    assert [e.event_type for e in events] == ["TICKET_STATUS_CHANGED"]
+
+
+def test_moving_the_due_time_moves_the_timer(ready: str) -> None:
+    ticket = new_ticket(ready, "T-4", "now() + interval '1 second'")
+    run_sql(ready, f"UPDATE tickets SET due_date = now() + interval '1 hour' WHERE ticket_id = '{ticket}'")
+    time.sleep(1.5)
+    assert watch_once(ready).envelopes == []
+    with psycopg.connect(ready) as conn:
+        row = conn.execute("SELECT due_at - now() > interval '50 minutes', state FROM cdc.timers").fetchone()
+    assert row == (True, "armed")
