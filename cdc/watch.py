@@ -177,14 +177,25 @@ class Watcher:
     def _prepare(self) -> None:
         opts = self.opts
         try:
-            self.conn = psycopg.connect(opts.dsn, autocommit=True)
+            with psycopg.connect(opts.dsn, autocommit=True) as source:
+                check_server(source)
+                if slot_facts(source, opts.slot) is None:
+                    raise SlotMissing(f"replication slot {opts.slot} does not exist")
+                watched_tables = tuple(
+                    r[0]
+                    for r in source.execute(
+                        queries.raw("setup", "publication_tables"), {"publication": opts.publication}
+                    )
+                )
+            # The watcher's own tables live where the outbox is, so they commit with it.
+            self.conn = psycopg.connect(getattr(self.sink, "store_dsn", None) or opts.dsn, autocommit=True)
         except psycopg.Error as exc:
             raise translate(exc, slot=opts.slot) from exc
         conn = self.conn
-        check_server(conn)
         create_tables(conn, opts.schema)
-        if slot_facts(conn, opts.slot) is None:
-            raise SlotMissing(f"replication slot {opts.slot} does not exist")
+        prepare = getattr(self.sink, "prepare", None)
+        if prepare is not None:
+            prepare(conn)
         row = conn.execute(
             sql.SQL("SELECT bootstrapped_at IS NOT NULL FROM {}.slots WHERE slot_name = %s").format(
                 sql.Identifier(opts.schema)
@@ -193,12 +204,7 @@ class Watcher:
         ).fetchone()
         if not (row and row[0]):
             raise SlotNotBootstrapped(f"slot {opts.slot} has no bootstrapped reference state")
-        watched = tuple(
-            r[0]
-            for r in conn.execute(
-                queries.raw("setup", "publication_tables"), {"publication": opts.publication}
-            )
-        )
+        watched = watched_tables
         pks = primary_keys(opts.dsn, watched)
         self.primary_keys = pks
         wanted_state: set[str] = set()
@@ -296,12 +302,16 @@ class Watcher:
         batch = self._batch
         if batch.transactions == 0:
             return
-        self.sink.write(batch)  # durable when it returns
-        faults.reached("watch.after_sink")
         conn = self.conn
         assert conn is not None
+        in_transaction = getattr(self.sink, "write_in", None)
+        if in_transaction is None:
+            self.sink.write(batch)  # durable when it returns
+            faults.reached("watch.after_sink")
         schema = sql.Identifier(self.opts.schema)
         with conn.transaction():
+            if in_transaction is not None:
+                in_transaction(conn, batch)  # the outbox: events and checkpoint commit together
             self.state.flush(conn)
             self.timers.flush(conn)
             if self._dead:

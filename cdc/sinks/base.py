@@ -20,6 +20,14 @@ class Batch:
 
 
 class Sink(Protocol):
+    """Where events go.
+
+    A sink that lives in Postgres may also offer ``store_dsn`` (the database that holds the
+    watcher's own tables, so they commit with the events), ``prepare(conn)`` (create its
+    tables) and ``write_in(conn, batch)`` (write inside the caller's transaction, which
+    also moves the checkpoint); the watcher then uses ``write_in`` instead of ``write``.
+    """
+
     name: str
 
     def write(self, batch: Batch) -> None:
