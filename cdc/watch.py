@@ -24,7 +24,9 @@ background job — never from keepalives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from apscheduler.jobstores.base import JobLookupError
 from psycopg import sql
 
 from catalog.dead_letters import dead_letter
@@ -126,8 +129,16 @@ class Heartbeat:
         self._conn: psycopg.Connection[Any] | None = None
         self._scheduler = BackgroundScheduler(daemon=True)
         self._wake_at: datetime | None = None
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def emit(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._emit()
+
+    def _emit(self) -> None:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self.dsn, autocommit=True)
@@ -145,16 +156,20 @@ class Heartbeat:
         if due == self._wake_at:
             return
         self._wake_at = due
-        if self._scheduler.get_job("timer-wake"):
-            self._scheduler.remove_job("timer-wake")
-        if due is not None:
-            run_at = max(due + timedelta(milliseconds=50), datetime.now(UTC))
-            self._scheduler.add_job(self.emit, "date", run_date=run_at, id="timer-wake")
+        if due is None:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job("timer-wake")
+            return
+        run_at = max(due + timedelta(milliseconds=50), datetime.now(UTC))
+        self._scheduler.add_job(self.emit, "date", run_date=run_at, id="timer-wake", replace_existing=True)
 
     def stop(self) -> None:
-        self._scheduler.shutdown(wait=False)
-        if self._conn is not None:
-            self._conn.close()
+        with self._lock:
+            self._stopped = True
+            if self._conn is not None:
+                self._conn.close()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
 
 
 class Watcher:

@@ -16,6 +16,5 @@ def test_demo_runs_and_prints_the_decoded_changes() -> None:
     )
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "public.tickets" in out and "public.comments" in out
-    assert "insert" in out and "update" in out
-    assert "is_closed: false → true" in out
+    assert "TICKET_CREATED" in out and "TICKET_MESSAGE_ADDED" in out
+    assert "TICKET_CLOSED" in out and "TICKET_SLA_STAGE_BREACHED" in out
