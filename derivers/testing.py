@@ -74,7 +74,9 @@ class FakeTimers:
         current = self.timers.get(key)
         if current is not None and current.state in ("fired", "settled"):
             return
-        self.timers[key] = Timer(key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {}))
+        self.timers[key] = Timer(
+            key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {})
+        )
 
     def pause(self, key: str) -> None:
         t = self.timers.get(key)

@@ -1,0 +1,344 @@
+"""SLA stage events of tickets: TICKET_SLA_STAGE_ENTERED and _MET from ticket row changes,
+TICKET_SLA_STAGE_BREACHED from the durable timers this module arms, moves, pauses, settles
+and forgets (DESIGN §4, "Watermark and timers").
+
+Two models, chosen per ticket row:
+
+* **policy** (``sla_policy_id`` set): stages ``response`` and ``resolution`` follow the SLA
+  package's columns ``sla_<stage>_due_at`` / ``_at`` / ``_met`` and ``sla_paused_at``. A stage
+  is entered when its due time appears, its timer moves with the due time (the pause service
+  shifts it on resume), pauses while ``sla_paused_at`` is set, and is met when ``_at`` is set or
+  ``_met`` turns true. Timer key ``sla:<tenant>:<ticket>:<stage>``.
+* **ITIL fallback** (no ``sla_policy_id``): the application's own rule (SPEC §5.6), stage
+  ``resolution`` with ``slaPolicyId`` = tenant id, target ``entered_at`` + hours by
+  ``itil_priority_level``; met when the ticket closes. Timer key ``sla:<tenant>:<ticket>:itil``.
+
+Exactly one verdict per stage instance: a MET is emitted only while the timer has not fired
+(the framework fires it, and marks it fired, once the watermark passes the due time); a fired or
+settled timer ignores later arms. :func:`sla_breach` turns a fired timer into the BREACHED draft.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final
+
+from catalog.envelope import EventDraft
+
+from .base import Change, Timer, canonical_time, parse_time
+
+if TYPE_CHECKING:
+    from .tickets import Actor, TicketTx
+
+# (stage, due column, completed-at column, met flag column)
+POLICY_STAGES: Final = (
+    ("response", "sla_response_due_at", "sla_response_at", "sla_response_met"),
+    ("resolution", "sla_resolution_due_at", "sla_resolution_at", "sla_resolution_met"),
+)
+ITIL_TARGET_HOURS: Final = {1: 1, 2: 4, 3: 24, 4: 72, 5: 168}
+ITIL_DEFAULT_HOURS: Final = 24
+ITIL_STAGE: Final = "resolution"
+
+
+def policy_timer_key(tenant: str, ticket_id: str, stage: str) -> str:
+    return f"sla:{tenant}:{ticket_id}:{stage}"
+
+
+def itil_timer_key(tenant: str, ticket_id: str) -> str:
+    # Its own key, so that a ticket moving to a policy never collides with the fallback stage.
+    return f"sla:{tenant}:{ticket_id}:itil"
+
+
+def itil_target(entered_at: str, level: object) -> str:
+    hours = ITIL_TARGET_HOURS.get(level, ITIL_DEFAULT_HOURS) if isinstance(level, int) else ITIL_DEFAULT_HOURS
+    return canonical_time(parse_time(entered_at) + timedelta(hours=hours))
+
+
+# --- shared steps ---------------------------------------------------------------------------------
+
+
+def _enter(
+    ctx: TicketTx,
+    change: Change,
+    tenant: str,
+    ticket_id: str,
+    actor: Actor,
+    key: str,
+    stage: str,
+    policy_id: str,
+    entered_at: str,
+    target_at: str,
+) -> None:
+    ctx.timers.arm(
+        key,
+        tenant=tenant,
+        subject_id=ticket_id,
+        stage=stage,
+        due_at=parse_time(target_at),
+        data={"slaPolicyId": policy_id},
+    )
+    ctx.emit(
+        change,
+        "TICKET_SLA_STAGE_ENTERED",
+        tenant,
+        ticket_id,
+        actor,
+        {
+            "ticketId": ticket_id,
+            "slaPolicyId": policy_id,
+            "stage": stage,
+            "enteredAt": entered_at,
+            "targetAt": target_at,
+        },
+        discriminator=stage,  # both stages of a policy can start in one transaction
+    )
+
+
+def _met(
+    ctx: TicketTx,
+    change: Change,
+    tenant: str,
+    ticket_id: str,
+    actor: Actor,
+    key: str,
+    stage: str,
+    policy_id: str,
+    met_at: str,
+    target_at: str,
+) -> None:
+    """MET unless the stage already has its verdict. Without a timer (the stage began before the
+    watcher knew the ticket) the times decide: on time is MET, late gets no verdict."""
+    timer = ctx.timers.get(key)
+    if timer is None:
+        if parse_time(met_at) > parse_time(target_at):
+            return
+    elif timer.state in ("fired", "settled"):
+        return
+    else:
+        ctx.timers.settle(key)
+    ctx.emit(
+        change,
+        "TICKET_SLA_STAGE_MET",
+        tenant,
+        ticket_id,
+        actor,
+        {
+            "ticketId": ticket_id,
+            "slaPolicyId": policy_id,
+            "stage": stage,
+            "metAt": met_at,
+            "targetAt": target_at,
+        },
+        discriminator=stage,
+    )
+
+
+def _arm(ctx: TicketTx, tenant: str, ticket_id: str, key: str, stage: str, due: str, policy_id: str) -> None:
+    ctx.timers.arm(
+        key,
+        tenant=tenant,
+        subject_id=ticket_id,
+        stage=stage,
+        due_at=parse_time(due),
+        data={"slaPolicyId": policy_id},
+    )
+
+
+# --- ticket inserted -------------------------------------------------------------------------------
+
+
+def sla_on_insert(ctx: TicketTx, change: Change, tenant: str, ticket_id: str, actor: Actor) -> None:
+    row = change.after
+    assert row is not None
+    policy_id = row.get("sla_policy_id")
+    if policy_id is not None:
+        paused = row.get("sla_paused_at") is not None
+        entered_at = row.get("sla_started_at") or ctx.occurred_at
+        for stage, due_col, at_col, met_col in POLICY_STAGES:
+            due = row.get(due_col)
+            if due is None:
+                continue
+            key = policy_timer_key(tenant, ticket_id, stage)
+            _enter(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, entered_at, due)
+            met_at = row.get(at_col)
+            if met_at is not None or row.get(met_col) is True:
+                _met(
+                    ctx,
+                    change,
+                    tenant,
+                    ticket_id,
+                    actor,
+                    key,
+                    stage,
+                    policy_id,
+                    met_at or ctx.occurred_at,
+                    due,
+                )
+            elif paused:
+                ctx.timers.pause(key)
+        return
+
+    level = row.get("itil_priority_level")
+    entered_at = row.get("entered_at")
+    if level is None or entered_at is None or row.get("is_closed") is True:
+        return
+    key = itil_timer_key(tenant, ticket_id)
+    _enter(
+        ctx,
+        change,
+        tenant,
+        ticket_id,
+        actor,
+        key,
+        ITIL_STAGE,
+        tenant,
+        entered_at,
+        itil_target(entered_at, level),
+    )
+
+
+# --- ticket updated --------------------------------------------------------------------------------
+
+
+def sla_on_update(
+    ctx: TicketTx,
+    change: Change,
+    tenant: str,
+    ticket_id: str,
+    actor: Actor,
+    closed_at: str | None,
+    itil_level_changed: bool,
+) -> None:
+    """``closed_at`` is set when this update closes the ticket (open → closed)."""
+    before, after = change.before, change.after
+    assert before is not None and after is not None
+    policy_id = after.get("sla_policy_id")
+    if policy_id is not None:
+        _policy_update(ctx, change, tenant, ticket_id, actor, policy_id)
+    elif change.changed("sla_policy_id"):
+        # The policy was removed: its stages end without a verdict.
+        for stage, *_ in POLICY_STAGES:
+            ctx.timers.forget(policy_timer_key(tenant, ticket_id, stage))
+    elif itil_level_changed or closed_at is not None:
+        _itil_update(ctx, change, tenant, ticket_id, actor, closed_at, itil_level_changed)
+
+
+def _policy_update(
+    ctx: TicketTx, change: Change, tenant: str, ticket_id: str, actor: Actor, policy_id: str
+) -> None:
+    before, after = change.before, change.after
+    assert before is not None and after is not None
+    policy_changed = change.changed("sla_policy_id")
+    if policy_changed and before.get("sla_policy_id") is None:
+        # The ITIL fallback no longer applies once a policy governs the ticket.
+        ctx.timers.forget(itil_timer_key(tenant, ticket_id))
+    pause_changed = change.changed("sla_paused_at")
+    paused = after.get("sla_paused_at") is not None
+    for stage, due_col, at_col, met_col in POLICY_STAGES:
+        key = policy_timer_key(tenant, ticket_id, stage)
+        due_changed = change.changed(due_col)
+        due = after.get(due_col)
+        if due is None:
+            if due_changed:
+                ctx.timers.forget(key)  # the stage was withdrawn; a new due time is a new instance
+            continue
+        met_now = (change.changed(at_col) and after.get(at_col) is not None) or (
+            change.changed(met_col) and after.get(met_col) is True
+        )
+        if not met_now and (after.get(at_col) is not None or after.get(met_col) is True):
+            continue  # completed earlier: nothing left to time
+        if due_changed and before.get(due_col) is None:
+            entered_at = after.get("sla_started_at") or ctx.occurred_at
+            _enter(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, entered_at, due)
+            if paused:
+                ctx.timers.pause(key)
+        elif due_changed or policy_changed or (pause_changed and not paused):
+            # Moved (the pause service shifts due times on resume), re-governed, or resumed.
+            _arm(ctx, tenant, ticket_id, key, stage, due, policy_id)
+            if paused:
+                ctx.timers.pause(key)
+        elif pause_changed:
+            ctx.timers.pause(key)
+        if met_now:
+            met_at = after.get(at_col) or ctx.occurred_at
+            _met(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, met_at, due)
+
+
+def _itil_update(
+    ctx: TicketTx,
+    change: Change,
+    tenant: str,
+    ticket_id: str,
+    actor: Actor,
+    closed_at: str | None,
+    level_changed: bool,
+) -> None:
+    before, after = change.before, change.after
+    assert before is not None and after is not None
+    key = itil_timer_key(tenant, ticket_id)
+    entered_at = after.get("entered_at")
+    if level_changed:
+        level = after.get("itil_priority_level")
+        if level is None:
+            ctx.timers.forget(key)
+        elif entered_at is not None:
+            target = itil_target(entered_at, level)
+            if before.get("itil_priority_level") is None:
+                if closed_at is None and after.get("is_closed") is not True:
+                    _enter(ctx, change, tenant, ticket_id, actor, key, ITIL_STAGE, tenant, entered_at, target)
+            elif ctx.timers.get(key) is not None:
+                _arm(ctx, tenant, ticket_id, key, ITIL_STAGE, target, tenant)
+
+    if closed_at is None:
+        return
+    timer = ctx.timers.get(key)
+    if timer is not None:
+        target_at = canonical_time(timer.due_at)
+    else:
+        # No timer: judge by the pre-update level and entered_at, as the application does.
+        level, entered = before.get("itil_priority_level"), before.get("entered_at")
+        if level is None or entered is None:
+            return
+        target_at = itil_target(entered, level)
+    _met(ctx, change, tenant, ticket_id, actor, key, ITIL_STAGE, tenant, closed_at, target_at)
+
+
+# --- ticket deleted -------------------------------------------------------------------------------
+
+
+def sla_on_delete(ctx: TicketTx, tenant: str, ticket_id: str) -> None:
+    """A deleted ticket has no stages left to breach."""
+    for stage, *_ in POLICY_STAGES:
+        ctx.timers.forget(policy_timer_key(tenant, ticket_id, stage))
+    ctx.timers.forget(itil_timer_key(tenant, ticket_id))
+
+
+# --- timer fired -----------------------------------------------------------------------------------
+
+
+def sla_breach(timer: Timer) -> list[EventDraft]:
+    """The watermark passed the due time of an armed stage: BREACHED at the due time."""
+    policy_id = timer.data.get("slaPolicyId")
+    if not isinstance(policy_id, str):
+        return []  # slaPolicyId is required and only the arming change knew it
+    due = canonical_time(timer.due_at)
+    payload = {
+        "tenantId": timer.tenant,
+        "occurredAt": due,
+        "ticketId": timer.subject_id,
+        "slaPolicyId": policy_id,
+        "stage": timer.stage,
+        "breachedAt": due,
+        "targetAt": due,
+        "overdueBySeconds": 0,
+    }
+    return [
+        EventDraft(
+            "TICKET_SLA_STAGE_BREACHED",
+            timer.tenant,
+            timer.subject_id,
+            payload,
+            timer_stage=timer.stage,
+            due_at=timer.due_at,
+        )
+    ]

@@ -1,0 +1,680 @@
+"""The ticket deriver: every ticket-family event the watcher derives (SPEC §5.1–§5.6).
+
+This module owns :class:`TicketDeriver` (the one deriver the registry runs for the ticket
+tables), :class:`TicketTx` (what the rules of one transaction share: the changes per table,
+the audit-log actor index, the output list) and the actor rule, and the rules on the
+``tickets`` and ``ticket_resources`` rows themselves: TICKET_CREATED, the update transitions
+(STATUS_CHANGED, PRIORITY_CHANGED, UNASSIGNED, QUEUE_CHANGED, REOPENED, ESCALATED, then one of
+CLOSED / ASSIGNED / UPDATED, then RESPONSE_STATE_CHANGED), the suppression of
+``sync_updates`` bundle propagation, and TICKET_ADDITIONAL_AGENT_ASSIGNED. Comments, bundles,
+SLA stages and time entries have their own modules (:mod:`derivers.ticket_comments`,
+:mod:`derivers.ticket_bundles`, :mod:`derivers.ticket_sla`, :mod:`derivers.time_entries`);
+they receive the :class:`TicketTx` and append to it. docs/derivers.md states every rule and
+how it differs from the application.
+
+Actor rule (every event): the first ``ticket_audit_logs`` row inserted in the same
+transaction for the same tenant and ticket whose ``actor_type`` maps to an actor; otherwise the
+row's own actor column, only where this transaction wrote it; otherwise no actor fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from catalog.envelope import EventDraft
+
+from .base import Change, Derived, Image, StateView, Timer, TimerOps, TxView
+from .ticket_bundles import bundle_events
+from .ticket_comments import comment_events
+from .ticket_sla import sla_breach, sla_on_delete, sla_on_insert, sla_on_update
+from .time_entries import time_entry_events
+
+TICKETS: Final = "public.tickets"
+COMMENTS: Final = "public.comments"
+TICKET_RESOURCES: Final = "public.ticket_resources"
+BUNDLE_SETTINGS: Final = "public.ticket_bundle_settings"
+BUNDLE_MIRRORS: Final = "public.ticket_bundle_mirrors"
+AUDIT_LOGS: Final = "public.ticket_audit_logs"
+TIME_ENTRIES: Final = "public.time_entries"
+STATUSES: Final = "public.statuses"
+USERS: Final = "public.users"
+
+Actor = Mapping[str, str]
+"""The base-payload actor fields (``actorType`` and ``actorUserId`` / ``actorContactId``)."""
+
+NO_ACTOR: Final[Actor] = {}
+SYSTEM_ACTOR: Final[Actor] = {"actorType": "SYSTEM"}
+
+
+def user_actor(user_id: str | None) -> Actor:
+    return {"actorType": "USER", "actorUserId": user_id} if user_id else NO_ACTOR
+
+
+def contact_actor(contact_id: str | None) -> Actor:
+    return {"actorType": "CONTACT", "actorContactId": contact_id} if contact_id else NO_ACTOR
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that are not ``None``: optional payload fields are left out, never
+    sent as null (the v1 schemas are zod ``.optional()``, which rejects null)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# Columns whose change is a ticket edit (TICKET_UPDATED, and `changes` of CLOSED / ASSIGNED), in
+# schema order. Everything else is bookkeeping that other events or nobody report: the keys,
+# updated_at/updated_by, is_closed/closed_at/closed_by (TICKET_CLOSED / REOPENED),
+# response_state (RESPONSE_STATE_CHANGED), master_ticket_id (MERGED / SPLIT), the sla_* columns
+# (SLA stage events) and EE generated columns. A fixed list also keeps an update's cost bounded.
+TRACKED_COLUMNS: Final = (
+    "ticket_number",
+    "title",
+    "url",
+    "contact_name_id",
+    "status_id",
+    "category_id",
+    "subcategory_id",
+    "priority_id",
+    "severity_id",
+    "urgency_id",
+    "impact_id",
+    "entered_by",
+    "assigned_to",
+    "entered_at",
+    "attributes",
+    "due_date",
+    "location_id",
+    "email_metadata",
+    "itil_impact",
+    "itil_urgency",
+    "itil_priority_level",
+    "escalated",
+    "escalation_level",
+    "escalated_at",
+    "escalated_by",
+    "board_id",
+    "client_id",
+    "source",
+    "ticket_origin",
+    "assigned_team_id",
+    "billing_profile_id",
+)
+
+# What a sync_updates master writes onto its children (SPEC §5.1).
+SYNC_COLUMNS: Final = ("status_id", "assigned_to", "priority_id")
+
+
+def updated_by_actor(change: Change) -> Actor:
+    """``tickets.updated_by`` as the actor, but only when this transaction wrote a new value:
+    the application leaves it stale on most edits (SPEC §7.6)."""
+    if change.changed("updated_by") and change.after is not None:
+        return user_actor(change.after.get("updated_by"))
+    return NO_ACTOR
+
+
+def _audit_actor(row: Image) -> Actor | None:
+    """The actor an audit row names, or None when it names none we can use."""
+    kind = row.get("actor_type")
+    if kind in ("system", "workflow"):
+        return SYSTEM_ACTOR
+    user_id = row.get("actor_user_id")
+    contact_id = row.get("actor_contact_id")
+    if kind == "user":
+        return user_actor(user_id) or None
+    if kind == "contact":
+        return contact_actor(contact_id) or None
+    if kind == "api":
+        # API keys belong to users; a key without one is an integration acting on its own.
+        return user_actor(user_id) or SYSTEM_ACTOR
+    if kind == "email_sender":
+        return contact_actor(contact_id) or user_actor(user_id) or None
+    return None
+
+
+class TicketTx:
+    """One transaction as the ticket rules see it: its changes by table, the reference state,
+    the timers, the audit rows by ticket, and the drafts derived so far."""
+
+    __slots__ = (
+        "_audit",
+        "audit_changes",
+        "comments",
+        "mirrors",
+        "occurred_at",
+        "out",
+        "resources",
+        "settings",
+        "state",
+        "tickets",
+        "time_entries",
+        "timers",
+        "tx",
+    )
+
+    def __init__(self, tx: TxView, state: StateView, timers: TimerOps) -> None:
+        self.tx = tx
+        self.state = state
+        self.timers = timers
+        self.occurred_at = tx.occurred_at
+        self.out: list[Derived] = []
+        self.tickets: list[Change] = []
+        self.comments: list[Change] = []
+        self.resources: list[Change] = []
+        self.time_entries: list[Change] = []
+        self.settings: list[Change] = []
+        self.mirrors: list[Change] = []
+        self.audit_changes: list[Change] = []
+        self._audit: dict[tuple[str, str], Image] | None = None
+        buckets = {
+            TICKETS: self.tickets,
+            COMMENTS: self.comments,
+            TICKET_RESOURCES: self.resources,
+            TIME_ENTRIES: self.time_entries,
+            BUNDLE_SETTINGS: self.settings,
+            BUNDLE_MIRRORS: self.mirrors,
+            AUDIT_LOGS: self.audit_changes,
+        }
+        for change in tx.changes:
+            bucket = buckets.get(change.table)
+            if bucket is not None:
+                bucket.append(change)
+
+    # --- actor ------------------------------------------------------------------------------
+
+    def audit_row(self, tenant: str, ticket_id: str) -> Image | None:
+        """The first audit row inserted in this transaction for the ticket that names an actor."""
+        index = self._audit
+        if index is None:
+            index = self._audit = {}
+            for change in self.audit_changes:
+                row = change.after
+                if change.op != "insert" or row is None or _audit_actor(row) is None:
+                    continue
+                index.setdefault((row["tenant"], row["ticket_id"]), row)
+        return index.get((tenant, ticket_id)) if index else None
+
+    def audit_actor(self, tenant: str, ticket_id: str) -> Actor | None:
+        row = self.audit_row(tenant, ticket_id)
+        return _audit_actor(row) if row is not None else None
+
+    # The pure helpers, for the family modules (which import this module only for typing).
+    user_actor = staticmethod(user_actor)
+    contact_actor = staticmethod(contact_actor)
+    fields = staticmethod(fields)
+    updated_by_actor = staticmethod(updated_by_actor)
+
+    # --- reference state ----------------------------------------------------------------------
+
+    def status_closed(self, tenant: str, status_id: str | None) -> bool | None:
+        """``statuses.is_closed`` as of this transaction; None when the status is unknown."""
+        if status_id is None:
+            return None
+        row = self.state.get(STATUSES, (tenant, status_id))
+        if row is None:
+            return None
+        return bool(row.get("is_closed"))
+
+    # --- output -------------------------------------------------------------------------------
+
+    def emit(
+        self,
+        change: Change,
+        event_type: str,
+        tenant: str,
+        subject_id: str,
+        actor: Actor,
+        payload_fields: Mapping[str, Any],
+        discriminator: str | None = None,
+    ) -> None:
+        payload = {"tenantId": tenant, "occurredAt": self.occurred_at, **actor, **payload_fields}
+        draft = EventDraft(event_type, tenant, subject_id, payload, discriminator)
+        self.out.append(Derived(draft, change.position, change.table))
+
+
+# --- TICKET_CREATED (+ ASSIGNED, SLA ENTERED) ------------------------------------------------------
+
+
+def ticket_created(ctx: TicketTx, change: Change) -> None:
+    row = change.after
+    if row is None:
+        return
+    tenant, ticket_id = row["tenant"], row["ticket_id"]
+    entered_by = row.get("entered_by")
+    actor = ctx.audit_actor(tenant, ticket_id) or user_actor(entered_by)
+    created = fields(
+        ticketId=ticket_id,
+        createdByUserId=entered_by,
+        createdAt=row.get("entered_at"),
+        # Legacy snake_case extras of the application's main creation path (SPEC §5.2).
+        board_id=row.get("board_id"),
+        priority_id=row.get("priority_id"),
+        client_id=row.get("client_id"),
+        source=row.get("source"),
+    )
+    ctx.emit(change, "TICKET_CREATED", tenant, ticket_id, actor, created)
+
+    assignee = row.get("assigned_to")
+    assigned_by = actor.get("actorUserId")
+    if assignee is not None:
+        ctx.emit(
+            change,
+            "TICKET_ASSIGNED",
+            tenant,
+            ticket_id,
+            actor,
+            fields(
+                ticketId=ticket_id,
+                assignedToUserId=assignee,
+                assignedByUserId=assigned_by,
+                newAssigneeId=assignee,
+                newAssigneeType="user",
+                assignedAt=ctx.occurred_at,
+            ),
+        )
+    team = row.get("assigned_team_id")
+    if team is not None:
+        ctx.emit(
+            change,
+            "TICKET_ASSIGNED",
+            tenant,
+            ticket_id,
+            actor,
+            fields(
+                ticketId=ticket_id,
+                assignedByUserId=assigned_by,
+                newAssigneeId=team,
+                newAssigneeType="team",
+                assignedAt=ctx.occurred_at,
+            ),
+            discriminator="team",
+        )
+    sla_on_insert(ctx, change, tenant, ticket_id, actor)
+
+
+# --- ticket update transitions -------------------------------------------------------------------
+
+
+def sync_propagated(ctx: TicketTx, updates: list[Change]) -> set[int]:
+    """Positions of child-ticket updates that are a ``sync_updates`` master's propagation in
+    this transaction: the master changed status / assignee / priority and the child took the
+    master's values. The application emits nothing for them (SPEC §5.1, §7.4)."""
+    children: list[tuple[Change, str]] = []
+    for change in updates:
+        after = change.after
+        assert after is not None
+        master = after.get("master_ticket_id")
+        if master is None or change.changed("master_ticket_id"):
+            continue
+        if any(change.changed(col) for col in SYNC_COLUMNS):
+            children.append((change, master))
+    if not children:
+        return set()
+
+    wanted = {master for _, master in children}
+    masters: dict[tuple[str, str], Change] = {}
+    for change in updates:
+        after = change.after
+        assert after is not None
+        ticket_id = after["ticket_id"]
+        if ticket_id in wanted:
+            masters[(after["tenant"], ticket_id)] = change
+
+    suppressed: set[int] = set()
+    for change, master_id in children:
+        after = change.after
+        assert after is not None
+        tenant = after["tenant"]
+        master = masters.get((tenant, master_id))
+        if master is None or not any(master.changed(col) for col in SYNC_COLUMNS):
+            continue
+        settings = ctx.state.get(BUNDLE_SETTINGS, (tenant, master_id))
+        if settings is None or settings.get("mode") != "sync_updates":
+            continue
+        master_after = master.after
+        assert master_after is not None
+        if all(after.get(col) == master_after.get(col) for col in SYNC_COLUMNS if change.changed(col)):
+            suppressed.add(change.position)
+    return suppressed
+
+
+class TicketUpdate:
+    """The facts of one folded ``tickets`` UPDATE that the transition rules read, each read once."""
+
+    __slots__ = (
+        "actor",
+        "after",
+        "before",
+        "change",
+        "closed_at",
+        "closed_by",
+        "closing",
+        "edited",
+        "new",
+        "old",
+        "reopening",
+        "response_changed",
+        "tenant",
+        "ticket_id",
+    )
+
+    def __init__(self, ctx: TicketTx, change: Change, before: Image, after: Image) -> None:
+        self.change, self.before, self.after = change, before, after
+        self.tenant: str = after["tenant"]
+        self.ticket_id: str = after["ticket_id"]
+        edited = self.edited = [col for col in TRACKED_COLUMNS if change.changed(col)]
+        # The edited columns' values, read once (image reads convert on every access).
+        self.old: dict[str, Any] = {col: before.get(col) for col in edited}
+        self.new: dict[str, Any] = {col: after.get(col) for col in edited}
+
+        # Closed-ness: statuses.is_closed of the old and new status, else the tickets.is_closed
+        # copy (a SQL fix, or a writer that sets only the flag).
+        was_closed = now_closed = None
+        if "status_id" in self.new:
+            was_closed = ctx.status_closed(self.tenant, self.old["status_id"])
+            now_closed = ctx.status_closed(self.tenant, self.new["status_id"])
+        status_close = was_closed is False and now_closed is True
+        status_reopen = was_closed is True and now_closed is False
+        flag = after.get("is_closed") if change.changed("is_closed") else None
+        self.closing = status_close or (flag is True and not status_reopen)
+        self.reopening = status_reopen or (flag is False and not status_close)
+        self.response_changed = change.changed("response_state")
+
+        self.closed_by: str | None = None
+        self.closed_at: str | None = None
+        if self.closing:
+            self.closed_by = after.get("closed_by") if change.changed("closed_by") else None
+            self.closed_at = (
+                after.get("closed_at") if change.changed("closed_at") else None
+            ) or ctx.occurred_at
+        self.actor = (
+            ctx.audit_actor(self.tenant, self.ticket_id)
+            or user_actor(self.closed_by)
+            or updated_by_actor(change)
+        )
+
+    def values(self, column: str) -> tuple[Any, Any]:
+        """(before, after) of a column this update changed, else (None, None)."""
+        return self.old.get(column), self.new.get(column)
+
+    def emit(
+        self, ctx: TicketTx, event_type: str, payload: Mapping[str, Any], discriminator: str | None = None
+    ) -> None:
+        ctx.emit(self.change, event_type, self.tenant, self.ticket_id, self.actor, payload, discriminator)
+
+
+def ticket_updated(ctx: TicketTx, change: Change, suppressed: bool) -> None:
+    before, after = change.before, change.after
+    if before is None or after is None:
+        return
+    update = TicketUpdate(ctx, change, before, after)
+    # A sync_updates child emits nothing of its own, but keeps its SLA clock (the close the
+    # master propagates settles it).
+    if not suppressed and (update.edited or update.closing or update.reopening or update.response_changed):
+        transition_events(ctx, update)
+        lifecycle_event(ctx, update)
+        response_state_event(ctx, update)
+    sla_on_update(
+        ctx,
+        change,
+        update.tenant,
+        update.ticket_id,
+        update.actor,
+        update.closed_at,
+        "itil_priority_level" in update.edited,
+    )
+
+
+def transition_events(ctx: TicketTx, u: TicketUpdate) -> None:
+    """STATUS_CHANGED, PRIORITY_CHANGED, UNASSIGNED, QUEUE_CHANGED, REOPENED, ESCALATED (SPEC §5.1)."""
+    ticket_id, now = u.ticket_id, ctx.occurred_at
+
+    old_status, new_status = u.values("status_id")
+    if old_status is not None and new_status is not None:
+        u.emit(
+            ctx,
+            "TICKET_STATUS_CHANGED",
+            {
+                "ticketId": ticket_id,
+                "previousStatusId": old_status,
+                "newStatusId": new_status,
+                "changedAt": now,
+            },
+        )
+
+    old_priority, new_priority = u.values("priority_id")
+    if old_priority is not None and new_priority is not None:
+        u.emit(
+            ctx,
+            "TICKET_PRIORITY_CHANGED",
+            {
+                "ticketId": ticket_id,
+                "previousPriorityId": old_priority,
+                "newPriorityId": new_priority,
+                "changedAt": now,
+            },
+        )
+
+    for column, kind in (("assigned_to", "user"), ("assigned_team_id", "team")):
+        old, new = u.values(column)
+        if old is not None and new is None:
+            u.emit(
+                ctx,
+                "TICKET_UNASSIGNED",
+                {
+                    "ticketId": ticket_id,
+                    "previousAssigneeId": old,
+                    "previousAssigneeType": kind,
+                    "unassignedAt": now,
+                },
+                discriminator="team" if kind == "team" else None,
+            )
+
+    if "board_id" in u.new:
+        old_board, new_board = u.values("board_id")
+        u.emit(
+            ctx,
+            "TICKET_QUEUE_CHANGED",
+            fields(ticketId=ticket_id, previousBoardId=old_board, newBoardId=new_board, changedAt=now),
+        )
+
+    if u.reopening:
+        previous, new_status = u.before.get("status_id"), u.after.get("status_id")
+        if previous is not None and new_status is not None:
+            u.emit(
+                ctx,
+                "TICKET_REOPENED",
+                {
+                    "ticketId": ticket_id,
+                    "previousStatusId": previous,
+                    "newStatusId": new_status,
+                    "reopenedAt": now,
+                },
+            )
+
+    was_escalated, escalated = u.values("escalated")
+    if not was_escalated and escalated is True:
+        _, escalated_at = u.values("escalated_at")
+        u.emit(
+            ctx,
+            "TICKET_ESCALATED",
+            fields(
+                ticketId=ticket_id,
+                fromQueueId=u.before.get("board_id"),
+                toQueueId=u.after.get("board_id"),
+                escalatedAt=escalated_at or now,
+            ),
+        )
+
+
+def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:
+    """Exactly one of CLOSED, ASSIGNED (user and/or team) or UPDATED: a close wins over an
+    assignment, an assignment over an edit; bookkeeping-only updates get none."""
+    edited, old, new = u.edited, u.old, u.new
+    common: dict[str, Any] = {}
+    if edited:
+        common["updatedFields"] = edited
+        common["changes"] = {col: {"previous": old[col], "new": new[col]} for col in edited}
+    acting_user = u.actor.get("actorUserId")
+
+    if u.closing:
+        closed = fields(ticketId=u.ticket_id, closedByUserId=u.closed_by or acting_user, closedAt=u.closed_at)
+        u.emit(ctx, "TICKET_CLOSED", closed | common)
+        return
+
+    old_user, new_user = u.values("assigned_to")
+    old_team, new_team = u.values("assigned_team_id")
+    if new_user is not None:
+        assigned = fields(
+            ticketId=u.ticket_id,
+            assignedToUserId=new_user,
+            assignedByUserId=acting_user,
+            previousAssigneeId=old_user,
+            previousAssigneeType="user" if old_user is not None else None,
+            newAssigneeId=new_user,
+            newAssigneeType="user",
+            assignedAt=ctx.occurred_at,
+        )
+        u.emit(ctx, "TICKET_ASSIGNED", assigned | common)
+    if new_team is not None:
+        assigned = fields(
+            ticketId=u.ticket_id,
+            assignedByUserId=acting_user,
+            previousAssigneeId=old_team,
+            previousAssigneeType="team" if old_team is not None else None,
+            newAssigneeId=new_team,
+            newAssigneeType="team",
+            assignedAt=ctx.occurred_at,
+        )
+        u.emit(ctx, "TICKET_ASSIGNED", assigned | common, discriminator="team")
+    if new_user is None and new_team is None and edited:
+        updated = fields(ticketId=u.ticket_id, updatedByUserId=acting_user)
+        u.emit(ctx, "TICKET_UPDATED", updated | common)
+
+
+def response_state_event(ctx: TicketTx, u: TicketUpdate) -> None:
+    if not u.response_changed:
+        return
+    if u.closing:
+        trigger = "close"
+    elif commented_in_tx(ctx, u.tenant, u.ticket_id):
+        trigger = "comment"
+    else:
+        trigger = "manual"
+    u.emit(
+        ctx,
+        "TICKET_RESPONSE_STATE_CHANGED",
+        {
+            "ticketId": u.ticket_id,
+            # string|null in the schema: a cleared state is sent as null.
+            "previousResponseState": u.before.get("response_state"),
+            "newResponseState": u.after.get("response_state"),
+            "trigger": trigger,  # legacy extra (SPEC §5.3)
+        },
+    )
+
+
+def commented_in_tx(ctx: TicketTx, tenant: str, ticket_id: str) -> bool:
+    """Whether this transaction added or published a comment on the ticket."""
+    for change in ctx.comments:
+        row = change.after
+        if row is not None and row.get("ticket_id") == ticket_id and row.get("tenant") == tenant:
+            return True
+    return False
+
+
+def ticket_deleted(ctx: TicketTx, change: Change) -> None:
+    row = change.before
+    if row is not None:
+        sla_on_delete(ctx, row["tenant"], row["ticket_id"])
+
+
+def ticket_events(ctx: TicketTx) -> None:
+    updates = [c for c in ctx.tickets if c.op == "update" and c.after is not None and c.before is not None]
+    suppressed = sync_propagated(ctx, updates) if updates else set()
+    for change in ctx.tickets:
+        op = change.op
+        if op == "update":
+            ticket_updated(ctx, change, change.position in suppressed)
+        elif op == "insert":
+            ticket_created(ctx, change)
+        elif op == "delete":
+            ticket_deleted(ctx, change)
+
+
+# --- TICKET_ADDITIONAL_AGENT_ASSIGNED -------------------------------------------------------------
+
+
+def additional_agent_events(ctx: TicketTx) -> None:
+    added = [
+        c
+        for c in ctx.resources
+        if c.op == "insert" and c.after is not None and c.after.get("additional_user_id")
+    ]
+    if not added:
+        return
+    # A primary reassignment deletes and re-inserts the ticket's resource rows (SPEC §1.3): an
+    # agent removed and added back on the same ticket in one transaction is churn, not news.
+    removed = {
+        (row["tenant"], row["ticket_id"], row.get("additional_user_id"))
+        for c in ctx.resources
+        if c.op == "delete" and (row := c.before) is not None
+    }
+    for change in added:
+        row = change.after
+        assert row is not None
+        tenant, ticket_id, agent = row["tenant"], row["ticket_id"], row["additional_user_id"]
+        if (tenant, ticket_id, agent) in removed:
+            continue
+        actor = ctx.audit_actor(tenant, ticket_id) or NO_ACTOR
+        ctx.emit(
+            change,
+            "TICKET_ADDITIONAL_AGENT_ASSIGNED",
+            tenant,
+            ticket_id,
+            actor,
+            fields(
+                ticketId=ticket_id,
+                primaryAgentId=row.get("assigned_to"),
+                additionalAgentId=agent,
+                assignedByUserId=actor.get("actorUserId"),
+                assignedAt=row.get("assigned_at") or ctx.occurred_at,
+            ),
+            discriminator=agent,
+        )
+
+
+# --- the deriver -----------------------------------------------------------------------------------
+
+
+class TicketDeriver:
+    """Ticket-family events from tickets, comments, resources, bundles, audit logs and time
+    entries; SLA breaches from the timers it arms."""
+
+    name = "tickets"
+    tables = frozenset(
+        {TICKETS, COMMENTS, TICKET_RESOURCES, BUNDLE_SETTINGS, BUNDLE_MIRRORS, AUDIT_LOGS, TIME_ENTRIES}
+    )
+    state_tables = frozenset({STATUSES, USERS, BUNDLE_SETTINGS, BUNDLE_MIRRORS})
+
+    def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
+        ctx = TicketTx(tx, state, timers)
+        if ctx.tickets:
+            ticket_events(ctx)
+            bundle_events(ctx)
+        if ctx.resources:
+            additional_agent_events(ctx)
+        if ctx.comments:
+            comment_events(ctx)
+        if ctx.time_entries:
+            time_entry_events(ctx)
+        out = ctx.out
+        # Delivery order is by the causing row's position; within one row, the order above.
+        out.sort(key=_position)
+        return out
+
+    def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
+        return sla_breach(timer)
+
+
+def _position(derived: Derived) -> int:
+    return derived.position
