@@ -15,6 +15,7 @@ INSERT INTO contacts (tenant, contact_name_id, full_name, email, client_id) VALU
 INSERT INTO users (tenant, user_id, username, hashed_password, email, user_type, contact_id) VALUES
   ('11111111-1111-4111-8111-111111111111', '33333333-3333-4333-8333-333333333333', 'dana', 'x', 'dana@acme.test', 'internal', NULL),
   ('11111111-1111-4111-8111-111111111111', '44444444-4444-4444-8444-444444444444', 'lee', 'x', 'lee@acme.test', 'internal', NULL),
+  ('11111111-1111-4111-8111-111111111111', '34343434-3434-4343-8343-343434343434', 'kim', 'x', 'kim@acme.test', 'internal', NULL),
   ('11111111-1111-4111-8111-111111111111', '55555555-5555-4555-8555-555555555555', 'sam', 'x', 'sam@globex.test', 'client',
    '56565656-5656-4565-8565-565656565656');
 INSERT INTO boards (tenant, board_id, board_name) VALUES
@@ -133,3 +134,148 @@ VALUES ('11111111-1111-4111-8111-111111111111', '99999999-9999-4999-8999-9999999
         '70707070-7070-4707-8707-707070707070', '22222222-2222-4222-8222-222222222222',
         '33333333-3333-4333-8333-333333333333', now(), 'abababab-abab-4bab-8bab-abababababab', now(),
         now() + interval '2 seconds');
+
+-- ---------------------------------------------------------------------------------------
+-- More application shapes for the integration tests (run after create_ticket / bundle).
+-- ---------------------------------------------------------------------------------------
+
+-- name: reassign_with_resource_churn
+-- The app deletes the ticket_resources rows (they reference the primary assignee), updates
+-- assigned_to and re-inserts them with the new primary, in one transaction.
+DELETE FROM ticket_resources
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999991';
+UPDATE tickets SET assigned_to = '34343434-3434-4343-8343-343434343434'
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999991';
+INSERT INTO ticket_resources (tenant, ticket_id, assigned_to, additional_user_id, role)
+VALUES ('11111111-1111-4111-8111-111111111111', '99999999-9999-4999-8999-999999999991',
+        '34343434-3434-4343-8343-343434343434', '33333333-3333-4333-8333-333333333333', 'support');
+
+-- name: rest_status_only
+-- A REST API writer: only status_id changes, no audit row.
+UPDATE tickets SET status_id = '66666666-6666-4666-8666-666666666662'
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999991';
+
+-- name: staff_reply
+INSERT INTO comment_threads (tenant, thread_id, ticket_id, root_comment_id, is_internal)
+VALUES ('11111111-1111-4111-8111-111111111111', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa3',
+        '99999999-9999-4999-8999-999999999991', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc3', false);
+INSERT INTO comments (tenant, comment_id, ticket_id, user_id, note, is_internal, is_resolution, author_type, thread_id)
+VALUES ('11111111-1111-4111-8111-111111111111', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc3',
+        '99999999-9999-4999-8999-999999999991', '44444444-4444-4444-8444-444444444444',
+        'We are on our way.', false, false, 'internal', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa3');
+UPDATE tickets SET response_state = 'awaiting_client'
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999991';
+
+-- name: email_reply
+-- Inbound email from the contact: no user_id, contact_id set, responseSource inbound_email,
+-- and the audit row the email path writes.
+INSERT INTO comment_threads (tenant, thread_id, ticket_id, root_comment_id, is_internal)
+VALUES ('11111111-1111-4111-8111-111111111111', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa4',
+        '99999999-9999-4999-8999-999999999991', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc4', false);
+INSERT INTO comments (tenant, comment_id, ticket_id, contact_id, note, is_internal, is_resolution, author_type,
+                      thread_id, metadata)
+VALUES ('11111111-1111-4111-8111-111111111111', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc4',
+        '99999999-9999-4999-8999-999999999991', '56565656-5656-4565-8565-565656565656',
+        'Replying from my mail client.', false, false, 'client', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa4',
+        '{"responseSource": "inbound_email", "email": {"provider": "imap"}}');
+INSERT INTO ticket_audit_logs (tenant, ticket_id, event_type, entity_type, actor_type, actor_contact_id, source,
+                               occurred_at)
+VALUES ('11111111-1111-4111-8111-111111111111', '99999999-9999-4999-8999-999999999991', 'TICKET_CUSTOMER_REPLIED',
+        'comment', 'email_sender', '56565656-5656-4565-8565-565656565656', 'inbound_email', now());
+
+-- name: bundle_sync_mode
+-- Bundle T2 under T1 in sync_updates mode (T2 must exist and be unbundled).
+UPDATE tickets SET master_ticket_id = '99999999-9999-4999-8999-999999999991', updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999992';
+INSERT INTO ticket_bundle_settings (tenant, master_ticket_id, mode)
+VALUES ('11111111-1111-4111-8111-111111111111', '99999999-9999-4999-8999-999999999991', 'sync_updates');
+
+-- name: mirrored_comment
+-- A public comment on the sync_updates master, mirrored onto the child (the copy is recorded).
+INSERT INTO comment_threads (tenant, thread_id, ticket_id, root_comment_id, is_internal)
+VALUES ('11111111-1111-4111-8111-111111111111', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa5',
+        '99999999-9999-4999-8999-999999999991', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc5', false),
+       ('11111111-1111-4111-8111-111111111111', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa6',
+        '99999999-9999-4999-8999-999999999992', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc6', false);
+INSERT INTO comments (tenant, comment_id, ticket_id, user_id, note, is_internal, is_resolution, author_type, thread_id)
+VALUES ('11111111-1111-4111-8111-111111111111', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc5',
+        '99999999-9999-4999-8999-999999999991', '44444444-4444-4444-8444-444444444444',
+        'Fixed for both.', false, false, 'internal', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa5'),
+       ('11111111-1111-4111-8111-111111111111', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc6',
+        '99999999-9999-4999-8999-999999999992', '44444444-4444-4444-8444-444444444444',
+        'Fixed for both.', false, false, 'internal', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa6');
+INSERT INTO ticket_bundle_mirrors (tenant, source_comment_id, child_ticket_id, child_comment_id)
+VALUES ('11111111-1111-4111-8111-111111111111', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc5',
+        '99999999-9999-4999-8999-999999999992', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc6');
+
+-- name: sync_propagation
+-- The master's priority change, propagated by the app to the sync_updates child (no child events).
+UPDATE tickets SET priority_id = '88888888-8888-4888-8888-888888888882'
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999991';
+UPDATE tickets SET priority_id = '88888888-8888-4888-8888-888888888882', updated_at = now(),
+                   updated_by = '33333333-3333-4333-8333-333333333333'
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND master_ticket_id = '99999999-9999-4999-8999-999999999991';
+
+-- name: third_ticket
+INSERT INTO tickets (tenant, ticket_id, ticket_number, title, status_id, board_id, client_id, entered_by, entered_at)
+VALUES ('11111111-1111-4111-8111-111111111111', '99999999-9999-4999-8999-999999999994', 'T-1004',
+        'Third printer', '66666666-6666-4666-8666-666666666661',
+        '70707070-7070-4707-8707-707070707070', '22222222-2222-4222-8222-222222222222',
+        '33333333-3333-4333-8333-333333333333', now());
+
+-- name: bundle_add_child
+-- addChildrenToBundleAction: a new child, settings untouched.
+UPDATE tickets SET master_ticket_id = '99999999-9999-4999-8999-999999999991', updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999994';
+
+-- name: bundle_promote
+-- promoteBundleMasterAction: T2 becomes the master of T1 and T4.
+DELETE FROM ticket_bundle_settings
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND master_ticket_id = '99999999-9999-4999-8999-999999999991';
+INSERT INTO ticket_bundle_settings (tenant, master_ticket_id, mode)
+VALUES ('11111111-1111-4111-8111-111111111111', '99999999-9999-4999-8999-999999999992', 'link_only');
+UPDATE tickets SET master_ticket_id = '99999999-9999-4999-8999-999999999992', updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999994';
+UPDATE tickets SET master_ticket_id = NULL, updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999992';
+UPDATE tickets SET master_ticket_id = '99999999-9999-4999-8999-999999999992', updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999991';
+
+-- name: bundle_remove_child
+-- removeChildFromBundleAction: T4 leaves T2's bundle (T1 remains, settings stay).
+UPDATE tickets SET master_ticket_id = NULL, updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND ticket_id = '99999999-9999-4999-8999-999999999994';
+
+-- name: bundle_unbundle
+-- unbundleMasterTicketAction: every child of T2 leaves, settings deleted.
+UPDATE tickets SET master_ticket_id = NULL, updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND master_ticket_id = '99999999-9999-4999-8999-999999999992';
+DELETE FROM ticket_bundle_settings
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND master_ticket_id = '99999999-9999-4999-8999-999999999992';
+
+-- name: timer_start
+-- A running time-tracking session (no end time yet): nothing to report.
+INSERT INTO time_entries (tenant, entry_id, user_id, start_time, work_item_id, work_item_type, billable_duration,
+                          created_at, work_date, work_timezone)
+VALUES ('11111111-1111-4111-8111-111111111111', 'eeeeeeee-eeee-4eee-8eee-eeeeeeeeeee2',
+        '33333333-3333-4333-8333-333333333333', date_trunc('minute', now()) - interval '90 minutes',
+        '99999999-9999-4999-8999-999999999991', 'ticket', 0, now(), current_date, 'UTC');
+
+-- name: timer_stop
+UPDATE time_entries SET end_time = date_trunc('minute', now()), updated_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND entry_id = 'eeeeeeee-eeee-4eee-8eee-eeeeeeeeeee2';
+
+-- name: scheduled_comment
+INSERT INTO comment_threads (tenant, thread_id, ticket_id, root_comment_id, is_internal)
+VALUES ('11111111-1111-4111-8111-111111111111', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa7',
+        '99999999-9999-4999-8999-999999999991', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc7', false);
+INSERT INTO comments (tenant, comment_id, ticket_id, user_id, note, is_internal, is_resolution, author_type, thread_id,
+                      publish_state, scheduled_publish_at)
+VALUES ('11111111-1111-4111-8111-111111111111', 'cccccccc-cccc-4ccc-8ccc-ccccccccccc7',
+        '99999999-9999-4999-8999-999999999991', '44444444-4444-4444-8444-444444444444',
+        'Good morning!', false, false, 'internal', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa7', 'scheduled',
+        now() + interval '1 day');
+
+-- name: scheduled_comment_published
+UPDATE comments SET publish_state = 'published', published_at = now()
+ WHERE tenant = '11111111-1111-4111-8111-111111111111' AND comment_id = 'cccccccc-cccc-4ccc-8ccc-ccccccccccc7';
