@@ -85,7 +85,7 @@ def run_demo(keep: bool = False) -> None:
         pg.start()
         dsn = pg.dsn("postgres")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(schema_sql())  # type: ignore[call-overload]
+            conn.execute(schema_sql())
             conn.execute(queries.raw("sample/workload", "seed"))
         console.print("[bold]2.[/] cdc setup: publication, REPLICA IDENTITY FULL, slot + state bootstrap")
         setup(

@@ -10,6 +10,7 @@ what changed since the last checkpoint and write it in the checkpoint's transact
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -23,6 +24,7 @@ from derivers.base import Deriver, Image, Timer, TimerState
 
 from . import queries
 from .assembler import RowChange
+from .lsn import format_lsn, parse_lsn
 from .pgoutput.messages import Column, Relation
 from .values import JsonRowView, Row, RowShape
 
@@ -185,6 +187,9 @@ class TimerStore:
         self._deleted: set[str] = set()
         self.context: ArmedBy | None = None  # set by the watcher per derived change
         self.deriver = ""
+        # (due_at, key) of armed timers; stale entries (moved, paused, settled) are skipped
+        # when they surface, so arming is O(log n) and finding due timers is not a scan.
+        self._heap: list[tuple[datetime, str]] = []
 
     # -- TimerOps -----------------------------------------------------------------------------
     def get(self, key: str) -> Timer | None:
@@ -234,22 +239,32 @@ class TimerStore:
         if t is not None and t.state in allowed:
             self.timers[key] = replace(t, state=state)
             self._touch(key)
+        # re-arming a paused timer pushes a fresh heap entry in arm()
 
     def _touch(self, key: str) -> None:
         self._dirty.add(key)
         self._deleted.discard(key)
 
     # -- the watcher's side ---------------------------------------------------------------
+    def _live(self, entry: tuple[datetime, str]) -> bool:
+        t = self.timers.get(entry[1])
+        return t is not None and t.state == "armed" and t.due_at == entry[0]
+
     def due(self, watermark: datetime) -> list[Timer]:
         """Armed timers whose due time the watermark has passed, earliest first."""
-        return sorted(
-            (t for t in self.timers.values() if t.state == "armed" and t.due_at < watermark),
-            key=lambda t: (t.due_at, t.key),
-        )
+        heap = self._heap
+        out: list[Timer] = []
+        while heap and heap[0][0] < watermark:
+            entry = heapq.heappop(heap)
+            if self._live(entry) and all(t.key != entry[1] for t in out):
+                out.append(self.timers[entry[1]])
+        return out
 
     def next_due(self) -> datetime | None:
-        armed = [t.due_at for t in self.timers.values() if t.state == "armed"]
-        return min(armed) if armed else None
+        heap = self._heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def mark_fired(self, key: str) -> None:
         self._set_state(key, "fired", ("armed",))
@@ -261,16 +276,14 @@ class TimerStore:
             _q("load_timers", self.schema), {"slot": self.slot}
         ):
             self.timers[key] = Timer(key, deriver, tenant, subject, stage, due_at, state, orjson.loads(data))
-            from .lsn import parse_lsn
-
             self.armed_by[key] = ArmedBy(parse_lsn(lsn), xid, ct, table)
+        self._heap = [(t.due_at, k) for k, t in self.timers.items() if t.state == "armed"]
+        heapq.heapify(self._heap)
         self._dirty.clear()
         self._deleted.clear()
         return len(self.timers)
 
     def flush(self, conn: psycopg.Connection[Any]) -> None:
-        from .lsn import format_lsn
-
         with conn.cursor() as cur:
             if self._deleted:
                 cur.executemany(

@@ -231,6 +231,14 @@ class Row(Mapping[str, Any]):
     def key(self) -> tuple[RawValue, ...]:
         return self.shape.key_of(self.data)
 
+    def changed_columns(self, other: Row) -> frozenset[str]:
+        """Columns whose raw values differ between ``other`` (the earlier image) and this one."""
+        if other.shape is self.shape:
+            return frozenset(
+                n for n, x, y in zip(self.shape.names, other.data, self.data, strict=True) if x != y
+            )
+        return frozenset(n for n in self.shape.names if self.changed(other, n))
+
     def to_dict(self) -> dict[str, Any]:
         """Every known column converted (unknown ones omitted)."""
         out: dict[str, Any] = {}
@@ -256,6 +264,14 @@ class JsonRowView(Mapping[str, Any]):
             return self.row.json(name)
         except ValueUnknown:
             raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name not in self.row.shape.index:
+            return default
+        try:
+            return self.row.json(name)
+        except ValueUnknown:
+            return default
 
     def __iter__(self) -> Iterator[str]:
         row = self.row

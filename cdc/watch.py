@@ -92,12 +92,13 @@ class WatchStats:
 class DeriverChange:
     """A folded RowChange as derivers see it: canonical JSON images, raw-byte ``changed``."""
 
-    __slots__ = ("_rc", "after", "before")
+    __slots__ = ("_changed", "_rc", "after", "before")
 
     def __init__(self, rc: RowChange) -> None:
         self._rc = rc
         self.before = JsonRowView(rc.before) if rc.before is not None else None
         self.after = JsonRowView(rc.after) if rc.after is not None else None
+        self._changed: frozenset[str] | None = None
 
     @property
     def table(self) -> str:
@@ -112,10 +113,17 @@ class DeriverChange:
         return self._rc.position
 
     def changed(self, column: str) -> bool:
-        b, a = self._rc.before, self._rc.after
-        if b is None or a is None:
-            return False
-        return a.changed(b, column)
+        cols = self._changed
+        if cols is None:
+            cols = self.changed_columns()
+        return column in cols
+
+    def changed_columns(self) -> frozenset[str]:
+        """Every column whose raw value differs between the images, found in one pass."""
+        if self._changed is None:
+            b, a = self._rc.before, self._rc.after
+            self._changed = a.changed_columns(b) if a is not None and b is not None else frozenset()
+        return self._changed
 
 
 class Heartbeat:
