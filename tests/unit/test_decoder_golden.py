@@ -138,3 +138,19 @@ def test_json_fast_path_equals_the_loader_path() -> None:
     assert len(rows) > 10
     for row in rows:
         assert dumps(row.to_json_dict()) == dumps(row.to_dict())
+
+
+def test_tail_transaction_encoding_equals_one_record_per_change() -> None:
+    from cdc.tail import change_record, encode_transaction
+    from cdc.values import dumps
+
+    asm = Assembler({"public.golden": ("id",), "public.keyed": ("id",)})
+    dec = Decoder()
+    checked = 0
+    for h in GOLDEN["text"]:
+        tx = asm.feed(dec.decode(bytes.fromhex(h)))
+        if tx is not None:
+            expected = b"".join(dumps(change_record(tx, c)) + b"\n" for c in tx.changes)
+            assert encode_transaction(tx) == expected
+            checked += 1
+    assert checked >= 8
