@@ -48,6 +48,26 @@ TablesOpt = Annotated[
     ),
 ]
 
+SinkOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sink",
+        envvar="CDC_SINK",
+        help="Where events go: postgres (the outbox in the watched database, the default), "
+        "postgresql://… (an outbox in another database, which then also keeps the watcher's own "
+        "schema), redis://host:port/db, nats://host:port, jsonl:PATH (- for stdout). See docs/sinks.md.",
+    ),
+]
+
+
+def _store_dsn(sink: str | None) -> str | None:
+    from .sinks.base import store_dsn_of
+
+    store = store_dsn_of(sink)
+    if store is not None:
+        check_dsn(store)
+    return store
+
 
 def _settings(**kw: object) -> Settings:
     from pydantic import ValidationError
@@ -75,9 +95,12 @@ def setup(
     schema: SchemaOpt = DEFAULT_SCHEMA,
     tables: TablesOpt = None,
     check: Annotated[bool, typer.Option("--check", help="Only report what would change.")] = False,
+    sink: SinkOpt = None,
 ) -> None:
     """Create the cdc schema, publication, REPLICA IDENTITY FULL and the slot (idempotent)."""
     from .provision import setup as do_setup
+
+    store_dsn = _store_dsn(sink)
 
     s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, tables=tables)
     report = do_setup(
@@ -88,6 +111,7 @@ def setup(
         schema=s.schema_name,
         check_only=check,
         bootstrap=_bootstrap_hook(),
+        store_dsn=store_dsn,
     )
     verb = "would" if check else "did"
     if not report.changes:
@@ -116,12 +140,20 @@ def teardown(
     slot: SlotOpt = DEFAULT_SLOT,
     publication: PubOpt = DEFAULT_PUBLICATION,
     schema: SchemaOpt = DEFAULT_SCHEMA,
+    sink: SinkOpt = None,
 ) -> None:
     """Drop the slot and the publication, so the server retains no WAL for us."""
     from .provision import teardown as do_teardown
 
+    store_dsn = _store_dsn(sink)
     s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema)
-    done = do_teardown(s.dsn.get_secret_value(), slot=s.slot, publication=s.publication, schema=s.schema_name)
+    done = do_teardown(
+        s.dsn.get_secret_value(),
+        slot=s.slot,
+        publication=s.publication,
+        schema=s.schema_name,
+        store_dsn=store_dsn,
+    )
     for line in done or ["nothing to drop"]:
         _echo(line)
 
@@ -182,9 +214,7 @@ def tail(
 
 @app.command()
 def watch(
-    sink: Annotated[
-        str, typer.Option("--sink", envvar="CDC_SINK", help="Where events go: jsonl:PATH (- for stdout).")
-    ],
+    sink: SinkOpt = None,
     dsn: DsnOpt = "",
     slot: SlotOpt = DEFAULT_SLOT,
     publication: PubOpt = DEFAULT_PUBLICATION,
@@ -199,6 +229,30 @@ def watch(
     heartbeat_interval: Annotated[
         float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between watermark heartbeats.")
     ] = 5.0,
+    batch_events: Annotated[
+        int,
+        typer.Option(
+            "--batch-events", min=1, envvar="CDC_BATCH_EVENTS", help="Deliver once this many events wait."
+        ),
+    ] = 5000,
+    batch_transactions: Annotated[
+        int,
+        typer.Option(
+            "--batch-transactions",
+            min=1,
+            envvar="CDC_BATCH_TRANSACTIONS",
+            help="Deliver once this many source transactions wait.",
+        ),
+    ] = 1000,
+    batch_delay: Annotated[
+        float,
+        typer.Option(
+            "--batch-delay",
+            min=0.0,
+            envvar="CDC_BATCH_DELAY",
+            help="Deliver once the oldest waiting transaction is this many seconds old.",
+        ),
+    ] = 0.5,
 ) -> None:
     """Run the derivers over the stream and deliver their events (the daemon)."""
     import logging
@@ -222,8 +276,11 @@ def watch(
             idle_exit=idle_exit,
             heartbeat_interval=heartbeat_interval,
             status_interval=s.status_interval_s,
+            batch_max_events=batch_events,
+            batch_max_transactions=batch_transactions,
+            batch_max_delay=batch_delay,
         ),
-        open_sink(sink),
+        open_sink(sink, schema=s.schema_name, stop=stop),
         stop,
     )
     typer.echo(

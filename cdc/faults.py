@@ -1,7 +1,10 @@
 """Named crash points for reliability tests: ``CDC_FAULT=<point>:<n>`` kills the process
 with SIGKILL the n-th time it reaches ``<point>`` (no cleanup, like a power cut).
 
-Points: ``tail.after_print`` (a transaction's lines are flushed, not yet acknowledged).
+Points: ``tail.after_print`` (a transaction's lines are flushed, not yet acknowledged);
+``watch.after_sink`` (a batch is durable in a non-Postgres sink, the checkpoint not yet
+written); ``watch.after_checkpoint`` (checkpoint committed, the server not yet told);
+``outbox.after_insert`` (outbox rows inserted inside the checkpoint transaction, not committed).
 Unset in production, where :func:`reached` is a dictionary lookup that finds nothing.
 """
 

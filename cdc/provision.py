@@ -10,6 +10,7 @@ first: each must exist and have a primary key (events need a row identity).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,13 @@ def _q(name: str, schema: str, **more: sql.Composable) -> sql.Composed | sql.SQL
     return queries.query("setup", name, schema=sql.Identifier(schema), **more)
 
 
+def _store(
+    conn: psycopg.Connection[Any], store_dsn: str | None
+) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+    """The connection to the database of the watcher's own schema: ``conn`` unless elsewhere."""
+    return connect(store_dsn) if store_dsn else contextlib.nullcontext(conn)
+
+
 def slot_facts(conn: psycopg.Connection[Any], slot: str) -> dict[str, Any] | None:
     cur = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot})
     row = cur.fetchone()
@@ -127,15 +135,21 @@ def setup(
     check_only: bool = False,
     bootstrap: BootstrapHook | None = None,
     create_slot: bool = True,
+    store_dsn: str | None = None,
 ) -> SetupReport:
-    """Make the database ready for streaming; with ``check_only`` just report what is missing."""
+    """Make the database ready for streaming; with ``check_only`` just report what is missing.
+
+    ``store_dsn`` names the database that keeps the watcher's own schema when it is not the
+    watched one (an outbox in another database, ``--sink postgresql://…``): the schema, the
+    slot record, the checkpoint check and the state bootstrap go there.
+    """
     report = SetupReport()
-    with connect(dsn) as conn:
+    with connect(dsn) as conn, _store(conn, store_dsn) as store:
         facts = check_server(conn)
         if not facts["can_replicate"]:
             raise InsufficientPrivilege("the role has neither REPLICATION nor superuser")
         watched = table_facts(conn, tables)
-        schema_exists = conn.execute(
+        schema_exists = store.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)
         ).fetchone()
         if not (schema_exists and schema_exists[0]):
@@ -143,7 +157,7 @@ def setup(
         if not check_only:
             from .state import create_tables
 
-            create_tables(conn, schema)
+            create_tables(store, schema)
 
         for t in watched:
             if t.replica_identity != "f":
@@ -183,7 +197,7 @@ def setup(
         recorded = None
         if not check_only or (schema_exists and schema_exists[0]):
             try:
-                recorded = conn.execute(
+                recorded = store.execute(
                     sql.SQL("SELECT bootstrapped_at IS NOT NULL FROM {}.slots WHERE slot_name = %s").format(
                         sql.Identifier(schema)
                     ),
@@ -201,7 +215,7 @@ def setup(
             # A slot without its bootstrapped state: nothing was consumed yet if the
             # checkpoint is empty, so it is safe to recreate it under a fresh snapshot.
             ck = (
-                conn.execute(
+                store.execute(
                     sql.SQL("SELECT 1 FROM {}.checkpoints WHERE slot_name = %s").format(
                         sql.Identifier(schema)
                     ),
@@ -223,7 +237,14 @@ def setup(
             report.note(f"create logical slot {slot} (pgoutput) with exported snapshot")
             if not check_only:
                 report.consistent_point = _create_slot_with_snapshot(
-                    dsn, conn, slot, publication, schema, bootstrap, tuple(t.qualified for t in watched)
+                    dsn,
+                    conn,
+                    slot,
+                    publication,
+                    schema,
+                    bootstrap,
+                    tuple(t.qualified for t in watched),
+                    writer=store,
                 )
                 report.slot_created = True
     return report
@@ -237,7 +258,12 @@ def _create_slot_with_snapshot(
     schema: str,
     bootstrap: BootstrapHook | None,
     tables: tuple[str, ...] = (),
+    *,
+    writer: psycopg.Connection[Any] | None = None,
 ) -> int:
+    """Create the slot; bootstrap the state and record the slot through ``writer`` (the
+    connection to the database of the watcher's own schema; ``conn`` when None)."""
+    writer = writer if writer is not None else conn
     repl = connect_replication(dsn)
     try:
         try:
@@ -256,13 +282,13 @@ def _create_slot_with_snapshot(
             if bootstrap is not None:
                 from .state import BootstrapContext
 
-                bootstrap(BootstrapContext(snap_conn, conn, slot, schema, consistent_point, tables))
-        conn.execute(
+                bootstrap(BootstrapContext(snap_conn, writer, slot, schema, consistent_point, tables))
+        writer.execute(
             _q("record_slot", schema),
             {"slot": slot, "publication": publication, "lsn": str(row[1]), "snapshot": snapshot},
         )
         if bootstrap is not None:
-            conn.execute(_q("mark_bootstrapped", schema), {"slot": slot})
+            writer.execute(_q("mark_bootstrapped", schema), {"slot": slot})
         return consistent_point
     finally:
         repl.close()
@@ -277,10 +303,15 @@ def drop_slot(conn: psycopg.Connection[Any], slot: str) -> None:
         raise translate(exc, slot=slot) from exc
 
 
-def teardown(dsn: str, *, slot: str, publication: str, schema: str = "cdc") -> list[str]:
-    """Drop the slot (so no WAL is retained) and the publication; keep the cdc schema."""
+def teardown(
+    dsn: str, *, slot: str, publication: str, schema: str = "cdc", store_dsn: str | None = None
+) -> list[str]:
+    """Drop the slot (so no WAL is retained) and the publication; keep the cdc schema.
+
+    The slot's record and checkpoint are forgotten in ``store_dsn`` when the watcher's own
+    schema lives there (see :func:`setup`)."""
     done: list[str] = []
-    with connect(dsn) as conn:
+    with connect(dsn) as conn, _store(conn, store_dsn) as store:
         if slot_facts(conn, slot) is not None:
             drop_slot(conn, slot)
             done.append(f"dropped slot {slot}")
@@ -291,8 +322,8 @@ def teardown(dsn: str, *, slot: str, publication: str, schema: str = "cdc") -> l
             conn.execute(queries.query("setup", "drop_publication", publication=sql.Identifier(publication)))
             done.append(f"dropped publication {publication}")
         try:
-            conn.execute(_q("forget_slot", schema), {"slot": slot})
-            conn.execute(
+            store.execute(_q("forget_slot", schema), {"slot": slot})
+            store.execute(
                 sql.SQL("DELETE FROM {}.checkpoints WHERE slot_name = %s").format(sql.Identifier(schema)),
                 (slot,),
             )

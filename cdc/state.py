@@ -218,6 +218,7 @@ class TimerStore:
         self.timers[key] = Timer(
             key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {})
         )
+        heapq.heappush(self._heap, (due_at, key))
         if self.context is not None:
             self.armed_by[key] = self.context
         self._touch(key)

@@ -362,6 +362,12 @@ class Watcher:
         self.stream.send_status()
         self._batch = Batch()
 
+    def _stream_keepalive(self) -> None:
+        if self.stream is not None and self.stream.conn is not None:
+            # Only a status message: reading here would take data the loop has not reached.
+            with contextlib.suppress(CdcError):
+                self.stream.send_status()
+
     def _batch_full(self) -> bool:
         b = self._batch
         return (
@@ -378,9 +384,9 @@ class Watcher:
         heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
         heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
         target: int | None = None
-        if opts.once:
-            assert self.conn is not None
-            row = self.conn.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
+        if opts.once:  # the watched server's position (the store may be another server)
+            with psycopg.connect(opts.dsn, autocommit=True) as source:
+                row = source.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
             target = parse_lsn(row[0]) if row else 0
         heartbeat.start()
         decoder = Decoder()
@@ -392,6 +398,9 @@ class Watcher:
             start_lsn=self.checkpoint,
             status_interval=opts.status_interval,
         )
+        if hasattr(self.sink, "keepalive"):
+            # A sink retrying through an outage keeps the replication connection alive.
+            self.sink.keepalive = self._stream_keepalive
         last_activity = time.monotonic()
         try:
             with self.stream as stream:

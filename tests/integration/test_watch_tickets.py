@@ -176,3 +176,32 @@ def test_paused_sla_does_not_breach(db_dsn: str) -> None:
     run_sql(db_dsn, f"UPDATE tickets SET sla_paused_at = now() WHERE ticket_id = '{T3}'")
     time.sleep(2.5)
     assert "TICKET_SLA_STAGE_BREACHED" not in _types(drain(db_dsn), T3)
+
+
+def test_breach_fires_in_a_running_watcher_from_its_heartbeat(db_dsn: str) -> None:
+    """No restart in between: the timer armed by a live transaction fires from the heartbeat."""
+    import threading
+
+    from cdc.tail import StopFlag
+
+    prepare(db_dsn, "cdc_events")
+    sink = MemorySink()
+    stop = StopFlag()
+    watcher = Watcher(
+        WatchOptions(db_dsn, heartbeat_interval=0.3, status_interval=1.0, batch_max_delay=0.05), sink
+    )
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        sla_ticket(db_dsn, "now() + interval '1 second'")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "TICKET_SLA_STAGE_BREACHED" not in _types(sink.envelopes, T3):
+            time.sleep(0.1)
+    finally:
+        stop.stopped = True
+        thread.join(30)
+    assert _types(sink.envelopes, T3) == [
+        "TICKET_CREATED",
+        "TICKET_SLA_STAGE_ENTERED",
+        "TICKET_SLA_STAGE_BREACHED",
+    ]
