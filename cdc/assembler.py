@@ -187,7 +187,9 @@ class Assembler:
             tx = self._require_tx()
             shape = self._shape(msg.relation_oid)
             old, new = msg.old, msg.new
-            values, unknown = _fill_toast(shape, new, old)
+            # Only a full old row ('O') can fill an unchanged TOAST value; a key-only one ('K')
+            # carries NULL for every other column, which must not be taken for a value.
+            values, unknown = _fill_toast(shape, new, old if msg.old_kind == "O" else None)
             before = Row(shape, old.values, old.binary_mask) if old is not None else None
             after = Row(shape, values, new.binary_mask)
             tx.changes.append(RowChange(shape.table, "update", before, after, len(tx.changes), unknown))

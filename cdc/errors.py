@@ -119,7 +119,10 @@ def translate(exc: BaseException, *, slot: str | None = None) -> CdcError:
         return SlotInUse(f"replication slot is active in another process{where}", sqlstate=sqlstate)
     if isinstance(exc, pgerr.ObjectNotInPrerequisiteState) and "wal_level" in raw:
         return WalLevelNotLogical("the server's wal_level is not logical", sqlstate=sqlstate)
-    if isinstance(exc, pgerr.ObjectNotInPrerequisiteState) and "invalidated" in raw:
+    detail = str(getattr(getattr(exc, "diag", None), "message_detail", "") or "")
+    if isinstance(exc, pgerr.ObjectNotInPrerequisiteState) and (
+        "invalidated" in raw or "invalidated" in detail or "replication slot" in raw
+    ):
         return SlotInvalidated(f"replication slot was invalidated{where}", sqlstate=sqlstate)
     if isinstance(exc, pgerr.UndefinedObject) and "publication" in raw:
         return PublicationMissing(f"publication does not exist{where}", sqlstate=sqlstate)

@@ -28,7 +28,7 @@ from .errors import (
     WalLevelNotLogical,
     translate,
 )
-from .lsn import parse_lsn
+from .lsn import format_lsn, parse_lsn
 from .stream import connect_replication
 
 if TYPE_CHECKING:
@@ -247,6 +247,20 @@ def setup(
                     writer=store,
                 )
                 report.slot_created = True
+                # A checkpoint left from an earlier slot of this name (dropped, or lost in a
+                # failover) would make the new slot skip or never reach its changes: start
+                # over at the new slot's consistent point and say what cannot be replayed.
+                old = store.execute(
+                    sql.SQL("DELETE FROM {}.checkpoints WHERE slot_name = %s RETURNING lsn::text").format(
+                        sql.Identifier(schema)
+                    ),
+                    (slot,),
+                ).fetchone()
+                if old is not None:
+                    report.note(
+                        f"discard the old checkpoint {old[0]} of a previous slot {slot}: changes between it "
+                        f"and {format_lsn(report.consistent_point)} are not in the new slot (backfill them)"
+                    )
     return report
 
 

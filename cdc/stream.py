@@ -190,6 +190,8 @@ class ReplicationStream:
                     if end > self.received_lsn:
                         self.received_lsn = end
                     self._caught_up = False
+                    if time.monotonic() >= self._next_status:  # a busy stream still reports
+                        self.send_status()
                     return bytes(buf[25:])
                 if kind == _K:
                     wal_end, ts, reply = _KEEPALIVE.unpack_from(buf, 1)

@@ -70,30 +70,10 @@ def change_record(
 
 
 def encode_transaction(tx: Transaction) -> bytes:
-    """The transaction's lines: the same JSON as ``change_record``, with the parts every line
-    of the transaction shares encoded once."""
-    head = dumps(
-        {"lsn": format_lsn(tx.end_lsn), "xid": tx.xid, "commitTime": canonical_timestamp(tx.commit_time)}
-    )
-    head = head[:-1] + b',"table":'
-    parts: list[bytes] = []
-    add = parts.append
-    for c in tx.changes:
-        before = c.before.to_json_dict() if c.before is not None else None
-        after = c.after.to_json_dict() if c.after is not None else None
-        add(head)
-        add(dumps(c.table))
-        add(_OPS[c.op])
-        add(dumps(before))
-        add(b',"after":')
-        add(dumps(after))
-        add(b',"unknown":')
-        add(dumps(list(c.unknown)))
-        add(b"}\n")
-    return b"".join(parts)
-
-
-_OPS = {op: b',"op":"' + op.encode() + b'","before":' for op in ("insert", "update", "delete", "truncate")}
+    # One orjson call per line measured faster than assembling lines from encoded parts.
+    lsn = format_lsn(tx.end_lsn)
+    commit_time = canonical_timestamp(tx.commit_time)
+    return b"".join([dumps(change_record(tx, c, lsn, commit_time)) + b"\n" for c in tx.changes])
 
 
 def preflight(dsn: str, slot: str, temporary: bool) -> None:

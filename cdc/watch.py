@@ -149,7 +149,8 @@ class Heartbeat:
     def _emit(self) -> None:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.dsn, autocommit=True)
+                self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+                self._conn.execute("SET statement_timeout = 10000")  # never hang a stop on a partition
             self._conn.execute("SELECT pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))
         except psycopg.Error as exc:  # the loop notices a dead server on its own
             log.warning("heartbeat failed: %s", translate(exc).one_line())

@@ -205,3 +205,18 @@ def test_breach_fires_in_a_running_watcher_from_its_heartbeat(db_dsn: str) -> No
         "TICKET_SLA_STAGE_ENTERED",
         "TICKET_SLA_STAGE_BREACHED",
     ]
+
+
+def test_a_recreated_slot_starts_fresh_instead_of_at_the_old_checkpoint(db_dsn: str) -> None:
+    prepare(db_dsn, "cdc_events")
+    step(db_dsn, "create_ticket")
+    assert drain(db_dsn)  # the checkpoint moves past the ticket's creation
+    run_sql(db_dsn, "SELECT pg_drop_replication_slot('cdc_events')")  # lost, e.g. in a failover
+    # the store outlived a server whose WAL went further (a lagging standby was promoted)
+    run_sql(db_dsn, "UPDATE cdc.checkpoints SET lsn = 'FF/0' WHERE slot_name = 'cdc_events'")
+    report = setup(
+        db_dsn, slot="cdc_events", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook
+    )
+    assert any("discard the old checkpoint" in line for line in report.changes)
+    step(db_dsn, "assign")
+    assert [e.event_type for e in drain(db_dsn)] == ["TICKET_ASSIGNED"]

@@ -146,3 +146,17 @@ def test_relation_replaced_after_alter_table() -> None:
     )
     assert "extra" not in t1.changes[0].after  # type: ignore[attr-defined]
     assert t2.changes[0].after["extra"] == 42  # type: ignore[attr-defined]
+
+
+def test_key_only_old_tuple_never_fills_toast_with_null() -> None:
+    asm = Assembler({"public.t": ("id",)})
+    (tx,) = _feed(
+        asm,
+        REL,
+        Begin(10, 0, 7),
+        Update(100, "K", TupleData((b"1", None, None)), TupleData((b"2", b"b", UNCHANGED_TOAST))),
+        Commit(0, 10, 20, 0),
+    )
+    change = tx.changes[0]  # type: ignore[attr-defined]
+    assert change.unknown == ("big",)
+    assert change.after.is_unknown("big")
