@@ -122,6 +122,7 @@ class StateStore:
 
     # -- persistence ------------------------------------------------------------------------
     def load(self, conn: psycopg.Connection[Any]) -> int:
+        self.rows = {t: {} for t in self.primary_keys}
         count = 0
         for table, key, data in conn.execute(_q("load_state", self.schema), {"slot": self.slot}):
             if table in self.primary_keys:
@@ -152,10 +153,10 @@ class StateStore:
                 cur.executemany(_q("delete_state", self.schema), deletes)
             if upserts:
                 cur.executemany(_q("upsert_state", self.schema), upserts)
-        self._dirty.clear()
+        # cleared by committed(), once the caller's transaction is durable
 
-    def discard_pending(self) -> None:
-        """Forget unflushed changes' bookkeeping (after a failed flush the caller reloads)."""
+    def committed(self) -> None:
+        """The transaction that flushed the changes committed: nothing is pending any more."""
         self._dirty.clear()
 
 
@@ -313,12 +314,16 @@ class TimerStore:
                 )
             if rows:
                 cur.executemany(_q("upsert_timer", self.schema), rows)
-        self._dirty.clear()
-        self._deleted.clear()
+        # cleared by committed(), once the caller's transaction is durable
 
     @property
     def dirty(self) -> bool:
         return bool(self._dirty or self._deleted)
+
+    def committed(self) -> None:
+        """The transaction that flushed the changes committed: nothing is pending any more."""
+        self._dirty.clear()
+        self._deleted.clear()
 
 
 # --- bootstrap under the slot's exported snapshot ----------------------------------------

@@ -352,6 +352,8 @@ class Watcher:
                     "commit_time": self._last_commit,
                 },
             )
+        self.state.committed()
+        self.timers.committed()
         faults.reached("watch.after_checkpoint")
         self._dead = []
         self.checkpoint = batch.end_lsn
