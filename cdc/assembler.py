@@ -37,7 +37,6 @@ from .pgoutput.messages import (
     Relation,
     Truncate,
     TupleData,
-    TypeMessage,
     Update,
     pg_timestamp,
 )
@@ -162,7 +161,6 @@ class Assembler:
     ) -> None:
         self.primary_keys = primary_keys or {}
         self.shapes: dict[int, RowShape] = {}
-        self.types: dict[int, TypeMessage] = {}
         self._on_relation = on_relation
         self._tx: Transaction | None = None
 
@@ -228,11 +226,8 @@ class Assembler:
             # Non-transactional messages are not ours (heartbeats are transactional).
             if self._tx is not None and msg.transactional:
                 self._tx.messages.append(msg)
-        elif type(msg) is Origin:
-            if self._tx is not None:
-                self._tx.origin = msg.name
-        elif type(msg) is TypeMessage:
-            self.types[msg.oid] = msg
+        elif type(msg) is Origin and self._tx is not None:
+            self._tx.origin = msg.name
         return None
 
     def reset(self) -> None:

@@ -9,16 +9,13 @@ Exit codes: 0 ok, 1 error that needs a change, 3 error worth retrying, 2 usage.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from .config import DEFAULT_PUBLICATION, DEFAULT_SCHEMA, DEFAULT_SLOT, Settings, check_dsn
 from .errors import CdcError, ConfigError, translate
 from .lsn import parse_lsn
-
-if TYPE_CHECKING:
-    from .provision import BootstrapHook
 
 app = typer.Typer(
     name="cdc",
@@ -99,6 +96,7 @@ def setup(
 ) -> None:
     """Create the cdc schema, publication, REPLICA IDENTITY FULL and the slot (idempotent)."""
     from .provision import setup as do_setup
+    from .state import bootstrap_hook
 
     store_dsn = _store_dsn(sink)
 
@@ -110,7 +108,7 @@ def setup(
         tables=s.qualified_tables(),
         schema=s.schema_name,
         check_only=check,
-        bootstrap=_bootstrap_hook(),
+        bootstrap=bootstrap_hook,  # the reference-state copy under the slot's snapshot
         store_dsn=store_dsn,
     )
     verb = "would" if check else "did"
@@ -120,18 +118,6 @@ def setup(
         _echo(f"{verb}: {line}")
     if check and report.changes:
         raise typer.Exit(1)
-
-
-def _bootstrap_hook() -> BootstrapHook | None:
-    """The state bootstrap, when the state store is available (the tickets work fills it)."""
-    import importlib
-
-    try:
-        module = importlib.import_module("cdc.state")
-    except ImportError:
-        return None
-    hook: BootstrapHook | None = getattr(module, "bootstrap_hook", None)
-    return hook
 
 
 @app.command()

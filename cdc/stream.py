@@ -106,11 +106,9 @@ class ReplicationStream:
         self.received_lsn = 0  # write position
         self.flushed_lsn = 0  # flush = apply position
         self.server_wal_end = 0
-        self.last_server_time = 0
         self._caught_up = True  # everything received has been delivered
         self._next_status = 0.0
         self._force_status = False
-        self.status_updates_sent = 0
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> ReplicationStream:
@@ -224,7 +222,6 @@ class ReplicationStream:
 
     def _on_keepalive(self, wal_end: int, ts: int, reply: int) -> None:
         self.server_wal_end = max(self.server_wal_end, wal_end)
-        self.last_server_time = ts
         if wal_end > self.received_lsn:
             self.received_lsn = wal_end
         if self._caught_up and wal_end > self.flushed_lsn:
@@ -254,7 +251,6 @@ class ReplicationStream:
                 pgconn.consume_input()
         except psycopg.OperationalError as exc:
             raise ConnectionLost(f"replication connection lost: {exc}") from exc
-        self.status_updates_sent += 1
         self._next_status = time.monotonic() + self.status_interval
 
     def _raise_end_of_copy(self) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from cdc.localpg import LocalPostgres
 from cdc.sample import schema_sql
@@ -116,7 +116,3 @@ def db_name(pg_server: PgServer, template_db: str) -> Iterator[str]:
 def db_dsn(pg_server: PgServer, db_name: str) -> str:
     """libpq DSN of a fresh database holding the sample PSA schema."""
     return pg_server.dsn(db_name)
-
-
-def dsn_params(dsn: str) -> dict[str, str]:
-    return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -15,6 +16,7 @@ from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
 from cdc.state import bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
+from derivers.base import canonical_time
 
 from .conftest import run_sql
 
@@ -57,8 +59,6 @@ def by_key(envs: list[Envelope]) -> dict[str, bytes]:
 def _without_slot(e: Envelope) -> bytes:
     d = e.to_dict()
     d["source"] = {k: v for k, v in d["source"].items() if k != "slot"}
-    import orjson
-
     return orjson.dumps(d, option=orjson.OPT_SORT_KEYS)
 
 
@@ -165,8 +165,6 @@ def test_moving_the_due_time_moves_the_timer(db_dsn: str) -> None:
     with psycopg.connect(db_dsn) as conn:
         row = conn.execute("SELECT sla_resolution_due_at FROM tickets WHERE ticket_id = %s", (T3,)).fetchone()
     assert row is not None
-    from derivers.base import canonical_time
-
     assert fired[0].payload["targetAt"] == canonical_time(row[0])
 
 
