@@ -110,6 +110,8 @@ def _utc_text(value: datetime) -> str:
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _UUID_RE = re.compile(UUID_PATTERN)
+# The canonical (lower-case) form, tried first by the validators: it needs no lower-cased copy.
+_LOWER_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def canonical_uuid(value: str | UUID) -> str:
@@ -139,7 +141,16 @@ _EMAIL_RE = re.compile(EMAIL_PATTERN)
 # --- validators ------------------------------------------------------------------------------
 
 
+# Canonical timestamp texts already validated: every event of a transaction carries its commit
+# time as occurredAt, so the regex and calendar check run once per transaction, not per event.
+_VALID_TS: dict[str, str] = {}
+
+
 def _utc_timestamp(value: Any) -> str:
+    if type(value) is str:
+        known = _VALID_TS.get(value)
+        if known is not None:
+            return known
     if isinstance(value, str):
         if _UTC_TS_RE.fullmatch(value) is None:
             raise PydanticCustomError(
@@ -151,7 +162,12 @@ def _utc_timestamp(value: Any) -> str:
         except ValueError:
             raise PydanticCustomError("utc_timestamp", "Input is not a calendar date") from None
         # Already canonical when it has exactly three fraction digits.
-        return value if len(value) == 24 else canonical_ts(parsed)
+        if len(value) != 24:
+            return canonical_ts(parsed)
+        if len(_VALID_TS) >= 4096:
+            _VALID_TS.clear()
+        _VALID_TS[value] = value
+        return value
     if isinstance(value, datetime):
         return _aware_ts(value)
     raise PydanticCustomError("utc_timestamp", "Input should be a timestamp string or datetime")
@@ -187,6 +203,7 @@ class _UuidText:
     ) -> core_schema.CoreSchema:
         return core_schema.union_schema(
             [
+                core_schema.str_schema(pattern=_LOWER_UUID_PATTERN),  # canonical already: no copy
                 core_schema.str_schema(pattern=UUID_PATTERN, to_lower=True),
                 core_schema.no_info_after_validator_function(str, core_schema.is_instance_schema(UUID)),
             ],
@@ -217,7 +234,10 @@ class _Text:
             core_schema.no_info_after_validator_function(str, core_schema.is_instance_schema(UUID)),
         ]
         if self.uuid_lower:
-            choices.insert(0, core_schema.str_schema(pattern=UUID_PATTERN, to_lower=True))
+            choices[:0] = [
+                core_schema.str_schema(pattern=_LOWER_UUID_PATTERN),
+                core_schema.str_schema(pattern=UUID_PATTERN, to_lower=True),
+            ]
         return core_schema.union_schema(
             choices,
             mode="left_to_right",

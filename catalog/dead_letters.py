@@ -2,7 +2,7 @@
 
 A draft that :func:`catalog.envelope.build_envelope` rejects is not delivered (DESIGN §3.6); the
 engine writes a :class:`DeadLetter` with the ``insert_dead_letter`` query of
-``sql/dead_letters.sql``, in the same transaction as the checkpoint, and counts it. The row is
+``cdc/sql/dead_letters.sql``, in the same transaction as the checkpoint, and counts it. The row is
 keyed by the idempotency key the event would have had, so replaying the same history (restart,
 backfill) does not add a second row. The payload is stored as the deriver gave it; the error
 list holds field paths and reasons only.

@@ -26,11 +26,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from hashlib import sha1
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic_core import SchemaValidator, core_schema
 
 from catalog.base import CatalogError, canonical_lsn, canonical_ts, canonical_uuid
 from catalog.registry import REGISTRY
@@ -94,10 +95,12 @@ class EventValidationError(CatalogError, ValueError):
         return tuple(e.path for e in self.errors)
 
 
-@dataclass(frozen=True, slots=True)
-class EventDraft:
+class EventDraft(NamedTuple):
     """What a deriver emits: the event type, whom it is about and the camelCase payload
-    (including ``tenantId`` and ``occurredAt``, a datetime or a UTC ``Z`` string)."""
+    (including ``tenantId`` and ``occurredAt``, a datetime or a UTC ``Z`` string).
+
+    Immutable; a NamedTuple rather than a frozen dataclass because derivers build one per
+    event and a frozen dataclass takes several times as long to construct."""
 
     event_type: str
     tenant: str  # uuid text
@@ -133,10 +136,10 @@ class Source:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
-    """A validated event. ``payload`` is JSON-ready (canonical text values); treat it as
-    read-only."""
+    """A validated event. ``payload`` is JSON-ready (canonical text values); treat it and the
+    envelope as read-only (not frozen: a frozen dataclass costs a microsecond per event to build)."""
 
     id: str
     event_type: str
@@ -215,6 +218,22 @@ def _uuid_part(value: str | UUID, name: str) -> str:
         raise KeyFormatError(name, "must be a uuid") from None
 
 
+# Tenants are few and repeat in every key: their canonical form is looked up, not re-checked.
+_TENANTS: dict[str, str] = {}
+
+
+def _tenant_part(value: str | UUID) -> str:
+    known = _TENANTS.get(value) if type(value) is str else None
+    if known is not None:
+        return known
+    canonical = _uuid_part(value, "tenant")
+    if type(value) is str:
+        if len(_TENANTS) >= 1024:
+            _TENANTS.clear()
+        _TENANTS[value] = canonical
+    return canonical
+
+
 def _text_part(value: str, name: str) -> str:
     if not isinstance(value, str) or not value or "@" in value:
         raise KeyFormatError(name, "must be non-empty text without '@'")
@@ -240,7 +259,7 @@ def change_key(
 def _change_key(
     event_type: str, tenant: str | UUID, subject_id: str | UUID, lsn: str, discriminator: str | None
 ) -> str:
-    head = f"{event_type}:{_uuid_part(tenant, 'tenant')}:{_uuid_part(subject_id, 'subject_id')}"
+    head = f"{event_type}:{_tenant_part(tenant)}:{_uuid_part(subject_id, 'subject_id')}"
     if discriminator is not None:
         head = f"{head}:{_text_part(discriminator, 'discriminator')}"
     return f"{head}@{lsn}"
@@ -257,18 +276,20 @@ def _timer_key(event_type: str, tenant: str | UUID, subject_id: str | UUID, stag
     except (ValueError, AttributeError):
         raise KeyFormatError("due_at", "must be an aware datetime") from None
     return (
-        f"{event_type}:{_uuid_part(tenant, 'tenant')}:"
+        f"{event_type}:{_tenant_part(tenant)}:"
         f"{_uuid_part(subject_id, 'subject_id')}:{_text_part(stage, 'timer_stage')}@{due_text}"
     )
 
 
+# The RFC 4122 variant bits set on the 17th hex digit: 10xx.
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+
+
 def event_id(key: str) -> str:
-    """``str(uuid5(NAMESPACE, key))`` without building the intermediate UUID object."""
-    digest = bytearray(sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """``str(uuid5(NAMESPACE, key))`` without building the intermediate UUID object: the
+    SHA-1 hex digest with the version digit set to 5 and the variant bits to 10."""
+    h = sha1(_NAMESPACE_BYTES + key.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def draft_key(draft: EventDraft, lsn: int, *, timer: bool = False) -> str:
@@ -278,7 +299,8 @@ def draft_key(draft: EventDraft, lsn: int, *, timer: bool = False) -> str:
 
 def _draft_key(draft: EventDraft, lsn: str, timer: bool) -> str:
     try:
-        event_type = _type_part(draft.event_type)
+        # A catalogued type is well-formed already (the registry checks its names).
+        event_type = draft.event_type if draft.event_type in REGISTRY else _type_part(draft.event_type)
         if timer:
             if draft.timer_stage is None or draft.due_at is None:
                 raise KeyFormatError("timer_stage", "and due_at are needed for a timer event")
@@ -349,10 +371,29 @@ def _json_value(value: Any) -> Any:
     raise _NotJson(f"a {kind.__name__}, which has no canonical JSON form")
 
 
+def _is_plain(value: Any) -> bool:
+    """True when ``value`` is JSON-ready as it is: plain scalars, finite floats, and dicts
+    (text keys) and lists of them — what derivers build from JSON images."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _PLAIN and not _is_plain(v)):
+                return False
+        return True
+    if kind is list:
+        return all(type(v) in _PLAIN or _is_plain(v) for v in value)
+    if kind is float:
+        return math.isfinite(value)
+    return False
+
+
 def _json_ready(event_type: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
-    # Declared fields are canonical text already; only extra keys and `any` values need a walk.
+    # Declared fields are canonical text already; only extra keys and `any` values may need
+    # converting, and only when they are not JSON-ready as they are.
     for value in payload.values():
-        if type(value) not in _PLAIN:
+        if type(value) not in _PLAIN and not _is_plain(value):
             break
     else:
         return payload
@@ -385,7 +426,61 @@ def _fields(model: BaseModel) -> dict[str, Any]:
     return out
 
 
+# --- payload validators ----------------------------------------------------------------------
+
+_VALIDATORS: dict[type[BaseModel], SchemaValidator] = {}
+
+
+def payload_validator(model: type[BaseModel]) -> SchemaValidator:
+    """The model's own validation, returning a plain dict instead of a model instance.
+
+    The model's core schema with its ``model`` node turned into a ``typed-dict`` node: the same
+    field schemas, config and extra-key behaviour, but fields without a value stay absent
+    (a model would fill defaults and record which were given). The result is exactly what
+    ``model_dump(exclude_unset=True)`` of the validated model returns, at a fraction of the
+    cost; a unit test holds the two equal, and their errors equal, for every catalogued type.
+    """
+    validator = _VALIDATORS.get(model)
+    if validator is None:
+        schema: Any = model.__pydantic_core_schema__
+        definitions = None
+        if schema["type"] == "definitions":
+            definitions, schema = schema["definitions"], schema["schema"]
+        if schema["type"] != "model" or schema["schema"]["type"] != "model-fields":
+            raise TypeError(f"{model.__name__}: no plain model schema to validate payloads with")
+        fields: dict[str, core_schema.TypedDictField] = {}
+        for name, spec in schema["schema"]["fields"].items():
+            inner = spec["schema"]
+            if inner["type"] == "default":
+                fields[name] = core_schema.typed_dict_field(inner["schema"], required=False)
+            else:
+                fields[name] = core_schema.typed_dict_field(inner, required=True)
+        config = schema.get("config")
+        extra = (config or {}).get("extra_fields_behavior", "ignore")
+        typed: core_schema.CoreSchema = core_schema.typed_dict_schema(
+            fields, extra_behavior=extra, config=config, ref=None
+        )
+        if definitions is not None:
+            typed = core_schema.definitions_schema(typed, definitions)
+        validator = _VALIDATORS[model] = SchemaValidator(typed, config)
+    return validator
+
+
 # --- the builder ---------------------------------------------------------------------------
+
+_last_source: tuple[tuple[Any, ...], Source] | None = None
+
+
+def _source(slot: str, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool) -> Source:
+    # The events of one transaction share their source: build it once (Source is frozen).
+    global _last_source
+    args = (slot, lsn, xid, commit_time, table, timer)
+    last = _last_source
+    if last is not None and last[0] == args:
+        return last[1]
+    source = Source(slot, canonical_lsn(lsn), xid, canonical_ts(commit_time), table, timer)
+    _last_source = (args, source)
+    return source
 
 
 def build_envelope(
@@ -406,31 +501,31 @@ def build_envelope(
     for anything wrong with the draft; a bad ``lsn`` or naive ``commit_time`` is a caller bug
     and raises ``ValueError``.
     """
-    lsn_text = canonical_lsn(lsn)
-    source = Source(slot, lsn_text, xid, canonical_ts(commit_time), table, timer)
-    key = _draft_key(draft, lsn_text, timer)
-    spec = REGISTRY.get(draft.event_type)
+    source = _source(slot, lsn, xid, commit_time, table, timer)
+    event_type = draft.event_type
+    key = _draft_key(draft, source.lsn, timer)
+    spec = REGISTRY.get(event_type)
     if spec is None:
         raise EventValidationError(
-            draft.event_type, key, [FieldError("eventType", "unknown_event_type", "not in the catalog")]
+            event_type, key, [FieldError("eventType", "unknown_event_type", "not in the catalog")]
         )
     try:
-        model = spec.model.model_validate(draft.payload)
+        payload: dict[str, Any] = payload_validator(spec.model).validate_python(draft.payload)
     except ValidationError as exc:
-        raise EventValidationError(draft.event_type, key, _field_errors(exc)) from exc
+        raise EventValidationError(event_type, key, _field_errors(exc)) from exc
     # The key's second part is the draft's tenant in canonical form.
-    if model.tenantId != key.split(":", 2)[1]:
+    if payload["tenantId"] != key[len(event_type) + 1 : len(event_type) + 37]:
         raise EventValidationError(
-            draft.event_type,
+            event_type,
             key,
             [FieldError("tenantId", "tenant_mismatch", "differs from the draft's tenant")],
         )
     return Envelope(
-        id=event_id(key),
-        event_type=draft.event_type,
-        timestamp=model.occurredAt,
-        payload=_json_ready(draft.event_type, key, _fields(model)),
-        idempotency_key=key,
-        payload_schema_ref=spec.payload_schema_ref,
-        source=source,
+        event_id(key),
+        event_type,
+        payload["occurredAt"],
+        _json_ready(event_type, key, payload),
+        key,
+        spec.payload_schema_ref,
+        source,
     )

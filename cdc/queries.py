@@ -1,4 +1,4 @@
-"""Named SQL queries loaded from the ``sql/`` directory shipped with the package.
+"""Named SQL queries loaded from the ``cdc/sql/`` directory shipped with the package.
 
 Each ``.sql`` file holds one or more statements introduced by a ``-- name: <query_name>``
 line; everything up to the next ``-- name:`` line belongs to that query.  Files are read
@@ -20,11 +20,8 @@ _NAME_RE = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILIN
 
 
 def sql_dir() -> Path:
-    """Where the .sql files live: inside the installed package, else the source tree."""
-    packaged = resources.files("cdc").joinpath("sql")
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "sql"
+    """Where the .sql files live: ``cdc/sql`` (package data)."""
+    return Path(str(resources.files("cdc").joinpath("sql")))
 
 
 def parse(text: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
+from .pgoutput.decoder import changed_names
 from .pgoutput.messages import UNCHANGED_TOAST, RawValue, Relation
 
 #: Oids below this are built in; above it are user types (enums, domains, composites).
@@ -234,9 +235,7 @@ class Row(Mapping[str, Any]):
     def changed_columns(self, other: Row) -> frozenset[str]:
         """Columns whose raw values differ between ``other`` (the earlier image) and this one."""
         if other.shape is self.shape:
-            return frozenset(
-                n for n, x, y in zip(self.shape.names, other.data, self.data, strict=True) if x != y
-            )
+            return changed_names(self.shape.names, other.data, self.data)
         return frozenset(n for n in self.shape.names if self.changed(other, n))
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,12 +265,25 @@ class JsonRowView(Mapping[str, Any]):
             raise KeyError(name) from None
 
     def get(self, name: str, default: Any = None) -> Any:
-        if name not in self.row.shape.index:
+        # Row.json inlined for the common case (a text value): derivers call this per column.
+        row = self.row
+        shape = row.shape
+        i = shape.index.get(name)
+        if i is None:
             return default
-        try:
-            return self.row.json(name)
-        except ValueUnknown:
+        raw = row.data[i]
+        if raw is None:
+            return None
+        if raw is UNCHANGED_TOAST:
             return default
+        if row.mask >> i & 1:
+            return row.json(name)
+        conv = (shape._json or shape.json_converters())[i]
+        if conv is None:
+            return raw.decode()  # type: ignore[union-attr]
+        if conv is orjson.Fragment:
+            return orjson.loads(raw)  # type: ignore[arg-type]
+        return conv(raw)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[str]:
         row = self.row

@@ -25,6 +25,7 @@ background job — never from keepalives.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -90,40 +91,34 @@ class WatchStats:
 
 
 class DeriverChange:
-    """A folded RowChange as derivers see it: canonical JSON images, raw-byte ``changed``."""
+    """A folded RowChange as derivers see it: canonical JSON images, raw-byte ``changed``.
 
-    __slots__ = ("_changed", "_rc", "after", "before")
+    Plain attributes rather than properties: derivers read them for every row."""
+
+    __slots__ = ("_changed", "after", "before", "op", "position", "table")
 
     def __init__(self, rc: RowChange) -> None:
-        self._rc = rc
-        self.before = JsonRowView(rc.before) if rc.before is not None else None
-        self.after = JsonRowView(rc.after) if rc.after is not None else None
-        self._changed: frozenset[str] | None = None
-
-    @property
-    def table(self) -> str:
-        return self._rc.table
-
-    @property
-    def op(self) -> Any:
-        return self._rc.op
-
-    @property
-    def position(self) -> int:
-        return self._rc.position
+        self.table = rc.table
+        self.op = rc.op
+        self.position = rc.position
+        b, a = rc.before, rc.after
+        self.before = JsonRowView(b) if b is not None else None
+        self.after = JsonRowView(a) if a is not None else None
+        # Every column whose raw value differs between the images, found in one (compiled) pass.
+        self._changed: frozenset[str] = a.changed_columns(b) if a is not None and b is not None else _NONE
 
     def changed(self, column: str) -> bool:
-        cols = self._changed
-        if cols is None:
-            cols = self.changed_columns()
-        return column in cols
+        return column in self._changed
 
     def changed_columns(self) -> frozenset[str]:
-        """Every column whose raw value differs between the images, found in one pass."""
-        if self._changed is None:
-            b, a = self._rc.before, self._rc.after
-            self._changed = a.changed_columns(b) if a is not None and b is not None else frozenset()
         return self._changed
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _position(derived: Derived) -> int:
+    return derived.position
 
 
 class Heartbeat:
@@ -312,7 +307,8 @@ class Watcher:
                     self.timers.deriver = d.name
                     self.timers.context = ArmedBy(tx.end_lsn, tx.xid, commit_time, first)
                     derived.extend(d.derive(view, self.state, self.timers))
-                derived.sort(key=lambda x: x.position)  # stable: within a row, the deriver's order
+                if len(active) > 1:
+                    derived.sort(key=_position)  # stable: within a row, the deriver's order
                 for item in derived:
                     self._envelope(item.draft, tx.end_lsn, tx.xid, commit_time, item.table, False)
         self.stats.transactions += 1
@@ -384,6 +380,11 @@ class Watcher:
         opts = self.opts
         stop = stop or StopFlag()
         self._prepare()
+        # Everything loaded so far (modules, catalog schemas, reference state) lives as long as
+        # the process: keep it out of the collector's scans, which otherwise walk it again and
+        # again while a busy stream allocates (measured: 15 % of the per-event cost).
+        gc.collect()
+        gc.freeze()
         heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
         heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
         target: int | None = None

@@ -48,6 +48,10 @@ class Change(Protocol):
         """Both images present and ``column`` differs between them."""
         ...
 
+    def changed_columns(self) -> frozenset[str]:
+        """Every column that differs between the images (empty unless both are present)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TxView:

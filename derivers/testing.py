@@ -23,6 +23,11 @@ class FakeChange:
             return False
         return self.before.get(column) != self.after.get(column)
 
+    def changed_columns(self) -> frozenset[str]:
+        if self.before is None or self.after is None:
+            return frozenset()
+        return frozenset(c for c in {*self.before, *self.after} if self.changed(c))
+
 
 def make_tx(
     changes: Sequence[FakeChange],

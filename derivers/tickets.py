@@ -100,6 +100,9 @@ TRACKED_COLUMNS: Final = (
     "billing_profile_id",
 )
 
+_TRACKED: Final = frozenset(TRACKED_COLUMNS)
+_TRACKED_ORDER: Final = {col: i for i, col in enumerate(TRACKED_COLUMNS)}
+
 # What a sync_updates master writes onto its children (SPEC §5.1).
 SYNC_COLUMNS: Final = ("status_id", "assigned_to", "priority_id")
 
@@ -361,7 +364,8 @@ class TicketUpdate:
         self.change, self.before, self.after = change, before, after
         self.tenant: str = after["tenant"]
         self.ticket_id: str = after["ticket_id"]
-        edited = self.edited = [col for col in TRACKED_COLUMNS if change.changed(col)]
+        changed = change.changed_columns()
+        edited = self.edited = sorted(changed & _TRACKED, key=_TRACKED_ORDER.__getitem__)
         # The edited columns' values, read once (image reads convert on every access).
         self.old: dict[str, Any] = {col: before.get(col) for col in edited}
         self.new: dict[str, Any] = {col: after.get(col) for col in edited}

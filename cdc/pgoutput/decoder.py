@@ -54,7 +54,7 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode("utf-8"), end + 1
 
 
-def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
+def _py_tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
     # The per-column loop is the decoder's hot spot (a tickets row is 52 columns, twice
     # per update): lengths are read unsigned and checked once at the end, since a bogus
     # length can only push the position past the end of the message.
@@ -88,6 +88,36 @@ def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
     if pos > len(buf):
         raise DecodeError("column value runs past the end of the message")
     return TupleData(tuple(values), mask), pos
+
+
+try:  # the compiled twin of _py_tuple (cdc/pgoutput/_speedups.c), when it was built
+    from . import _speedups
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _speedups = None  # type: ignore[assignment]
+
+SPEEDUPS = _speedups is not None
+"""True when the compiled tuple splitter is in use (the pure-Python twin otherwise)."""
+
+
+def _py_changed_names(
+    names: tuple[str, ...], before: tuple[RawValue, ...], after: tuple[RawValue, ...]
+) -> frozenset[str]:
+    """The names whose raw values differ between two images of one shape."""
+    return frozenset(n for n, x, y in zip(names, before, after, strict=True) if x != y)
+
+
+if _speedups is not None:
+    _speedups.configure(UNCHANGED_TOAST, DecodeError)
+    _split = _speedups.split_tuple
+    changed_names = _speedups.changed_names
+
+    def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
+        values, mask, end = _split(buf, pos)
+        return TupleData(values, mask), end
+
+else:  # pragma: no cover
+    _tuple = _py_tuple
+    changed_names = _py_changed_names
 
 
 def _begin(buf: bytes) -> tuple[Message, int]:
