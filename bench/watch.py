@@ -99,7 +99,9 @@ def main() -> None:
                 )
                 prof.runcall(w.run)
                 buf = io.StringIO()
-                pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+                pstats.Stats(prof, stream=buf).sort_stats(
+                    os.environ.get("PROFILE_SORT", "tottime")
+                ).print_stats(int(os.environ.get("PROFILE_LINES", "25")))
                 console.print(buf.getvalue())
                 continue
             r_s, r_rss, _ = timed(

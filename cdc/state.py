@@ -59,7 +59,10 @@ class StateStore:
 
     # -- StateView ------------------------------------------------------------------------
     def get(self, table: str, key: tuple[str, ...]) -> Image | None:
-        return self.rows.get(table, {}).get(tuple(key))
+        rows = self.rows.get(table)
+        if rows is None:
+            return None
+        return rows.get(key if type(key) is tuple else tuple(key))
 
     def find(self, table: str, column: str, value: Any) -> list[Image]:
         index = self._indexes.get((table, column))

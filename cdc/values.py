@@ -250,6 +250,9 @@ class Row(Mapping[str, Any]):
         return f"Row({self.shape.relation.qualified_name}, {len(self.data)} columns)"
 
 
+_MISSING: Final = object()
+
+
 class JsonRowView(Mapping[str, Any]):
     """A Row read in canonical JSON forms; unknown (unchanged-TOAST) columns are absent."""
 
@@ -259,10 +262,10 @@ class JsonRowView(Mapping[str, Any]):
         self.row = row
 
     def __getitem__(self, name: str) -> Any:
-        try:
-            return self.row.json(name)
-        except ValueUnknown:
-            raise KeyError(name) from None
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            raise KeyError(name)
+        return value
 
     def get(self, name: str, default: Any = None) -> Any:
         # Row.json inlined for the common case (a text value): derivers call this per column.
