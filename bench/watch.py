@@ -4,7 +4,10 @@
 status and the assignee (≈ 400,000 events), drained by ``cdc watch --once`` into a sink
 that serialises every envelope and discards it, and by pg_recvlogical from a slot created
 at the same position over the same publication — side by side, medians of ``--reps``.
-``--profile`` adds one cProfile run of the watcher and prints where the time goes.
+Each consumer's own CPU time (rusage) and that of the walsender serving it (sampled from
+/proc) are reported too: the walsender's output-plugin work is the floor of any consumer's
+wall time. ``--profile`` adds one cProfile run of the watcher and prints where the time goes
+(``PROFILE_SORT=cumulative``, ``PROFILE_LINES=40`` to change the listing).
 
     python -m bench.watch --reps 3 [--profile]
 """
@@ -20,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import orjson
@@ -50,7 +54,42 @@ print(orjson.dumps({"events": sink.count, "transactions": stats.transactions, "s
 """
 
 
-def timed(argv: list[str], capture: bool) -> tuple[float, float, bytes]:
+class WalsenderCpu(threading.Thread):
+    """Samples the CPU time of the walsender serving ``slot`` until stopped (it exits with its
+    client, so the last sample is its total)."""
+
+    def __init__(self, dsn: str, slot: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.slot = dsn, slot
+        self.seconds = 0.0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.wait(0.05):
+                row = conn.execute(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+                ).fetchone()
+                if not row or row[0] is None:
+                    continue
+                try:
+                    with open(f"/proc/{row[0]}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.seconds = max(self.seconds, (int(fields[11]) + int(fields[12])) / tick)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self.join()
+        return self.seconds
+
+
+def timed(argv: list[str], capture: bool, dsn: str, slot: str) -> tuple[float, float, bytes, float, float]:
+    """Wall seconds, peak RSS MB, stdout, the child's CPU seconds and its walsender's."""
+    sampler = WalsenderCpu(dsn, slot)
+    sampler.start()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -58,9 +97,10 @@ def timed(argv: list[str], capture: bool) -> tuple[float, float, bytes]:
     out = proc.stdout.read() if proc.stdout else b""
     _, status, rusage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
+    walsender = sampler.stop()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError((proc.stderr.read() if proc.stderr else b"").decode(errors="replace")[-800:])
-    return elapsed, rusage.ru_maxrss / 1024.0, out
+    return elapsed, rusage.ru_maxrss / 1024.0, out, rusage.ru_utime + rusage.ru_stime, walsender
 
 
 def main() -> None:
@@ -72,7 +112,10 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
     recv = shutil.which("pg_recvlogical") or str(find_bindir() / "pg_recvlogical")
-    samples: dict[str, list[tuple[float, float]]] = {"pg_recvlogical": [], "cdc watch (discard)": []}
+    samples: dict[str, list[tuple[float, float, float, float]]] = {
+        "pg_recvlogical": [],
+        "cdc watch (discard)": [],
+    }
     events = 0
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
         dsn = pg.dsn("postgres")
@@ -104,7 +147,7 @@ def main() -> None:
                 ).print_stats(int(os.environ.get("PROFILE_LINES", "25")))
                 console.print(buf.getvalue())
                 continue
-            r_s, r_rss, _ = timed(
+            r_s, r_rss, _, r_cpu, r_ws = timed(
                 [
                     recv,
                     "-d",
@@ -123,34 +166,41 @@ def main() -> None:
                     endpos,
                 ],
                 False,
+                dsn,
+                rslot,
             )
-            w_s, w_rss, out = timed([sys.executable, "-c", WORKER, dsn, slot], True)
+            w_s, w_rss, out, w_cpu, w_ws = timed([sys.executable, "-c", WORKER, dsn, slot], True, dsn, slot)
             result = orjson.loads(out.splitlines()[-1])
             events = result["events"]
-            samples["pg_recvlogical"].append((r_s, r_rss))
-            samples["cdc watch (discard)"].append((w_s, w_rss))
+            samples["pg_recvlogical"].append((r_s, r_rss, r_cpu, r_ws))
+            samples["cdc watch (discard)"].append((w_s, w_rss, w_cpu, w_ws))
             console.print(
-                f"rep {rep + 1}: recvlogical {r_s:.2f} s, watch {w_s:.2f} s, {events} events "
+                f"rep {rep + 1}: recvlogical {r_s:.2f} s (its walsender {r_ws:.2f} s CPU), "
+                f"watch {w_s:.2f} s ({w_cpu:.2f} s CPU, its walsender {w_ws:.2f} s CPU), {events} events "
                 f"{result['by_type']}"
             )
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (rslot,))
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                 conn.execute("CHECKPOINT")
-    base = statistics.median(s for s, _ in samples["pg_recvlogical"])
+    base = statistics.median(s[0] for s in samples["pg_recvlogical"])
     table = Table(title=f"{args.ntx} × {args.per} tickets updates, median of {args.reps}")
-    for col in ("consumer", "median s", "ratio", "events/s", "peak RSS MB"):
+    for col in ("consumer", "median s", "ratio", "events/s", "CPU s", "walsender CPU s", "peak RSS MB"):
         table.add_column(col)
     out_rows = []
     for name, ss in samples.items():
-        med = statistics.median(s for s, _ in ss)
+        med = statistics.median(s[0] for s in ss)
+        cpu = statistics.median(s[2] for s in ss)
+        ws = statistics.median(s[3] for s in ss)
         eps = events / med if name != "pg_recvlogical" else 0
         table.add_row(
             name,
             f"{med:.2f}",
             f"{med / base:.2f}x",
             f"{eps:,.0f}" if eps else "-",
-            f"{max(r for _, r in ss):.0f}",
+            f"{cpu:.2f}",
+            f"{ws:.2f}",
+            f"{max(s[1] for s in ss):.0f}",
         )
         out_rows.append(
             {
@@ -159,7 +209,9 @@ def main() -> None:
                 "ratio": med / base,
                 "events": events,
                 "events_per_s": eps,
-                "samples_s": [s for s, _ in ss],
+                "cpu_s": cpu,
+                "walsender_cpu_s": ws,
+                "samples_s": [s[0] for s in ss],
             }
         )
     console.print(table)
