@@ -7,7 +7,7 @@ serialises and discards — and reports microseconds per row change and per even
 ``--reps``).  ``--profile`` adds one cProfile run.  This is where the time goes when the
 server is not the bottleneck; :mod:`bench.watch` is the end-to-end comparison.
 
-    python -m bench.replay --ntx 50 --per 1000 --reps 3 [--profile]
+    python -m bench.replay --ntx 50 --per 1000 --reps 3 [--profile] [--gc default|off]
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--gc", choices=["default", "freeze", "off", "tuned"], default="default")
+    # freeze: what `cdc watch` does (run_watch); default: the interpreter's settings
+    ap.add_argument("--gc", choices=["freeze", "default", "off"], default="freeze")
     args = ap.parse_args()
     console = Console()
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
@@ -103,9 +104,6 @@ def main() -> None:
         watcher._prepare()
     if args.gc == "freeze":
         gc.freeze()
-    elif args.gc == "tuned":
-        gc.freeze()
-        gc.set_threshold(20000, 50, 1000)
     elif args.gc == "off":
         gc.disable()
     console.print(f"captured {len(messages):,} messages, {sum(map(len, messages)) / 1e6:.0f} MB")

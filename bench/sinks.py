@@ -62,10 +62,10 @@ WORKER = """
 import sys, time, orjson
 t0 = time.perf_counter()
 from cdc.sinks.base import open_sink
-from cdc.watch import WatchOptions, Watcher
+from cdc.watch import WatchOptions, run_watch
 dsn, slot, spec = sys.argv[1], sys.argv[2], sys.argv[3]
 sink = open_sink(spec)
-stats = Watcher(WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60), sink).run()
+stats = run_watch(WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60), sink)
 print(orjson.dumps({"events": stats.events, "transactions": stats.transactions, "batches": stats.batches,
                     "seconds": time.perf_counter() - t0}).decode())
 """

@@ -1,9 +1,10 @@
 """Full-path benchmark: decode → fold → state → derivers → catalog → envelope → discarding sink.
 
 200 transactions × 1,000 updates of the application's ``tickets`` rows, each changing the
-status and the assignee (≈ 400,000 events), drained by ``cdc watch --once`` into a sink
-that serialises every envelope and discards it, and by pg_recvlogical from a slot created
-at the same position over the same publication — side by side, medians of ``--reps``.
+status and the assignee (≈ 400,000 events), drained by ``cdc watch --once --sink discard``
+(the command itself, start-up included; the sink serialises every envelope and discards
+it) and by pg_recvlogical from a slot created at the same position over the same
+publication — side by side, medians of ``--reps``.
 Each consumer's own CPU time (rusage) and that of the walsender serving it (sampled from
 /proc) are reported too: the walsender's output-plugin work is the floor of any consumer's
 wall time. ``--profile`` adds one cProfile run of the watcher and prints where the time goes
@@ -19,12 +20,15 @@ import cProfile
 import io
 import os
 import pstats
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import psycopg
@@ -39,20 +43,6 @@ from cdc.state import bootstrap_hook
 
 from .run import RESULTS, SETUP_SQL
 
-WORKER = """
-import sys, time, orjson
-from cdc.sinks.memory import DiscardSink
-from cdc.watch import WatchOptions, Watcher
-dsn, slot = sys.argv[1], sys.argv[2]
-sink = DiscardSink()
-t0 = time.perf_counter()
-stats = Watcher(WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60, batch_max_events=20000), sink).run()
-status = open('/proc/self/status').read()
-hwm = int(next(l for l in status.splitlines() if l.startswith('VmHWM')).split()[1])
-print(orjson.dumps({"events": sink.count, "transactions": stats.transactions, "seconds": time.perf_counter() - t0,
-                    "peak_rss_kb": hwm, "by_type": stats.by_type}).decode())
-"""
-
 
 class WalsenderCpu(threading.Thread):
     """Samples the CPU time of the walsender serving ``slot`` until stopped (it exits with its
@@ -62,12 +52,12 @@ class WalsenderCpu(threading.Thread):
         super().__init__(daemon=True)
         self.dsn, self.slot = dsn, slot
         self.seconds = 0.0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            while not self._stop.wait(0.05):
+            while not self._done.wait(0.05):
                 row = conn.execute(
                     "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
                 ).fetchone()
@@ -81,25 +71,25 @@ class WalsenderCpu(threading.Thread):
                 self.seconds = max(self.seconds, (int(fields[11]) + int(fields[12])) / tick)
 
     def stop(self) -> float:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.seconds
 
 
-def timed(argv: list[str], capture: bool, dsn: str, slot: str) -> tuple[float, float, bytes, float, float]:
-    """Wall seconds, peak RSS MB, stdout, the child's CPU seconds and its walsender's."""
+def timed(argv: list[str], dsn: str, slot: str) -> tuple[float, float, bytes, float, float]:
+    """Wall seconds, peak RSS MB, stderr, the child's CPU seconds and its walsender's."""
     sampler = WalsenderCpu(dsn, slot)
     sampler.start()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    out = proc.stdout.read() if proc.stdout else b""
-    _, status, rusage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t0
-    walsender = sampler.stop()
+    with tempfile.TemporaryFile() as errors:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, rusage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        walsender = sampler.stop()
+        errors.seek(0)
+        out = errors.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError((proc.stderr.read() if proc.stderr else b"").decode(errors="replace")[-800:])
+        raise RuntimeError(out.decode(errors="replace")[-800:])
     return elapsed, rusage.ru_maxrss / 1024.0, out, rusage.ru_utime + rusage.ru_stime, walsender
 
 
@@ -133,14 +123,14 @@ def main() -> None:
                 endpos = str(row[0])
             if args.profile and rep == args.reps:
                 from cdc.sinks.memory import DiscardSink
-                from cdc.watch import Watcher, WatchOptions
+                from cdc.watch import WatchOptions, run_watch
 
                 prof = cProfile.Profile()
-                w = Watcher(
+                prof.runcall(
+                    run_watch,
                     WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60, batch_max_events=20000),
                     DiscardSink(),
                 )
-                prof.runcall(w.run)
                 buf = io.StringIO()
                 pstats.Stats(prof, stream=buf).sort_stats(
                     os.environ.get("PROFILE_SORT", "tottime")
@@ -165,19 +155,36 @@ def main() -> None:
                     "-E",
                     endpos,
                 ],
-                False,
                 dsn,
                 rslot,
             )
-            w_s, w_rss, out, w_cpu, w_ws = timed([sys.executable, "-c", WORKER, dsn, slot], True, dsn, slot)
-            result = orjson.loads(out.splitlines()[-1])
-            events = result["events"]
+            w_s, w_rss, out, w_cpu, w_ws = timed(
+                [
+                    str(Path(sys.executable).with_name("cdc")),
+                    "watch",
+                    "--dsn",
+                    dsn,
+                    "--slot",
+                    slot,
+                    "--once",
+                    "--sink",
+                    "discard",
+                    "--heartbeat-interval",
+                    "60",
+                    "--batch-events",
+                    "20000",
+                ],
+                dsn,
+                slot,
+            )
+            delivered = re.search(rb"delivered (\d+) events", out)
+            assert delivered is not None, out[-400:]
+            events = int(delivered.group(1))
             samples["pg_recvlogical"].append((r_s, r_rss, r_cpu, r_ws))
             samples["cdc watch (discard)"].append((w_s, w_rss, w_cpu, w_ws))
             console.print(
                 f"rep {rep + 1}: recvlogical {r_s:.2f} s (its walsender {r_ws:.2f} s CPU), "
-                f"watch {w_s:.2f} s ({w_cpu:.2f} s CPU, its walsender {w_ws:.2f} s CPU), {events} events "
-                f"{result['by_type']}"
+                f"watch {w_s:.2f} s ({w_cpu:.2f} s CPU, its walsender {w_ws:.2f} s CPU), {events} events"
             )
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (rslot,))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import re
-from importlib import resources
 from pathlib import Path
 
 from psycopg import sql
@@ -20,8 +19,9 @@ _NAME_RE = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILIN
 
 
 def sql_dir() -> Path:
-    """Where the .sql files live: ``cdc/sql`` (package data)."""
-    return Path(str(resources.files("cdc").joinpath("sql")))
+    """Where the .sql files live: ``cdc/sql``, package data beside this module (found from the
+    module's own path, so a stray ``cdc`` directory elsewhere on sys.path cannot shadow it)."""
+    return Path(__file__).resolve().parent / "sql"
 
 
 def parse(text: str) -> dict[str, str]:
