@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint venv clean
 
-$(STAMP): pyproject.toml
+# Reinstalled (and the C extension rebuilt) whenever the project metadata or the C source changes.
+$(STAMP): pyproject.toml setup.py cdc/pgoutput/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -134,10 +134,17 @@ split_tuple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *mask = PyLong_FromUnsignedLongLong(mask_small);
         if (mask != NULL && mask_big != NULL)
             Py_SETREF(mask, PyNumber_Or(mask, mask_big));
-        if (mask != NULL)
-            result = Py_BuildValue("(NNn)", values, mask, pos);
-        if (result != NULL)
-            values = NULL; /* stolen by the result */
+        PyObject *end = mask != NULL ? PyLong_FromSsize_t(pos) : NULL;
+        result = end != NULL ? PyTuple_New(3) : NULL;
+        if (result == NULL) {
+            Py_XDECREF(mask);
+            Py_XDECREF(end);
+            goto done_mask;
+        }
+        PyTuple_SET_ITEM(result, 0, values); /* each steals its reference */
+        PyTuple_SET_ITEM(result, 1, mask);
+        PyTuple_SET_ITEM(result, 2, end);
+        values = NULL;
     }
 done_mask:
     Py_XDECREF(mask_big);

@@ -105,3 +105,12 @@ def test_changed_names_agree(pairs: list[tuple[object, object]]) -> None:
 def test_changed_names_rejects_uneven_images() -> None:
     with pytest.raises(ValueError):
         decoder.changed_names(("a", "b"), (b"x",), (b"x", b"y"))
+
+
+def test_the_built_extension_is_not_older_than_its_source() -> None:
+    from cdc.pgoutput import _speedups
+
+    built = Path(_speedups.__file__)
+    source = Path(decoder.__file__).with_name("_speedups.c")
+    if built.parent == source.parent:  # an in-place (editable) build
+        assert built.stat().st_mtime >= source.stat().st_mtime, "stale build: run `make venv`"
