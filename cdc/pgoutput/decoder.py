@@ -8,6 +8,7 @@ raw column values and does nothing else per column.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 
@@ -91,8 +92,10 @@ def _py_tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
 
 
 try:  # the compiled twin of _py_tuple (cdc/pgoutput/_speedups.c), when it was built
+    if os.environ.get("CDC_NO_SPEEDUPS"):  # run the pure-Python twins (tests, diagnosis)
+        raise ImportError("CDC_NO_SPEEDUPS is set")
     from . import _speedups
-except ImportError:  # pragma: no cover - a build without a C compiler
+except ImportError:  # a build without a C compiler
     _speedups = None  # type: ignore[assignment]
 
 SPEEDUPS = _speedups is not None
@@ -115,7 +118,7 @@ if _speedups is not None:
         values, mask, end = _split(buf, pos)
         return TupleData(values, mask), end
 
-else:  # pragma: no cover
+else:
     _tuple = _py_tuple
     changed_names = _py_changed_names
 

@@ -8,6 +8,7 @@ a DecodeError.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -114,3 +115,26 @@ def test_the_built_extension_is_not_older_than_its_source() -> None:
     source = Path(decoder.__file__).with_name("_speedups.c")
     if built.parent == source.parent:  # an in-place (editable) build
         assert built.stat().st_mtime >= source.stat().st_mtime, "stale build: run `make venv`"
+
+
+def test_without_the_extension_every_golden_message_decodes_the_same() -> None:
+    """CDC_NO_SPEEDUPS=1 runs the pure-Python twins, as a build without a C compiler does."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from cdc.pgoutput import decoder\n"
+        "print(json.dumps([decoder.SPEEDUPS] + [repr(decoder.decode_message(bytes.fromhex(h)))"
+        " for h in json.load(sys.stdin)]))\n"
+    )
+    hexes = json.dumps([m.hex() for m in GOLDEN])
+    runs = {}
+    for flag in ("", "1"):
+        env = {**os.environ, "CDC_NO_SPEEDUPS": flag}
+        out = subprocess.run(
+            [sys.executable, "-c", script], input=hexes, capture_output=True, text=True, env=env, check=True
+        )
+        runs[flag] = json.loads(out.stdout)
+    assert runs[""][0] is True and runs["1"][0] is False
+    assert runs[""][1:] == runs["1"][1:] and len(runs["1"]) == len(GOLDEN) + 1
