@@ -59,7 +59,6 @@ split_tuple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (pos == -1 && PyErr_Occurred())
         goto done;
     if (pos < 0 || pos + 2 > len) {
-        /* what struct.unpack_from reports in the Python twin */
         fail("row image truncated: a column header runs past the end of the message");
         goto done;
     }
