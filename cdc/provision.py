@@ -11,7 +11,7 @@ first: each must exist and have a primary key (events need a row identity).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from .state import BootstrapContext
 
 #: Called inside a REPEATABLE READ transaction that sees the slot's exported snapshot.
-BootstrapHook = Callable[["BootstrapContext"], None]
+BootstrapHook = Callable[["BootstrapContext"], Sequence[str] | None]
+"""Copies reference state under the slot's snapshot; returns the tables it copied (None: not
+known, taken as every reference table)."""
 
 
 @dataclass
@@ -293,16 +295,22 @@ def _create_slot_with_snapshot(
         with psycopg.connect(dsn) as snap_conn, snap_conn.transaction():
             snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snap_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            copied: Sequence[str] | None = None
             if bootstrap is not None:
                 from .state import BootstrapContext
 
-                bootstrap(BootstrapContext(snap_conn, writer, slot, schema, consistent_point, tables))
+                copied = bootstrap(
+                    BootstrapContext(snap_conn, writer, slot, schema, consistent_point, tables)
+                )
         writer.execute(
             _q("record_slot", schema),
             {"slot": slot, "publication": publication, "lsn": str(row[1]), "snapshot": snapshot},
         )
         if bootstrap is not None:
-            writer.execute(_q("mark_bootstrapped", schema), {"slot": slot})
+            writer.execute(
+                _q("mark_bootstrapped", schema),
+                {"slot": slot, "tables": list(copied) if copied is not None else None},
+            )
         return consistent_point
     finally:
         repl.close()

@@ -41,6 +41,7 @@ def create_tables(conn: psycopg.Connection[Any], schema: str) -> None:
     conn.execute(queries.query("setup", "create_schema", schema=ident))
     conn.execute(queries.query("setup", "create_checkpoints", schema=ident))
     conn.execute(queries.query("setup", "create_slots", schema=ident))
+    conn.execute(queries.query("setup", "add_bootstrapped_tables", schema=ident))
     conn.execute(_q("create_state", schema))
     conn.execute(_q("create_timers", schema))
     conn.execute(queries.query("dead_letters", "create_dead_letters", schema=ident))
@@ -375,33 +376,69 @@ class BootstrapContext:
     tables: tuple[str, ...]  # the watched tables
 
 
-def make_bootstrap_hook(derivers: Sequence[Deriver] | None = None) -> Callable[[BootstrapContext], None]:
+def make_bootstrap_hook(
+    derivers: Sequence[Deriver] | None = None,
+) -> Callable[[BootstrapContext], tuple[str, ...]]:
     """The bootstrap for ``cdc setup``: copy the reference tables the derivers read, as of the
-    slot's consistent point, into the state store (and start with no timers)."""
+    slot's consistent point, into the state store (and start with no timers). Returns the
+    tables it copied; the slot's record keeps them."""
 
-    def hook(ctx: BootstrapContext) -> None:
-        bootstrap(ctx, state_tables(derivers))
+    def hook(ctx: BootstrapContext) -> tuple[str, ...]:
+        return bootstrap(ctx, state_tables(derivers))
 
     return hook
 
 
-def bootstrap(ctx: BootstrapContext, tables: frozenset[str]) -> None:
-    from .provision import table_facts
-
+def bootstrap(ctx: BootstrapContext, tables: frozenset[str]) -> tuple[str, ...]:
     wanted = tuple(t for t in ctx.tables if t in tables)
-    ctx.snapshot_conn.execute("SET LOCAL TimeZone = 'UTC'")
-    ctx.snapshot_conn.execute("SET LOCAL DateStyle = 'ISO'")
-    ctx.snapshot_conn.execute("SET LOCAL IntervalStyle = 'postgres'")
-    ctx.snapshot_conn.execute("SET LOCAL extra_float_digits = 3")
-    pks = {t.qualified: t.primary_key for t in table_facts(ctx.snapshot_conn, wanted)}
-    store = StateStore(ctx.slot, ctx.schema, pks)
-    for table in wanted:
-        for row in read_table_rows(ctx.snapshot_conn, table):
-            store._put(table, store._key(table, row), row)
+    store = _read_tables(ctx.snapshot_conn, ctx.slot, ctx.schema, wanted)
     with ctx.writer_conn.transaction():
         ctx.writer_conn.execute(_q("clear_state", ctx.schema), {"slot": ctx.slot})
         ctx.writer_conn.execute(_q("clear_timers", ctx.schema), {"slot": ctx.slot})
         store.flush(ctx.writer_conn)
+    return wanted
+
+
+def _read_tables(
+    conn: psycopg.Connection[Any], slot: str, schema: str, tables: tuple[str, ...]
+) -> StateStore:
+    """The rows of ``tables`` as ``conn``'s transaction sees them, in a fresh store."""
+    from .provision import table_facts
+
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
+    conn.execute("SET LOCAL DateStyle = 'ISO'")
+    conn.execute("SET LOCAL IntervalStyle = 'postgres'")
+    conn.execute("SET LOCAL extra_float_digits = 3")
+    pks = {t.qualified: t.primary_key for t in table_facts(conn, tables)}
+    store = StateStore(slot, schema, pks)
+    for table in tables:
+        for row in read_table_rows(conn, table):
+            store._put(table, store._key(table, row), row)
+    return store
+
+
+def bootstrap_late(
+    source_dsn: str, store_conn: psycopg.Connection[Any], slot: str, schema: str, table: str
+) -> int:
+    """Copy a reference table the slot's bootstrap did not cover (a deriver that reads it was
+    added after ``cdc setup`` created the slot) from a snapshot taken now, and record it.
+
+    The slot's snapshot is long gone, so this is the best there is: transactions replayed
+    from the checkpoint see the table's rows as of now until the stream brings their own
+    changes, which are applied as usual (a row image replayed over the same or a newer
+    image converges to the stream's order). Returns the number of rows copied.
+    """
+    with psycopg.connect(source_dsn) as source, source.transaction():
+        source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        store = _read_tables(source, slot, schema, (table,))
+    with store_conn.transaction():
+        store.flush(store_conn)
+        store_conn.execute(
+            queries.query("setup", "add_bootstrapped_table", schema=sql.Identifier(schema)),
+            {"slot": slot, "table": table},
+        )
+    store.committed()
+    return len(store.rows.get(table, {}))
 
 
 bootstrap_hook = make_bootstrap_hook()

@@ -50,7 +50,7 @@ from .lsn import format_lsn, parse_lsn
 from .pgoutput import Decoder
 from .provision import check_server, primary_keys, slot_facts
 from .sinks.base import Batch, Sink
-from .state import ArmedBy, StateStore, TimerStore, create_tables
+from .state import ArmedBy, StateStore, TimerStore, bootstrap_late, create_tables
 from .stream import ReplicationStream
 from .tail import StopFlag
 from .values import JsonRowView
@@ -62,6 +62,10 @@ HEARTBEAT_PREFIX = "cdc.heartbeat"
 
 class SlotNotBootstrapped(CdcError):
     hint = "run `cdc setup` (it creates the slot together with the reference-state bootstrap)"
+
+
+class ReferenceTableNotPublished(CdcError):
+    hint = "run `cdc setup` with the same --tables the derivers need (it adds them to the publication)"
 
 
 @dataclass
@@ -216,10 +220,8 @@ class Watcher:
         if prepare is not None:
             prepare(conn)
         row = conn.execute(
-            sql.SQL("SELECT bootstrapped_at IS NOT NULL FROM {}.slots WHERE slot_name = %s").format(
-                sql.Identifier(opts.schema)
-            ),
-            (opts.slot,),
+            queries.query("setup", "read_bootstrapped_tables", schema=sql.Identifier(opts.schema)),
+            {"slot": opts.slot},
         ).fetchone()
         if not (row and row[0]):
             raise SlotNotBootstrapped(f"slot {opts.slot} has no bootstrapped reference state")
@@ -228,7 +230,25 @@ class Watcher:
         self.primary_keys = pks
         wanted_state: set[str] = set()
         for d in self.derivers:
+            unpublished = sorted(d.state_tables - set(watched))
+            if unpublished:
+                raise ReferenceTableNotPublished(
+                    f"deriver {d.name} reads {', '.join(unpublished)}, which publication "
+                    f"{opts.publication} does not include"
+                )
             wanted_state |= d.state_tables
+        bootstrapped = row[1]
+        if bootstrapped is not None:  # NULL: a slot recorded before tables were listed
+            for table in sorted(wanted_state - set(bootstrapped)):
+                # A deriver that reads this table came after the slot: copy it now.
+                copied = bootstrap_late(opts.dsn, conn, opts.slot, opts.schema, table)
+                log.warning(
+                    "reference table %s was not in slot %s's bootstrap: copied %d rows as of now; "
+                    "transactions before this start see them as of now until their own changes arrive",
+                    table,
+                    opts.slot,
+                    copied,
+                )
         self.state = StateStore(opts.slot, opts.schema, {t: pks[t] for t in watched if t in wanted_state})
         self.state.load(conn)
         self.timers = TimerStore(opts.slot, opts.schema)
@@ -379,7 +399,12 @@ class Watcher:
     def run(self, stop: StopFlag | None = None) -> WatchStats:
         opts = self.opts
         stop = stop or StopFlag()
-        self._prepare()
+        try:
+            self._prepare()
+        except BaseException:
+            if self.conn is not None:
+                self.conn.close()
+            raise
         heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
         heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
         target: int | None = None

@@ -52,10 +52,24 @@ INSERT INTO {schema}.slots (slot_name, publication, consistent_point, snapshot_n
 VALUES (%(slot)s, %(publication)s, %(lsn)s::pg_lsn, %(snapshot)s)
 ON CONFLICT (slot_name) DO UPDATE
    SET publication = EXCLUDED.publication, consistent_point = EXCLUDED.consistent_point,
-       snapshot_name = EXCLUDED.snapshot_name, bootstrapped_at = NULL, created_at = now()
+       snapshot_name = EXCLUDED.snapshot_name, bootstrapped_at = NULL, bootstrapped_tables = NULL,
+       created_at = now()
+
+-- name: add_bootstrapped_tables
+-- Which reference tables the bootstrap copied (NULL for slots recorded before this column:
+-- their bootstrap is taken to have covered every reference table).
+ALTER TABLE {schema}.slots ADD COLUMN IF NOT EXISTS bootstrapped_tables text[]
 
 -- name: mark_bootstrapped
-UPDATE {schema}.slots SET bootstrapped_at = now() WHERE slot_name = %(slot)s
+UPDATE {schema}.slots SET bootstrapped_at = now(), bootstrapped_tables = %(tables)s WHERE slot_name = %(slot)s
+
+-- name: read_bootstrapped_tables
+SELECT bootstrapped_at IS NOT NULL, bootstrapped_tables FROM {schema}.slots WHERE slot_name = %(slot)s
+
+-- name: add_bootstrapped_table
+UPDATE {schema}.slots
+   SET bootstrapped_tables = array_append(bootstrapped_tables, %(table)s::text)
+ WHERE slot_name = %(slot)s AND NOT (%(table)s::text = ANY (bootstrapped_tables))
 
 -- name: forget_slot
 DELETE FROM {schema}.slots WHERE slot_name = %(slot)s

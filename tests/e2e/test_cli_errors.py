@@ -105,3 +105,13 @@ def test_setup_is_idempotent_and_check_reports(db_dsn: str) -> None:
         and "dropped publication" in down.stdout
     )
     assert cdc("teardown", "--dsn", db_dsn).stdout.strip() == "nothing to drop"
+
+
+def test_watch_refuses_a_publication_without_the_reference_tables(db_dsn: str) -> None:
+    assert cdc("setup", "--dsn", db_dsn, "--tables", "public.tickets").returncode == 0
+    assert_one_line_error(
+        cdc("watch", "--dsn", db_dsn, "--once", "--sink", "discard"),
+        "public.statuses",
+        "does not include",
+        "cdc setup",
+    )

@@ -179,3 +179,67 @@ def test_moving_the_due_time_moves_the_timer(ready: str) -> None:
     with psycopg.connect(ready) as conn:
         row = conn.execute("SELECT due_at - now() > interval '50 minutes', state FROM cdc.timers").fetchone()
     assert row == (True, "armed")
+
+
+class NoStateDeriver(StatusDeriver):
+    """The same deriver before it needed the statuses table."""
+
+    state_tables = frozenset()
+
+
+def _bootstrapped_tables(dsn: str) -> list[str] | None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT bootstrapped_tables FROM cdc.slots WHERE slot_name = 'cdc_events'"
+        ).fetchone()
+        assert row is not None
+        return None if row[0] is None else list(row[0])
+
+
+def test_a_reference_table_added_after_setup_is_copied_at_start(
+    db_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_sql(db_dsn, SEED)
+    setup(
+        db_dsn,
+        slot="cdc_events",
+        publication="cdc_events",
+        tables=TABLES,
+        bootstrap=make_bootstrap_hook([NoStateDeriver()]),
+    )
+    assert _bootstrapped_tables(db_dsn) == []
+    ticket = new_ticket(db_dsn, "T-1")
+    set_status(db_dsn, ticket, CLOSED)
+    # StatusDeriver asserts that the status row comes from the replicated state.
+    with caplog.at_level("WARNING", logger="cdc.watch"):
+        sink = watch_once(db_dsn)
+    assert [e.event_type for e in sink.envelopes] == ["TICKET_STATUS_CHANGED"]
+    assert _bootstrapped_tables(db_dsn) == ["public.statuses"]
+    assert any("public.statuses" in r.getMessage() and "2 rows" in r.getMessage() for r in caplog.records)
+    # Recorded: the next start copies nothing, and the stream keeps the table current.
+    run_sql(
+        db_dsn,
+        f"INSERT INTO statuses (tenant, status_id, name, status_type, order_number, is_closed) VALUES "
+        f"('{T}', '66666666-6666-4666-8666-666666666663', 'Reopened', 'ticket', 3, false)",
+    )
+    set_status(db_dsn, ticket, "66666666-6666-4666-8666-666666666663")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cdc.watch"):
+        sink = watch_once(db_dsn)
+    assert [e.payload["newStatusId"] for e in sink.envelopes] == ["66666666-6666-4666-8666-666666666663"]
+    assert not [r for r in caplog.records if "was not in slot" in r.getMessage()]
+
+
+def test_a_deriver_reading_an_unpublished_table_is_refused(db_dsn: str) -> None:
+    from cdc.watch import ReferenceTableNotPublished
+
+    run_sql(db_dsn, SEED)
+    setup(
+        db_dsn,
+        slot="cdc_events",
+        publication="cdc_events",
+        tables=("public.tickets",),
+        bootstrap=make_bootstrap_hook([NoStateDeriver()]),
+    )
+    with pytest.raises(ReferenceTableNotPublished, match=r"public\.statuses"):
+        watch_once(db_dsn)
