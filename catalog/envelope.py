@@ -327,7 +327,11 @@ def draft_key(draft: EventDraft, lsn: int, *, timer: bool = False) -> str:
 def _draft_key(draft: EventDraft, lsn: str, timer: bool) -> str:
     try:
         # A catalogued type is well-formed already (the registry checks its names).
-        event_type = draft.event_type if draft.event_type in REGISTRY else _type_part(draft.event_type)
+        event_type = (
+            draft.event_type
+            if type(draft.event_type) is str and draft.event_type in REGISTRY
+            else _type_part(draft.event_type)
+        )
         if timer:
             if draft.timer_stage is None or draft.due_at is None:
                 raise KeyFormatError("timer_stage", "and due_at are needed for a timer event")
@@ -538,7 +542,7 @@ def build_envelope(
     """
     source = _source(slot, lsn, xid, commit_time, table, timer)
     event_type, tenant, subject_id, payload_in, discriminator = draft[:5]
-    spec = _SPEC_OF(event_type)
+    spec = _SPEC_OF(event_type) if type(event_type) is str else None
     # The common case, checked inline (this runs once per event): a catalogued change-driven
     # event whose tenant was seen before and whose subject is uuid text. Anything else takes
     # the general key builder, which names the failing part.
@@ -560,6 +564,8 @@ def build_envelope(
             event_type, key, [FieldError("eventType", "unknown_event_type", "not in the catalog")]
         )
     validator = _VALIDATORS.get(spec.model) or payload_validator(spec.model)
+    if isinstance(payload_in, BaseModel):  # a payload model instead of a mapping: its given fields
+        payload_in = _fields(payload_in)
     try:
         payload: dict[str, Any] = validator.validate_python(payload_in)
     except ValidationError as exc:

@@ -432,6 +432,7 @@ def bootstrap_late(
         source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         store = _read_tables(source, slot, schema, (table,))
     with store_conn.transaction():
+        store_conn.execute(_q("clear_state_table", schema), {"slot": slot, "table": table})
         store.flush(store_conn)
         store_conn.execute(
             queries.query("setup", "add_bootstrapped_table", schema=sql.Identifier(schema)),
@@ -439,6 +440,17 @@ def bootstrap_late(
         )
     store.committed()
     return len(store.rows.get(table, {}))
+
+
+def forget_reference_table(store_conn: psycopg.Connection[Any], slot: str, schema: str, table: str) -> None:
+    """Drop a reference table's rows and its place in the slot's bootstrap record (no deriver
+    reads it now, so nothing keeps the rows current)."""
+    with store_conn.transaction():
+        store_conn.execute(_q("clear_state_table", schema), {"slot": slot, "table": table})
+        store_conn.execute(
+            queries.query("setup", "remove_bootstrapped_table", schema=sql.Identifier(schema)),
+            {"slot": slot, "table": table},
+        )
 
 
 bootstrap_hook = make_bootstrap_hook()

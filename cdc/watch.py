@@ -50,7 +50,14 @@ from .lsn import format_lsn, parse_lsn
 from .pgoutput import Decoder
 from .provision import check_server, primary_keys, slot_facts
 from .sinks.base import Batch, Sink
-from .state import ArmedBy, StateStore, TimerStore, bootstrap_late, create_tables
+from .state import (
+    ArmedBy,
+    StateStore,
+    TimerStore,
+    bootstrap_late,
+    create_tables,
+    forget_reference_table,
+)
 from .stream import ReplicationStream
 from .tail import StopFlag
 from .values import JsonRowView
@@ -230,25 +237,41 @@ class Watcher:
         self.primary_keys = pks
         wanted_state: set[str] = set()
         for d in self.derivers:
+            wanted_state |= d.state_tables
+        kept = wanted_state & set(watched)  # what this run keeps current from the stream
+        bootstrapped = row[1]
+        try:
+            if bootstrapped is not None:  # NULL: a slot recorded before tables were listed
+                # Rows of a table no deriver reads, or the publication no longer carries,
+                # stop being current: forget them, so that reading it again gets a new copy.
+                for table in sorted(set(bootstrapped) - kept):
+                    forget_reference_table(conn, opts.slot, opts.schema, table)
+                    log.warning(
+                        "reference table %s is not kept current any more: its state is dropped", table
+                    )
+        except psycopg.Error as exc:
+            raise translate(exc, slot=opts.slot) from exc
+        for d in self.derivers:
             unpublished = sorted(d.state_tables - set(watched))
             if unpublished:
                 raise ReferenceTableNotPublished(
                     f"deriver {d.name} reads {', '.join(unpublished)}, which publication "
                     f"{opts.publication} does not include"
                 )
-            wanted_state |= d.state_tables
-        bootstrapped = row[1]
-        if bootstrapped is not None:  # NULL: a slot recorded before tables were listed
-            for table in sorted(wanted_state - set(bootstrapped)):
-                # A deriver that reads this table came after the slot: copy it now.
-                copied = bootstrap_late(opts.dsn, conn, opts.slot, opts.schema, table)
-                log.warning(
-                    "reference table %s was not in slot %s's bootstrap: copied %d rows as of now; "
-                    "transactions before this start see them as of now until their own changes arrive",
-                    table,
-                    opts.slot,
-                    copied,
-                )
+        if bootstrapped is not None:
+            try:
+                for table in sorted(wanted_state - set(bootstrapped)):
+                    # A deriver that reads this table came after the slot: copy it now.
+                    copied = bootstrap_late(opts.dsn, conn, opts.slot, opts.schema, table)
+                    log.warning(
+                        "reference table %s was not in slot %s's bootstrap: copied %d rows as of now; "
+                        "transactions before this start see them as of now until their own changes arrive",
+                        table,
+                        opts.slot,
+                        copied,
+                    )
+            except psycopg.Error as exc:
+                raise translate(exc, slot=opts.slot) from exc
         self.state = StateStore(opts.slot, opts.schema, {t: pks[t] for t in watched if t in wanted_state})
         self.state.load(conn)
         self.timers = TimerStore(opts.slot, opts.schema)
@@ -327,8 +350,7 @@ class Watcher:
                     self.timers.deriver = d.name
                     self.timers.context = ArmedBy(tx.end_lsn, tx.xid, commit_time, first)
                     derived.extend(d.derive(view, self.state, self.timers))
-                if len(active) > 1:
-                    derived.sort(key=_position)  # stable: within a row, the deriver's order
+                derived.sort(key=_position)  # stable: within a row, the deriver's order
                 for item in derived:
                     self._envelope(item.draft, tx.end_lsn, tx.xid, commit_time, item.table, False)
         self.stats.transactions += 1
@@ -399,34 +421,33 @@ class Watcher:
     def run(self, stop: StopFlag | None = None) -> WatchStats:
         opts = self.opts
         stop = stop or StopFlag()
-        try:
+        heartbeat: Heartbeat | None = None
+        try:  # whatever fails from here on, the connections and the sink are closed
             self._prepare()
-        except BaseException:
-            if self.conn is not None:
-                self.conn.close()
-            raise
-        heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
-        heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
-        target: int | None = None
-        if opts.once:  # the watched server's position (the store may be another server)
-            with psycopg.connect(opts.dsn, autocommit=True) as source:
-                row = source.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
-            target = parse_lsn(row[0]) if row else 0
-        heartbeat.start()
-        decoder = Decoder()
-        assembler = Assembler(self.primary_keys)
-        self.stream = ReplicationStream(
-            opts.dsn,
-            opts.slot,
-            opts.publication,
-            start_lsn=self.checkpoint,
-            status_interval=opts.status_interval,
-        )
-        if hasattr(self.sink, "keepalive"):
-            # A sink retrying through an outage keeps the replication connection alive.
-            self.sink.keepalive = self._stream_keepalive
-        last_activity = time.monotonic()
-        try:
+            heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
+            heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
+            target: int | None = None
+            if opts.once:  # the watched server's position (the store may be another server)
+                try:
+                    with psycopg.connect(opts.dsn, autocommit=True) as source:
+                        row = source.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
+                except psycopg.Error as exc:
+                    raise translate(exc, slot=opts.slot) from exc
+                target = parse_lsn(row[0]) if row else 0
+            heartbeat.start()
+            decoder = Decoder()
+            assembler = Assembler(self.primary_keys)
+            self.stream = ReplicationStream(
+                opts.dsn,
+                opts.slot,
+                opts.publication,
+                start_lsn=self.checkpoint,
+                status_interval=opts.status_interval,
+            )
+            if hasattr(self.sink, "keepalive"):
+                # A sink retrying through an outage keeps the replication connection alive.
+                self.sink.keepalive = self._stream_keepalive
+            last_activity = time.monotonic()
             with self.stream as stream:
                 while not stop.stopped:
                     pending = self._batch.transactions > 0
@@ -468,7 +489,8 @@ class Watcher:
                         break
                 self.flush()
         finally:
-            heartbeat.stop()
+            if heartbeat is not None:
+                heartbeat.stop()
             self.sink.close()
             if self.conn is not None:
                 self.conn.close()

@@ -66,6 +66,10 @@ UPDATE {schema}.slots SET bootstrapped_at = now(), bootstrapped_tables = %(table
 -- name: read_bootstrapped_tables
 SELECT bootstrapped_at IS NOT NULL, bootstrapped_tables FROM {schema}.slots WHERE slot_name = %(slot)s
 
+-- name: remove_bootstrapped_table
+UPDATE {schema}.slots SET bootstrapped_tables = array_remove(bootstrapped_tables, %(table)s::text)
+ WHERE slot_name = %(slot)s
+
 -- name: add_bootstrapped_table
 UPDATE {schema}.slots
    SET bootstrapped_tables = array_append(bootstrapped_tables, %(table)s::text)

@@ -47,6 +47,9 @@ DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s AND table_name = %(ta
 -- name: clear_state
 DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s
 
+-- name: clear_state_table
+DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s AND table_name = %(table)s
+
 -- name: load_timers
 SELECT timer_key, deriver, tenant, subject_id, stage, due_at, state, data::text,
        armed_lsn::text, armed_xid, armed_commit_time, armed_table

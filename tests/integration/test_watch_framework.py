@@ -243,3 +243,24 @@ def test_a_deriver_reading_an_unpublished_table_is_refused(db_dsn: str) -> None:
     )
     with pytest.raises(ReferenceTableNotPublished, match=r"public\.statuses"):
         watch_once(db_dsn)
+
+
+def test_a_reference_table_nobody_kept_current_is_copied_afresh(ready: str) -> None:
+    """A run whose derivers do not read a table stops keeping it: its rows are dropped and a
+    later reader gets a new copy, never the rows as they were when the table was left."""
+    ticket = new_ticket(ready, "T-1")
+    watch_once(ready)
+    assert _bootstrapped_tables(ready) == ["public.statuses"]
+    Watcher(WatchOptions(ready, once=True, heartbeat_interval=0.5), MemorySink(), [NoStateDeriver()]).run()
+    assert _bootstrapped_tables(ready) == []
+    reopened = "66666666-6666-4666-8666-666666666663"
+    run_sql(
+        ready,
+        f"INSERT INTO statuses (tenant, status_id, name, status_type, order_number, is_closed) VALUES "
+        f"('{T}', '{reopened}', 'Reopened', 'ticket', 3, false)",
+    )
+    Watcher(WatchOptions(ready, once=True, heartbeat_interval=0.5), MemorySink(), [NoStateDeriver()]).run()
+    set_status(ready, ticket, reopened)
+    sink = watch_once(ready)  # StatusDeriver asserts the new status comes from the state
+    assert [e.payload["newStatusId"] for e in sink.envelopes] == [reopened]
+    assert _bootstrapped_tables(ready) == ["public.statuses"]

@@ -321,3 +321,19 @@ def test_sql_files_are_packaged_with_the_catalog() -> None:
     root = Path(catalog.__file__).resolve().parent.parent / "cdc" / "sql"
     for name in ("catalog.sql", "dead_letters.sql"):
         assert "-- name:" in (root / name).read_text(encoding="utf-8")
+
+
+def test_an_unhashable_event_type_is_a_validation_error_not_a_crash() -> None:
+    draft = status_changed()._replace(event_type=["TICKET_STATUS_CHANGED"])  # type: ignore[arg-type]
+    with pytest.raises(EventValidationError) as info:
+        build_envelope(draft, **SOURCE)
+    assert info.value.paths == ("event_type",)
+
+
+def test_a_payload_model_instance_builds_the_same_envelope_as_its_mapping() -> None:
+    from catalog.registry import REGISTRY
+
+    draft = status_changed()
+    model = REGISTRY["TICKET_STATUS_CHANGED"].model.model_validate(draft.payload)
+    as_model = build_envelope(draft._replace(payload=model), **SOURCE)  # type: ignore[arg-type]
+    assert as_model.to_json_bytes() == build_envelope(draft, **SOURCE).to_json_bytes()
