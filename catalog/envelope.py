@@ -564,7 +564,7 @@ def build_envelope(
             event_type, key, [FieldError("eventType", "unknown_event_type", "not in the catalog")]
         )
     validator = _VALIDATORS.get(spec.model) or payload_validator(spec.model)
-    if isinstance(payload_in, BaseModel):  # a payload model instead of a mapping: its given fields
+    if type(payload_in) is not dict and isinstance(payload_in, BaseModel):  # a model: its given fields
         payload_in = _fields(payload_in)
     try:
         payload: dict[str, Any] = validator.validate_python(payload_in)
