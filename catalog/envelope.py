@@ -166,6 +166,13 @@ class Envelope:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        return self._with_source(self.source.to_dict())
+
+    def to_json_bytes(self) -> bytes:
+        """Byte-stable JSON: the same event always serialises to the same bytes."""
+        return orjson.dumps(self._with_source(_source_json(self.source)), option=orjson.OPT_SORT_KEYS)
+
+    def _with_source(self, source: Any) -> dict[str, Any]:
         return {
             "id": self.id,
             "eventType": self.event_type,
@@ -173,23 +180,8 @@ class Envelope:
             "payload": self.payload,
             "idempotencyKey": self.idempotency_key,
             "payloadSchemaRef": self.payload_schema_ref,
-            "source": self.source.to_dict(),
+            "source": source,
         }
-
-    def to_json_bytes(self) -> bytes:
-        """Byte-stable JSON: the same event always serialises to the same bytes."""
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "eventType": self.event_type,
-                "timestamp": self.timestamp,
-                "payload": self.payload,
-                "idempotencyKey": self.idempotency_key,
-                "payloadSchemaRef": self.payload_schema_ref,
-                "source": _source_json(self.source),
-            },
-            option=orjson.OPT_SORT_KEYS,
-        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Envelope:

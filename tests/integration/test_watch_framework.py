@@ -122,17 +122,22 @@ def watch_once(dsn: str, sink: MemorySink | None = None) -> MemorySink:
     return sink
 
 
-@pytest.fixture
-def ready(db_dsn: str) -> str:
-    run_sql(db_dsn, SEED)  # statuses exist before the slot: they must come from the snapshot
+def seed_and_setup(dsn: str, deriver: StatusDeriver, tables: tuple[str, ...] = TABLES) -> str:
+    """Seed data, then the slot with the reference state ``deriver`` reads bootstrapped."""
+    run_sql(dsn, SEED)  # statuses exist before the slot: they must come from the snapshot
     setup(
-        db_dsn,
+        dsn,
         slot="cdc_events",
         publication="cdc_events",
-        tables=TABLES,
-        bootstrap=make_bootstrap_hook([StatusDeriver()]),
+        tables=tables,
+        bootstrap=make_bootstrap_hook([deriver]),
     )
-    return db_dsn
+    return dsn
+
+
+@pytest.fixture
+def ready(db_dsn: str) -> str:
+    return seed_and_setup(db_dsn, StatusDeriver())
 
 
 def test_state_from_snapshot_delivery_checkpoint_and_resume(ready: str) -> None:
@@ -199,14 +204,7 @@ def _bootstrapped_tables(dsn: str) -> list[str] | None:
 def test_a_reference_table_added_after_setup_is_copied_at_start(
     db_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run_sql(db_dsn, SEED)
-    setup(
-        db_dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=TABLES,
-        bootstrap=make_bootstrap_hook([NoStateDeriver()]),
-    )
+    seed_and_setup(db_dsn, NoStateDeriver())
     assert _bootstrapped_tables(db_dsn) == []
     ticket = new_ticket(db_dsn, "T-1")
     set_status(db_dsn, ticket, CLOSED)
@@ -233,14 +231,7 @@ def test_a_reference_table_added_after_setup_is_copied_at_start(
 def test_a_deriver_reading_an_unpublished_table_is_refused(db_dsn: str) -> None:
     from cdc.watch import ReferenceTableNotPublished
 
-    run_sql(db_dsn, SEED)
-    setup(
-        db_dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=("public.tickets",),
-        bootstrap=make_bootstrap_hook([NoStateDeriver()]),
-    )
+    seed_and_setup(db_dsn, NoStateDeriver(), tables=("public.tickets",))
     with pytest.raises(ReferenceTableNotPublished, match=r"public\.statuses"):
         watch_once(db_dsn)
 
