@@ -568,9 +568,8 @@ def build_envelope(
             key,
             [FieldError("tenantId", "tenant_mismatch", "differs from the draft's tenant")],
         )
-    digest = sha1(_NAMESPACE_BYTES + key.encode()).hexdigest()  # event_id(key), inlined
     return Envelope(
-        f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}",
+        event_id(key),
         event_type,
         payload["occurredAt"],
         _json_ready(event_type, key, payload),
