@@ -19,6 +19,7 @@ newline; all values are already canonical text when the envelope is built.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,8 +34,28 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator, core_schema
 
-from catalog.base import UUID_PATTERN, CatalogError, canonical_lsn, canonical_ts, canonical_uuid
+from catalog.base import (
+    _LOWER_UUID_PATTERN,
+    _VALID_TS,
+    UUID_PATTERN,
+    CatalogError,
+    _timestamp_text,
+    _utc_timestamp,
+    canonical_lsn,
+    canonical_ts,
+    canonical_uuid,
+)
 from catalog.registry import REGISTRY
+
+try:  # the compiled fast paths (catalog/_speedups.c), when they were built
+    if os.environ.get("CDC_NO_SPEEDUPS"):  # pydantic and hashlib only (tests, diagnosis)
+        raise ImportError("CDC_NO_SPEEDUPS is set")
+    from . import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
+
+SPEEDUPS = _speedups is not None
+"""Whether payloads in canonical form skip pydantic and ids skip hashlib (same results)."""
 
 __all__ = [
     "NAMESPACE",
@@ -58,6 +79,8 @@ It is ``uuid5(NAMESPACE_URL, "urn:alga-cdc:event-id:v1")``; a unit test pins bot
 changes every event id, which Alga's runtime would take for new events: never change it.
 """
 _NAMESPACE_BYTES = NAMESPACE.bytes
+if _speedups is not None:
+    _speedups.set_namespace(_NAMESPACE_BYTES)
 _SPEC_OF = REGISTRY.get
 _UUID_MATCH = re.compile(UUID_PATTERN).fullmatch
 
@@ -304,11 +327,18 @@ def _timer_key(event_type: str, tenant: str | UUID, subject_id: str | UUID, stag
 _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
+def _py_event_id(key: str) -> str:
+    h = sha1(_NAMESPACE_BYTES + key.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
 def event_id(key: str) -> str:
     """``str(uuid5(NAMESPACE, key))`` without building the intermediate UUID object: the
     SHA-1 hex digest with the version digit set to 5 and the variant bits to 10."""
-    h = sha1(_NAMESPACE_BYTES + key.encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+    return _event_id(key)
+
+
+_event_id = _speedups.event_id if _speedups is not None else _py_event_id
 
 
 def draft_key(draft: EventDraft, lsn: int, *, timer: bool = False) -> str:
@@ -497,6 +527,151 @@ def payload_validator(model: type[BaseModel]) -> SchemaValidator:
     return validator
 
 
+# --- compiled plans for payloads in canonical form -------------------------------------------
+
+# Field kinds of catalog/_speedups.c (the numbers are its enum).
+_K_FALLBACK, _K_UUID, _K_TENANT, _K_TEXT, _K_NONEMPTY, _K_UTC_TS, _K_LITERAL = range(7)
+_K_BOOL, _K_INT, _K_RECORD, _K_CHANGES, _K_STRLIST, _K_UUIDLIST, _K_ANY = range(7, 14)
+_K_NULLABLE, _K_REQUIRED = 0x100, 0x200
+
+_PLANS: dict[type[BaseModel], Any] = {}
+
+
+def _is_str(schema: Any, **expected: Any) -> bool:
+    return bool(schema.get("type") == "str" and set(schema) - {"metadata"} == {"type", *expected}) and all(
+        schema[k] == v for k, v in expected.items()
+    )
+
+
+def _is_uuid_object(schema: Any) -> bool:
+    # no_info_after_validator_function(str, is_instance_schema(UUID)): a UUID becomes its text
+    return bool(
+        schema.get("type") == "function-after"
+        and schema["function"].get("function") is str
+        and schema["schema"].get("type") == "is-instance"
+        and schema["schema"].get("cls") is UUID
+    )
+
+
+def _field_kind(schema: Any) -> tuple[int, Any]:
+    """The compiled kind of one field's core schema; ``_K_FALLBACK`` for anything the fast path
+    does not know (such a field, when present, sends the payload to pydantic)."""
+    kind = schema.get("type")
+    if kind == "nullable":
+        inner, arg = _field_kind(schema["schema"])
+        return (inner | _K_NULLABLE, arg) if inner != _K_FALLBACK else (_K_FALLBACK, None)
+    if kind == "union" and schema.get("mode") == "left_to_right":
+        choices = [c if isinstance(c, dict) else c[0] for c in schema["choices"]]
+        if not choices or not _is_uuid_object(choices[-1]):
+            return _K_FALLBACK, None
+        head = choices[:-1]
+        lower = {"pattern": _LOWER_UUID_PATTERN}
+        any_case = {"pattern": UUID_PATTERN, "to_lower": True}
+        if len(head) == 2 and _is_str(head[0], **lower) and _is_str(head[1], **any_case):
+            return _K_UUID, None
+        if (
+            len(head) == 3
+            and _is_str(head[0], **lower)
+            and _is_str(head[1], **any_case)
+            and _is_str(head[2], min_length=1)
+        ):
+            return _K_TENANT, None
+        if len(head) == 1 and _is_str(head[0]):
+            return _K_TEXT, None
+        if len(head) == 1 and _is_str(head[0], min_length=1):
+            return _K_NONEMPTY, None
+        return _K_FALLBACK, None
+    if kind == "function-plain":
+        function = schema["function"].get("function")
+        if function is _utc_timestamp:
+            return _K_UTC_TS, None
+        if function is _timestamp_text:
+            return _K_TEXT, None
+        return _K_FALLBACK, None
+    if kind == "literal":
+        expected = schema["expected"]
+        if (
+            expected
+            and all(type(e) is str for e in expected)
+            and set(schema) - {"metadata"} == {"type", "expected"}
+        ):
+            return _K_LITERAL, tuple(expected)
+        return _K_FALLBACK, None
+    if kind == "bool" and schema.get("strict") and set(schema) - {"metadata"} == {"type", "strict"}:
+        return _K_BOOL, None
+    if (
+        kind == "int"
+        and schema.get("strict")
+        and set(schema) - {"metadata"} <= {"type", "strict", "ge", "gt", "le", "lt"}
+    ):
+        low = schema.get("ge", schema["gt"] + 1 if "gt" in schema else None)
+        high = schema.get("le", schema["lt"] - 1 if "lt" in schema else None)
+        if ("ge" in schema and "gt" in schema) or ("le" in schema and "lt" in schema):
+            return _K_FALLBACK, None
+        return _K_INT, (low, high)
+    if kind == "dict" and set(schema) - {"metadata"} == {"type", "keys_schema", "values_schema"}:
+        if not _is_str(schema["keys_schema"]):
+            return _K_FALLBACK, None
+        values = schema["values_schema"]
+        if values == {"type": "any"}:
+            return _K_RECORD, None
+        if (
+            values.get("type") == "dict"
+            and set(values) == {"type", "keys_schema", "values_schema"}
+            and _is_str(values["keys_schema"])
+            and values["values_schema"] == {"type": "any"}
+        ):
+            return _K_CHANGES, None
+        return _K_FALLBACK, None
+    if kind == "list" and set(schema) - {"metadata"} == {"type", "items_schema"}:
+        item, _ = (
+            _field_kind(schema["items_schema"]) if not _is_str(schema["items_schema"]) else (_K_TEXT, None)
+        )
+        if item == _K_TEXT and _is_str(schema["items_schema"]):
+            return _K_STRLIST, None
+        if item == _K_UUID:
+            return _K_UUIDLIST, None
+        return _K_FALLBACK, None
+    if kind == "any" and set(schema) - {"metadata"} == {"type"}:
+        return _K_ANY, None
+    return _K_FALLBACK, None
+
+
+def payload_plan(model: type[BaseModel]) -> Any:
+    """The compiled check of canonical payloads for ``model`` (see catalog/_speedups.c), or None
+    when the speedups are not built or the model has settings the check does not know. It
+    returns what :func:`payload_validator` returns, or None to say "ask pydantic"; a unit test
+    holds the two equal for every catalogued type."""
+    if _speedups is None:
+        return None
+    plan = _PLANS.get(model)
+    if plan is None:
+        schema: Any = model.__pydantic_core_schema__
+        if schema["type"] == "definitions":
+            schema = schema["schema"]
+        config = schema.get("config") or {}
+        if (
+            schema["type"] != "model"
+            or schema["schema"]["type"] != "model-fields"
+            or config.get("extra_fields_behavior") != "allow"
+            or set(config) - _PLAN_CONFIG
+        ):
+            plan = _PLANS[model] = False
+            return None
+        fields = []
+        for name, spec in schema["schema"]["fields"].items():
+            inner = spec["schema"]
+            required = inner["type"] != "default"
+            kind, arg = _field_kind(inner if required else inner["schema"])
+            fields.append((name, kind | (_K_REQUIRED if required else 0), arg))
+        plan = _PLANS[model] = _speedups.Plan(fields)
+    return plan or None
+
+
+# Model settings that do not change how a canonical payload validates.
+_PLAN_CONFIG = frozenset({"title", "extra_fields_behavior", "allow_inf_nan", "frozen", "defer_build"})
+
+
 # --- the builder ---------------------------------------------------------------------------
 
 _last_source: tuple[tuple[Any, ...], Source] | None = None
@@ -555,24 +730,35 @@ def build_envelope(
         raise EventValidationError(
             event_type, key, [FieldError("eventType", "unknown_event_type", "not in the catalog")]
         )
-    validator = _VALIDATORS.get(spec.model) or payload_validator(spec.model)
-    if type(payload_in) is not dict and isinstance(payload_in, BaseModel):  # a model: its given fields
-        payload_in = _fields(payload_in)
-    try:
-        payload: dict[str, Any] = validator.validate_python(payload_in)
-    except ValidationError as exc:
-        raise EventValidationError(event_type, key, _field_errors(exc)) from exc
+    model = spec.model
+    plan = _PLANS.get(model)
+    if plan is None:
+        plan = payload_plan(model)
+    # Canonical, JSON-ready payloads (what derivers build from row images) pass the compiled
+    # check; anything else, and every error, is pydantic's.
+    payload: dict[str, Any] | None = plan(payload_in, _VALID_TS) if plan else None
+    ready = payload is not None
+    if payload is None:
+        validator = _VALIDATORS.get(model) or payload_validator(model)
+        if type(payload_in) is not dict and isinstance(payload_in, BaseModel):  # a model: its given fields
+            payload_in = _fields(payload_in)
+        try:
+            payload = validator.validate_python(payload_in)
+        except ValidationError as exc:
+            raise EventValidationError(event_type, key, _field_errors(exc)) from exc
     if payload["tenantId"] != canonical_tenant:
         raise EventValidationError(
             event_type,
             key,
             [FieldError("tenantId", "tenant_mismatch", "differs from the draft's tenant")],
         )
+    if not ready:
+        payload = _json_ready(event_type, key, payload)
     return Envelope(
-        event_id(key),
+        _event_id(key),
         event_type,
         payload["occurredAt"],
-        _json_ready(event_type, key, payload),
+        payload,
         key,
         spec.payload_schema_ref,
         source,
