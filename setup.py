@@ -19,6 +19,7 @@ setup(
         Extension(
             "catalog._speedups",
             ["catalog/_speedups.c"],
+            libraries=["crypto"],  # SHA-1 of OpenSSL, as hashlib's
             optional=True,
             extra_compile_args=["-O2"],
         ),

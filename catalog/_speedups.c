@@ -7,9 +7,10 @@
  *       fields: a sequence of (name, kind, arg) in the model's field order, compiled by
  *       catalog.envelope._plan from the model's core schema.  Calling the plan with
  *       (payload, valid_timestamps) returns what the pydantic validator would return for a
- *       payload that is already in canonical form (a new dict: declared fields in field
- *       order, then the extra keys in input order; dicts and lists copied as pydantic copies
- *       them), provided every value is JSON-ready as it is.  Anything else (a missing
+ *       payload that is already in canonical form (an equal new dict, in the payload's key
+ *       order rather than the model's, which no serialisation sees since every sink sorts
+ *       keys; dicts and lists copied as pydantic copies them), provided every value is
+ *       JSON-ready as it is.  Anything else (a missing
  *       required field, a value to convert or reject, a key that is not text, a value
  *       without a JSON form) returns None, and the caller asks pydantic, whose answer and
  *       error messages are the reference.  A unit test holds the two equal.
@@ -17,12 +18,20 @@
  *   set_namespace(bytes16) / event_id(key)
  *       str(uuid5(namespace, key)): SHA-1 of namespace + UTF-8 key, version 5, RFC 4122
  *       variant, lower-case hyphenated text.
+ *
+ *   configure_envelopes(types, tenants, valid_timestamps, envelope_class) / envelope(draft,
+ *   source, lsn_text)
+ *       the whole of catalog.envelope.build_envelope for the common change-driven draft, or
+ *       None for anything else (the Python builder then decides and names every error).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA1_Init/Update/Final: no algorithm fetch per call */
+#include <openssl/sha.h>
 
 /* Field kinds; the numbers are catalog.envelope's _K_* constants. */
 enum {
@@ -50,11 +59,24 @@ typedef struct {
     PyObject *arg;
 } FieldSpec;
 
+/* The key layout of one payload shape: its keys in insertion order (held, so that identity
+ * means equality) and, for each, the declared field it is (or -1 for an extra key). Derivers
+ * build each event's payload at one place in their code, with the same literal keys, so a
+ * plan sees a handful of layouts and recognises each by comparing key pointers. */
+#define LAYOUTS 8
+typedef struct {
+    Py_ssize_t n;
+    PyObject **keys;
+    int *field;
+} Layout;
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n;
     FieldSpec *fields;
     PyObject *index; /* name -> position, to tell declared keys from extra ones */
+    Layout layouts[LAYOUTS];
+    int next_layout;  /* the slot the next new layout replaces once all are taken */
 } PlanObject;
 
 /* Text pydantic takes as it is: an exact str that has a UTF-8 form (no lone surrogates). */
@@ -72,17 +94,8 @@ plain_text(PyObject *v)
     return 1;
 }
 
-static int
-hexlower(int c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-static int
-hexupper(int c)
-{
-    return c >= 'A' && c <= 'F';
-}
+/* 1 for 0-9a-f, 2 for A-F, 0 otherwise (filled at import). */
+static unsigned char hex_class[256];
 
 /* 1: lower-case uuid text; 2: uuid text with upper-case digits; 0: not uuid-shaped. */
 static int
@@ -91,19 +104,19 @@ uuid_shape(PyObject *v)
     if (!PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 36)
         return 0;
     const unsigned char *s = PyUnicode_1BYTE_DATA(v);
-    int upper = 0;
+    if (s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-')
+        return 0;
+    unsigned seen = 0, all = 1;
     for (int i = 0; i < 36; i++) {
-        int c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return 0;
-        } else if (!hexlower(c)) {
-            if (!hexupper(c))
-                return 0;
-            upper = 1;
-        }
+        if (i == 8 || i == 13 || i == 18 || i == 23)
+            continue;
+        unsigned c = hex_class[s[i]];
+        seen |= c;
+        all &= c != 0;
     }
-    return upper ? 2 : 1;
+    if (!all)
+        return 0;
+    return (seen & 2) ? 2 : 1;
 }
 
 static int
@@ -259,65 +272,133 @@ check_value(int kind, PyObject *arg, PyObject *v, PyObject *valid_ts)
     }
 }
 
+/* The layout of ``payload``'s keys (found or added), or NULL: a key that is not plain text or
+ * a required field missing (ask pydantic; an error is set only when Python itself failed). */
+static Layout *
+layout_of(PlanObject *self, PyObject *payload)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(payload);
+    for (int l = 0; l < LAYOUTS; l++) {
+        Layout *lay = &self->layouts[l];
+        if (lay->keys == NULL || lay->n != n)
+            continue;
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(payload, &pos, &k, &v) && k == lay->keys[i])
+            i++;
+        if (i == n)
+            return lay;
+    }
+    /* A new layout: name every key, and check the required fields are there. */
+    PyObject **keys = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    int *field = PyMem_Calloc(n ? n : 1, sizeof(int));
+    if (keys == NULL || field == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(field);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t pos = 0, i = 0, required = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(payload, &pos, &k, &v)) {
+        if (!plain_text(k))
+            break;
+        PyObject *at = PyDict_GetItemWithError(self->index, k);
+        if (at == NULL && PyErr_Occurred())
+            break;
+        field[i] = at == NULL ? -1 : (int)PyLong_AsLong(at);
+        if (at != NULL && (self->fields[field[i]].kind & K_REQUIRED))
+            required++;
+        keys[i++] = Py_NewRef(k);
+    }
+    Py_ssize_t wanted = 0;
+    for (Py_ssize_t f = 0; f < self->n; f++)
+        wanted += (self->fields[f].kind & K_REQUIRED) != 0;
+    if (i != n || required != wanted) {
+        for (Py_ssize_t j = 0; j < i; j++)
+            Py_DECREF(keys[j]);
+        PyMem_Free(keys);
+        PyMem_Free(field);
+        return NULL;
+    }
+    Layout *lay = NULL;
+    for (int l = 0; l < LAYOUTS && lay == NULL; l++) {
+        if (self->layouts[l].keys == NULL)
+            lay = &self->layouts[l];
+    }
+    if (lay == NULL) { /* all taken (payloads built with changing keys): replace in turn */
+        lay = &self->layouts[self->next_layout];
+        self->next_layout = (self->next_layout + 1) % LAYOUTS;
+        for (Py_ssize_t j = 0; j < lay->n; j++)
+            Py_DECREF(lay->keys[j]);
+        PyMem_Free(lay->keys);
+        PyMem_Free(lay->field);
+    }
+    lay->n = n;
+    lay->keys = keys;
+    lay->field = field;
+    return lay;
+}
+
+static PyObject *
+plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts)
+{
+    if (!PyDict_CheckExact(payload))
+        Py_RETURN_NONE;
+    Layout *lay = layout_of(self, payload);
+    if (lay == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* Every value as its field wants it (extra ones JSON-ready); what pydantic copies is
+     * copied, everything else is returned as it is, in a shallow copy of the payload. */
+    PyObject *out = NULL;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(payload, &pos, &k, &v)) {
+        int f = lay->field[i++];
+        if (f < 0) {
+            if (!json_ready(v, 0))
+                goto fallback;
+            continue;
+        }
+        FieldSpec *spec = &self->fields[f];
+        PyObject *checked = check_value(spec->kind, spec->arg, v, valid_ts);
+        if (checked == NULL) {
+            if (PyErr_Occurred())
+                goto error;
+            goto fallback;
+        }
+        if (checked == v) {
+            Py_DECREF(checked);
+            continue;
+        }
+        if (out == NULL && (out = PyDict_Copy(payload)) == NULL) {
+            Py_DECREF(checked);
+            goto error;
+        }
+        int rc = PyDict_SetItem(out, k, checked);
+        Py_DECREF(checked);
+        if (rc < 0)
+            goto error;
+    }
+    return out != NULL ? out : PyDict_Copy(payload);
+fallback:
+    Py_XDECREF(out);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static PyObject *
 Plan_call(PlanObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *payload, *valid_ts;
     if (!PyArg_ParseTuple(args, "OO!", &payload, &PyDict_Type, &valid_ts))
         return NULL;
-    if (!PyDict_CheckExact(payload))
-        Py_RETURN_NONE;
-    PyObject *out = PyDict_New();
-    if (out == NULL)
-        return NULL;
-    Py_ssize_t seen = 0;
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        FieldSpec *f = &self->fields[i];
-        PyObject *v = PyDict_GetItemWithError(payload, f->name);
-        if (v == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            if (f->kind & K_REQUIRED)
-                goto fallback;
-            continue;
-        }
-        seen++;
-        PyObject *checked = check_value(f->kind, f->arg, v, valid_ts);
-        if (checked == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            goto fallback;
-        }
-        int rc = PyDict_SetItem(out, f->name, checked);
-        Py_DECREF(checked);
-        if (rc < 0)
-            goto error;
-    }
-    if (seen < PyDict_GET_SIZE(payload)) {
-        /* Extra keys: kept as they are, after the declared fields, in input order. */
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(payload, &pos, &k, &v)) {
-            if (!plain_text(k))
-                goto fallback;
-            int declared = PyDict_Contains(self->index, k);
-            if (declared < 0)
-                goto error;
-            if (declared)
-                continue;
-            if (!json_ready(v, 0))
-                goto fallback;
-            if (PyDict_SetItem(out, k, v) < 0)
-                goto error;
-        }
-    }
-    return out;
-fallback:
-    Py_DECREF(out);
-    Py_RETURN_NONE;
-error:
-    Py_DECREF(out);
-    return NULL;
+    return plan_check(self, payload, valid_ts);
 }
 
 static int
@@ -381,6 +462,12 @@ Plan_dealloc(PlanObject *self)
     }
     PyMem_Free(self->fields);
     Py_XDECREF(self->index);
+    for (int l = 0; l < LAYOUTS; l++) {
+        for (Py_ssize_t j = 0; j < self->layouts[l].n; j++)
+            Py_XDECREF(self->layouts[l].keys[j]);
+        PyMem_Free(self->layouts[l].keys);
+        PyMem_Free(self->layouts[l].field);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -395,111 +482,12 @@ static PyTypeObject PlanType = {
     .tp_call = (ternaryfunc)Plan_call,
 };
 
-/* --- SHA-1 (FIPS 180-4) and the uuid5 text ------------------------------------------------- */
-
-typedef struct {
-    uint32_t h[5];
-    uint64_t length;
-    unsigned char block[64];
-    size_t used;
-} Sha1;
-
-static uint32_t
-rol(uint32_t x, int n)
-{
-    return (x << n) | (x >> (32 - n));
-}
-
-static void
-sha1_block(Sha1 *s, const unsigned char *p)
-{
-    uint32_t w[80];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-               (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 80; i++)
-        w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4];
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) {
-            f = (b & c) | (~b & d);
-            k = 0x5A827999;
-        } else if (i < 40) {
-            f = b ^ c ^ d;
-            k = 0x6ED9EBA1;
-        } else if (i < 60) {
-            f = (b & c) | (b & d) | (c & d);
-            k = 0x8F1BBCDC;
-        } else {
-            f = b ^ c ^ d;
-            k = 0xCA62C1D6;
-        }
-        uint32_t t = rol(a, 5) + f + e + k + w[i];
-        e = d;
-        d = c;
-        c = rol(b, 30);
-        b = a;
-        a = t;
-    }
-    s->h[0] += a;
-    s->h[1] += b;
-    s->h[2] += c;
-    s->h[3] += d;
-    s->h[4] += e;
-}
-
-static void
-sha1_init(Sha1 *s)
-{
-    static const uint32_t start[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-    memcpy(s->h, start, sizeof start);
-    s->length = 0;
-    s->used = 0;
-}
-
-static void
-sha1_update(Sha1 *s, const unsigned char *p, size_t n)
-{
-    s->length += n;
-    while (n > 0) {
-        size_t take = 64 - s->used;
-        if (take > n)
-            take = n;
-        memcpy(s->block + s->used, p, take);
-        s->used += take;
-        p += take;
-        n -= take;
-        if (s->used == 64) {
-            sha1_block(s, s->block);
-            s->used = 0;
-        }
-    }
-}
-
-static void
-sha1_final(Sha1 *s, unsigned char out[20])
-{
-    uint64_t bits = s->length * 8;
-    unsigned char pad = 0x80;
-    sha1_update(s, &pad, 1);
-    unsigned char zero = 0;
-    while (s->used != 56)
-        sha1_update(s, &zero, 1);
-    unsigned char len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = (unsigned char)(bits >> (56 - 8 * i));
-    sha1_update(s, len, 8);
-    for (int i = 0; i < 5; i++) {
-        out[4 * i] = (unsigned char)(s->h[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(s->h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(s->h[i] >> 8);
-        out[4 * i + 3] = (unsigned char)s->h[i];
-    }
-}
+/* --- the uuid5 text: SHA-1 from the OpenSSL libcrypto the interpreter's hashlib uses -------- */
 
 static unsigned char namespace_bytes[16];
 static int namespace_set = 0;
+static PyObject *str_tenant_id = NULL, *str_occurred_at = NULL;
+static PyObject *uuid_text(const char *key, Py_ssize_t n);
 
 static PyObject *
 set_namespace(PyObject *self, PyObject *arg)
@@ -532,12 +520,40 @@ event_id(PyObject *self, PyObject *key)
     const char *utf8 = PyUnicode_AsUTF8AndSize(key, &n);
     if (utf8 == NULL)
         return NULL;
-    Sha1 s;
-    unsigned char d[20];
-    sha1_init(&s);
-    sha1_update(&s, namespace_bytes, 16);
-    sha1_update(&s, (const unsigned char *)utf8, (size_t)n);
-    sha1_final(&s, d);
+    return uuid_text(utf8, n);
+}
+
+/* --- the whole envelope, for the common draft -------------------------------------------- */
+
+static PyObject *env_types = NULL;   /* event type -> (Plan, payload schema ref) */
+static PyObject *env_tenants = NULL; /* tenant as given -> canonical text (catalog.envelope._TENANTS) */
+static PyObject *env_valid_ts = NULL;
+static PyObject *env_class = NULL;
+
+static PyObject *
+configure_envelopes(PyObject *self, PyObject *args)
+{
+    PyObject *types, *tenants, *valid_ts, *cls;
+    if (!PyArg_ParseTuple(args, "O!O!O!O", &PyDict_Type, &types, &PyDict_Type, &tenants, &PyDict_Type,
+                          &valid_ts, &cls))
+        return NULL;
+    Py_XSETREF(env_types, Py_NewRef(types));
+    Py_XSETREF(env_tenants, Py_NewRef(tenants));
+    Py_XSETREF(env_valid_ts, Py_NewRef(valid_ts));
+    Py_XSETREF(env_class, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+uuid_text(const char *key, Py_ssize_t n)
+{
+    /* The low-level calls: OpenSSL 3's one-shot SHA1() looks the algorithm up on every call. */
+    unsigned char d[SHA_DIGEST_LENGTH];
+    SHA_CTX ctx;
+    SHA1_Init(&ctx);
+    SHA1_Update(&ctx, namespace_bytes, 16);
+    SHA1_Update(&ctx, key, (size_t)n);
+    SHA1_Final(d, &ctx);
     d[6] = (unsigned char)((d[6] & 0x0F) | 0x50);
     d[8] = (unsigned char)((d[8] & 0x3F) | 0x80);
     static const char hex[] = "0123456789abcdef";
@@ -552,9 +568,99 @@ event_id(PyObject *self, PyObject *key)
     return PyUnicode_FromStringAndSize(text, 36);
 }
 
+/* envelope(draft, source, lsn_text) -> Envelope, or None when the draft is not the common case
+ * (an unknown or uncompiled type, a tenant not seen before, a subject that is not lower-case
+ * uuid text, a discriminator that is not plain text, a payload the plan leaves to pydantic, a
+ * tenant mismatch): the caller's general path then decides, and reports every error. */
+static PyObject *
+envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "envelope(draft, source, lsn_text)");
+        return NULL;
+    }
+    if (env_types == NULL || !namespace_set) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_envelopes() and set_namespace() first");
+        return NULL;
+    }
+    PyObject *draft = args[0], *source = args[1], *lsn = args[2];
+    if (!PyTuple_Check(draft) || PyTuple_GET_SIZE(draft) < 5 || !PyUnicode_CheckExact(lsn))
+        Py_RETURN_NONE;
+    PyObject *event_type = PyTuple_GET_ITEM(draft, 0), *tenant = PyTuple_GET_ITEM(draft, 1);
+    PyObject *subject = PyTuple_GET_ITEM(draft, 2), *payload_in = PyTuple_GET_ITEM(draft, 3);
+    PyObject *discriminator = PyTuple_GET_ITEM(draft, 4);
+    if (!PyUnicode_CheckExact(event_type) || !PyUnicode_CheckExact(tenant) || !is_uuid(subject))
+        Py_RETURN_NONE;
+    if (discriminator != Py_None) {
+        if (!plain_text(discriminator) || PyUnicode_GET_LENGTH(discriminator) == 0)
+            Py_RETURN_NONE;
+        Py_ssize_t at = PyUnicode_FindChar(discriminator, '@', 0, PyUnicode_GET_LENGTH(discriminator), 1);
+        if (at != -1)
+            Py_RETURN_NONE; /* -2 (an error) cannot happen on a valid str */
+    }
+    PyObject *spec = PyDict_GetItemWithError(env_types, event_type);
+    if (spec == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *canonical_tenant = PyDict_GetItemWithError(env_tenants, tenant);
+    if (canonical_tenant == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 ||
+        !PyObject_TypeCheck(PyTuple_GET_ITEM(spec, 0), &PlanType)) {
+        PyErr_SetString(PyExc_TypeError, "configure_envelopes: types maps to (Plan, schema ref)");
+        return NULL;
+    }
+    PyObject *payload = plan_check((PlanObject *)PyTuple_GET_ITEM(spec, 0), payload_in, env_valid_ts);
+    if (payload == NULL)
+        return NULL;
+    if (payload == Py_None)
+        return payload;
+    PyObject *result = NULL, *key = NULL, *id = NULL;
+    PyObject *payload_tenant = PyDict_GetItemWithError(payload, str_tenant_id);
+    PyObject *occurred = payload_tenant ? PyDict_GetItemWithError(payload, str_occurred_at) : NULL;
+    if (occurred == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        goto fallback;
+    }
+    if (!PyUnicode_CheckExact(payload_tenant) || PyUnicode_Compare(payload_tenant, canonical_tenant) != 0)
+        goto fallback; /* the general path names the mismatch */
+    key = discriminator == Py_None
+              ? PyUnicode_FromFormat("%U:%U:%U@%U", event_type, canonical_tenant, subject, lsn)
+              : PyUnicode_FromFormat("%U:%U:%U:%U@%U", event_type, canonical_tenant, subject, discriminator, lsn);
+    if (key == NULL)
+        goto done;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(key, &n);
+    if (utf8 == NULL)
+        goto done;
+    id = uuid_text(utf8, n);
+    if (id == NULL)
+        goto done;
+    PyObject *fields[7] = {id, event_type, occurred, payload, key, PyTuple_GET_ITEM(spec, 1), source};
+    result = PyObject_Vectorcall(env_class, fields, 7, NULL);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(id);
+    Py_XDECREF(key);
+    Py_DECREF(payload);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"set_namespace", set_namespace, METH_O, "set_namespace(bytes16): the uuid5 namespace of event_id."},
     {"event_id", event_id, METH_O, "event_id(key) -> str(uuid5(namespace, key))."},
+    {"configure_envelopes", configure_envelopes, METH_VARARGS,
+     "configure_envelopes(types, tenants, valid_timestamps, envelope_class)."},
+    {"envelope", (PyCFunction)(void (*)(void))envelope, METH_FASTCALL,
+     "envelope(draft, source, lsn_text) -> Envelope or None (see catalog/_speedups.c)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -570,6 +676,12 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&PlanType) < 0)
+        return NULL;
+    for (int c = 0; c < 256; c++)
+        hex_class[c] = ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) ? 1 : (c >= 'A' && c <= 'F') ? 2 : 0;
+    str_tenant_id = PyUnicode_InternFromString("tenantId");
+    str_occurred_at = PyUnicode_InternFromString("occurredAt");
+    if (str_tenant_id == NULL || str_occurred_at == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

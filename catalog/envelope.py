@@ -708,6 +708,10 @@ def build_envelope(
     and raises ``ValueError``.
     """
     source = _source(slot, lsn, xid, commit_time, table, timer)
+    if _fast_envelope is not None and not timer:
+        env: Envelope | None = _fast_envelope(draft, source, source.lsn)
+        if env is not None:  # the common draft, built in one compiled call
+            return env
     event_type, tenant, subject_id, payload_in, discriminator = draft[:5]
     spec = _SPEC_OF(event_type) if type(event_type) is str else None
     # The common case, checked inline (this runs once per event): a catalogued change-driven
@@ -734,6 +738,8 @@ def build_envelope(
     plan = _PLANS.get(model)
     if plan is None:
         plan = payload_plan(model)
+        if plan is not None:
+            _FAST_TYPES[event_type] = (plan, spec.payload_schema_ref)
     # Canonical, JSON-ready payloads (what derivers build from row images) pass the compiled
     # check; anything else, and every error, is pydantic's.
     payload: dict[str, Any] | None = plan(payload_in, _VALID_TS) if plan else None
@@ -763,3 +769,11 @@ def build_envelope(
         spec.payload_schema_ref,
         source,
     )
+
+
+# The compiled builder (catalog/_speedups.c) takes the common draft whole: a type whose plan is
+# compiled (the general path adds it on first use), a tenant seen before, uuid subject text.
+_FAST_TYPES: dict[str, tuple[Any, str]] = {}
+_fast_envelope = _speedups.envelope if _speedups is not None else None
+if _speedups is not None:
+    _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)
