@@ -32,7 +32,7 @@ from cdc.sample import schema_sql
 from cdc.sinks.memory import DiscardSink
 from cdc.state import bootstrap_hook
 from cdc.stream import ReplicationStream
-from cdc.watch import Watcher, WatchOptions
+from cdc.watch import GC_THRESHOLD, Watcher, WatchOptions
 
 from .run import SETUP_SQL
 
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
-    # freeze: what `cdc watch` does (run_watch); default: the interpreter's settings
+    # freeze: what `cdc watch` does (run_watch: freeze and GC_THRESHOLD); default: the interpreter's settings
     ap.add_argument("--gc", choices=["freeze", "default", "off"], default="freeze")
     args = ap.parse_args()
     console = Console()
@@ -104,6 +104,7 @@ def main() -> None:
         watcher._prepare()
     if args.gc == "freeze":
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
     elif args.gc == "off":
         gc.disable()
     console.print(f"captured {len(messages):,} messages, {sum(map(len, messages)) / 1e6:.0f} MB")

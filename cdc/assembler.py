@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Literal
 
 from .errors import DecodeError
+from .pgoutput.decoder import has_unchanged
 from .pgoutput.messages import (
     UNCHANGED_TOAST,
     Begin,
@@ -133,7 +134,7 @@ def _fill_toast(
     shape: RowShape, new: TupleData, old: TupleData | None
 ) -> tuple[tuple[RawValue, ...], tuple[str, ...]]:
     values = new.values
-    if UNCHANGED_TOAST not in values:
+    if not has_unchanged(values):
         return values, ()
     filled = list(values)
     unknown: list[str] = []

@@ -23,7 +23,7 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from .pgoutput.decoder import changed_names
+from .pgoutput.decoder import changed_names, has_unchanged
 from .pgoutput.messages import UNCHANGED_TOAST, RawValue, Relation
 
 #: Oids below this are built in; above it are user types (enums, domains, composites).
@@ -191,7 +191,7 @@ class Row(Mapping[str, Any]):
         ``to_dict()`` passed through :func:`dumps`, only faster (a test holds them equal)."""
         shape = self.shape
         mask = self.mask
-        if not mask and UNCHANGED_TOAST not in self.data:
+        if not mask and not has_unchanged(self.data):
             return shape.json_function()(self.data)
         out: dict[str, Any] = {}
         for i, (name, raw, conv) in enumerate(

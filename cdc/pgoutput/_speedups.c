@@ -12,6 +12,13 @@
  *   changed_names(names, before, after) -> frozenset
  *       the names whose raw values differ between two equally long value tuples.
  *
+ *   decode_row(buf) -> Insert | Update | Delete
+ *       a whole row message, exactly as decode_message's Python handlers decode it (the
+ *       classes are given to configure_rows()): one call instead of five Python frames.
+ *
+ *   has_unchanged(values) -> bool
+ *       whether the unchanged-TOAST marker is one of the values (identity only).
+ *
  *   configure(unchanged_marker, error_class) must be called once before split_tuple.
  */
 #define PY_SSIZE_T_CLEAN
@@ -38,6 +45,98 @@ fail(const char *message)
     return NULL;
 }
 
+/* One TupleData at buf[*pos]: its values (a new tuple) and, in *mask_out, its binary-column
+ * mask (a new int); *pos moves past it. NULL with the error set on failure. */
+static PyObject *
+split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject **mask_out)
+{
+    Py_ssize_t pos = *pos_io;
+    if (pos < 0 || pos + 2 > len)
+        return fail("row image truncated: a column header runs past the end of the message");
+    Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
+    pos += 2;
+    PyObject *values = PyTuple_New(ncols);
+    if (values == NULL)
+        return NULL;
+    unsigned long long mask_small = 0;
+    PyObject *mask_big = NULL; /* only for binary columns past the 64th */
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        if (pos >= len) {
+            fail("row image truncated: fewer columns than its column count");
+            goto error;
+        }
+        unsigned char kind = buf[pos];
+        PyObject *item;
+        if (kind == 't' || kind == 'b') {
+            if (pos + 5 > len) {
+                fail("row image truncated: a column header runs past the end of the message");
+                goto error;
+            }
+            unsigned long long length = ((unsigned long long)buf[pos + 1] << 24) |
+                                        ((unsigned long long)buf[pos + 2] << 16) |
+                                        ((unsigned long long)buf[pos + 3] << 8) | buf[pos + 4];
+            pos += 5;
+            if ((unsigned long long)(len - pos) < length) {
+                fail("column value runs past the end of the message");
+                goto error;
+            }
+            item = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)length);
+            if (item == NULL)
+                goto error;
+            pos += (Py_ssize_t)length;
+            if (kind == 'b') {
+                if (i < 64) {
+                    mask_small |= 1ULL << i;
+                } else {
+                    PyObject *one = PyLong_FromLong(1), *shift = PyLong_FromSsize_t(i), *bit = NULL;
+                    if (one && shift)
+                        bit = PyNumber_Lshift(one, shift);
+                    Py_XDECREF(one);
+                    Py_XDECREF(shift);
+                    if (bit == NULL) {
+                        Py_DECREF(item);
+                        goto error;
+                    }
+                    PyObject *merged = mask_big ? PyNumber_Or(mask_big, bit) : Py_NewRef(bit);
+                    Py_DECREF(bit);
+                    Py_XSETREF(mask_big, merged);
+                    if (mask_big == NULL) {
+                        Py_DECREF(item);
+                        goto error;
+                    }
+                }
+            }
+        } else if (kind == 'n') {
+            item = Py_NewRef(Py_None);
+            pos += 1;
+        } else if (kind == 'u') {
+            item = Py_NewRef(unchanged_marker);
+            pos += 1;
+        } else {
+            char message[64];
+            snprintf(message, sizeof message, "unknown tuple column kind 0x%02x", kind);
+            fail(message);
+            goto error;
+        }
+        PyTuple_SET_ITEM(values, i, item);
+    }
+    PyObject *mask = PyLong_FromUnsignedLongLong(mask_small);
+    if (mask != NULL && mask_big != NULL)
+        Py_SETREF(mask, PyNumber_Or(mask, mask_big));
+    Py_XDECREF(mask_big);
+    if (mask == NULL) {
+        Py_DECREF(values);
+        return NULL;
+    }
+    *mask_out = mask;
+    *pos_io = pos;
+    return values;
+error:
+    Py_XDECREF(mask_big);
+    Py_DECREF(values);
+    return NULL;
+}
+
 static PyObject *
 split_tuple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -52,103 +151,166 @@ split_tuple(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *result = NULL, *values = NULL;
-    const unsigned char *buf = (const unsigned char *)view.buf;
-    Py_ssize_t len = view.len;
+    PyObject *result = NULL, *mask = NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     if (pos == -1 && PyErr_Occurred())
         goto done;
-    if (pos < 0 || pos + 2 > len) {
-        fail("row image truncated: a column header runs past the end of the message");
-        goto done;
-    }
-    Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
-    pos += 2;
-    values = PyTuple_New(ncols);
+    PyObject *values = split_at((const unsigned char *)view.buf, view.len, &pos, &mask);
     if (values == NULL)
         goto done;
-    unsigned long long mask_small = 0;
-    PyObject *mask_big = NULL; /* only for binary columns past the 64th */
-    for (Py_ssize_t i = 0; i < ncols; i++) {
-        if (pos >= len) {
-            fail("row image truncated: fewer columns than its column count");
-            goto done_mask;
-        }
-        unsigned char kind = buf[pos];
-        PyObject *item;
-        if (kind == 't' || kind == 'b') {
-            if (pos + 5 > len) {
-                fail("row image truncated: a column header runs past the end of the message");
-                goto done_mask;
-            }
-            unsigned long long length = ((unsigned long long)buf[pos + 1] << 24) |
-                                        ((unsigned long long)buf[pos + 2] << 16) |
-                                        ((unsigned long long)buf[pos + 3] << 8) | buf[pos + 4];
-            pos += 5;
-            if ((unsigned long long)(len - pos) < length) {
-                fail("column value runs past the end of the message");
-                goto done_mask;
-            }
-            item = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)length);
-            if (item == NULL)
-                goto done_mask;
-            pos += (Py_ssize_t)length;
-            if (kind == 'b') {
-                if (i < 64) {
-                    mask_small |= 1ULL << i;
-                } else {
-                    PyObject *one = PyLong_FromLong(1), *shift = PyLong_FromSsize_t(i), *bit = NULL;
-                    if (one && shift)
-                        bit = PyNumber_Lshift(one, shift);
-                    Py_XDECREF(one);
-                    Py_XDECREF(shift);
-                    if (bit == NULL) {
-                        Py_DECREF(item);
-                        goto done_mask;
-                    }
-                    PyObject *merged = mask_big ? PyNumber_Or(mask_big, bit) : Py_NewRef(bit);
-                    Py_DECREF(bit);
-                    Py_XSETREF(mask_big, merged);
-                    if (mask_big == NULL) {
-                        Py_DECREF(item);
-                        goto done_mask;
-                    }
-                }
-            }
-        } else if (kind == 'n') {
-            item = Py_NewRef(Py_None);
-            pos += 1;
-        } else if (kind == 'u') {
-            item = Py_NewRef(unchanged_marker);
-            pos += 1;
-        } else {
-            char message[64];
-            snprintf(message, sizeof message, "unknown tuple column kind 0x%02x", kind);
-            fail(message);
-            goto done_mask;
-        }
-        PyTuple_SET_ITEM(values, i, item);
+    PyObject *end = PyLong_FromSsize_t(pos);
+    if (end == NULL) {
+        Py_DECREF(values);
+        Py_DECREF(mask);
+        goto done;
     }
-    {
-        PyObject *mask = PyLong_FromUnsignedLongLong(mask_small);
-        if (mask != NULL && mask_big != NULL)
-            Py_SETREF(mask, PyNumber_Or(mask, mask_big));
-        PyObject *end = mask != NULL ? PyLong_FromSsize_t(pos) : NULL;
-        result = end != NULL ? PyTuple_New(3) : NULL;
-        if (result == NULL) {
-            Py_XDECREF(mask);
-            Py_XDECREF(end);
-            goto done_mask;
-        }
-        PyTuple_SET_ITEM(result, 0, values); /* each steals its reference */
-        PyTuple_SET_ITEM(result, 1, mask);
-        PyTuple_SET_ITEM(result, 2, end);
-        values = NULL;
-    }
-done_mask:
-    Py_XDECREF(mask_big);
+    result = PyTuple_Pack(3, values, mask, end);
+    Py_DECREF(values);
+    Py_DECREF(mask);
+    Py_DECREF(end);
 done:
-    Py_XDECREF(values);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* A NamedTuple instance of cls holding n new references (stolen, also on failure). */
+static PyObject *
+named(PyObject *cls, Py_ssize_t n, PyObject **items)
+{
+    PyObject *obj = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (items[i] == NULL)
+            goto bad;
+    }
+    obj = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, n);
+    if (obj == NULL)
+        goto bad;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(obj, i, items[i]);
+    return obj;
+bad:
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return NULL;
+}
+
+static PyObject *cls_tuple_data = NULL, *cls_insert = NULL, *cls_update = NULL, *cls_delete = NULL;
+
+static PyObject *
+configure_rows(PyObject *self, PyObject *args)
+{
+    PyObject *t, *i, *u, *d;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyType_Type, &t, &PyType_Type, &i, &PyType_Type, &u, &PyType_Type,
+                          &d))
+        return NULL;
+    PyObject *classes[4] = {t, i, u, d};
+    for (int k = 0; k < 4; k++) {
+        if (!PyType_IsSubtype((PyTypeObject *)classes[k], &PyTuple_Type)) {
+            PyErr_SetString(PyExc_TypeError, "configure_rows() takes four tuple classes");
+            return NULL;
+        }
+    }
+    Py_XSETREF(cls_tuple_data, Py_NewRef(t));
+    Py_XSETREF(cls_insert, Py_NewRef(i));
+    Py_XSETREF(cls_update, Py_NewRef(u));
+    Py_XSETREF(cls_delete, Py_NewRef(d));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tuple_data_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos)
+{
+    PyObject *mask = NULL;
+    PyObject *values = split_at(buf, len, pos, &mask);
+    if (values == NULL)
+        return NULL;
+    PyObject *items[2] = {values, mask};
+    return named(cls_tuple_data, 2, items);
+}
+
+/* What decode_message's handlers say about a message cut short before a tuple. */
+static PyObject *
+truncated(const char *what)
+{
+    char message[96];
+    snprintf(message, sizeof message, "malformed or truncated pgoutput message: %s", what);
+    return fail(message);
+}
+
+/* decode_row(buf) -> Insert | Update | Delete: a whole row message, as decode_message's Python
+ * handlers decode it (same classes, values and DecodeError cases). */
+static PyObject *
+decode_row(PyObject *self, PyObject *arg)
+{
+    if (cls_update == NULL || unchanged_marker == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "decode_row before configure() and configure_rows()");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t len = view.len, pos = 6;
+    PyObject *result = NULL;
+    if (len < 6) {
+        truncated(len < 1 ? "IndexError" : "error");
+        goto done;
+    }
+    unsigned char kind = buf[0], marker = buf[5];
+    unsigned long oid = ((unsigned long)buf[1] << 24) | ((unsigned long)buf[2] << 16) |
+                        ((unsigned long)buf[3] << 8) | buf[4];
+    if (kind == 'I') {
+        if (marker != 'N') {
+            fail("insert without a new tuple");
+            goto done;
+        }
+        PyObject *items[2] = {PyLong_FromUnsignedLong(oid), tuple_data_at(buf, len, &pos)};
+        result = named(cls_insert, 2, items);
+    } else if (kind == 'U') {
+        PyObject *old = NULL, *old_kind = NULL;
+        if (marker == 'K' || marker == 'O') {
+            old_kind = PyUnicode_FromOrdinal(marker);
+            old = old_kind ? tuple_data_at(buf, len, &pos) : NULL;
+            if (old == NULL) {
+                Py_XDECREF(old_kind);
+                goto done;
+            }
+            if (pos >= len) {
+                Py_DECREF(old);
+                Py_DECREF(old_kind);
+                truncated("IndexError");
+                goto done;
+            }
+            marker = buf[pos++];
+        }
+        if (marker != 'N') {
+            Py_XDECREF(old);
+            Py_XDECREF(old_kind);
+            fail("update without a new tuple");
+            goto done;
+        }
+        PyObject *items[4] = {PyLong_FromUnsignedLong(oid), old_kind ? old_kind : Py_NewRef(Py_None),
+                              old ? old : Py_NewRef(Py_None), tuple_data_at(buf, len, &pos)};
+        result = named(cls_update, 4, items);
+    } else if (kind == 'D') {
+        if (marker != 'K' && marker != 'O') {
+            fail("delete without an old tuple");
+            goto done;
+        }
+        PyObject *items[3] = {PyLong_FromUnsignedLong(oid), PyUnicode_FromOrdinal(marker),
+                              tuple_data_at(buf, len, &pos)};
+        result = named(cls_delete, 3, items);
+    } else {
+        PyErr_SetString(PyExc_ValueError, "decode_row() takes an Insert, Update or Delete message");
+        goto done;
+    }
+    if (result != NULL && pos != len) {
+        char message[96];
+        snprintf(message, sizeof message, "%zd unexpected trailing bytes after pgoutput message", len - pos);
+        Py_CLEAR(result);
+        fail(message);
+    }
+done:
     PyBuffer_Release(&view);
     return result;
 }
@@ -192,7 +354,26 @@ changed_names(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* has_unchanged(values) -> bool: whether the marker is one of the values (by identity; the
+ * tuple's own `in` asks bytes and the marker to compare, twice per column). */
+static PyObject *
+has_unchanged(PyObject *self, PyObject *values)
+{
+    if (!PyTuple_Check(values)) {
+        PyErr_SetString(PyExc_TypeError, "has_unchanged() takes a tuple");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) {
+        if (PyTuple_GET_ITEM(values, i) == unchanged_marker)
+            Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
+    {"configure_rows", configure_rows, METH_VARARGS, "configure_rows(TupleData, Insert, Update, Delete)"},
+    {"decode_row", decode_row, METH_O, "decode_row(buf) -> Insert | Update | Delete"},
+    {"has_unchanged", has_unchanged, METH_O, "has_unchanged(values) -> whether the unchanged-TOAST marker is among them"},
     {"configure", configure, METH_VARARGS, "configure(unchanged_marker, error_class)"},
     {"split_tuple", (PyCFunction)(void (*)(void))split_tuple, METH_FASTCALL,
      "split_tuple(buf, pos) -> (values, binary_mask, end)"},

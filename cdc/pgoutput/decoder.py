@@ -109,18 +109,34 @@ def _py_changed_names(
     return frozenset(n for n, x, y in zip(names, before, after, strict=True) if x != y)
 
 
+# tuple.__new__ on the NamedTuple classes: their own constructors cost a Python frame each.
+_tuple_new = tuple.__new__
+
+
+def _py_has_unchanged(values: tuple[RawValue, ...]) -> bool:
+    """Whether an unchanged-TOAST marker is among the values."""
+    return UNCHANGED_TOAST in values
+
+
 if _speedups is not None:
     _speedups.configure(UNCHANGED_TOAST, DecodeError)
     _split = _speedups.split_tuple
     changed_names = _speedups.changed_names
+    has_unchanged = _speedups.has_unchanged
+    _speedups.configure_rows(TupleData, Insert, Update, Delete)
+    _decode_row = _speedups.decode_row
+    # Row messages (the bulk of a stream) are decoded whole by one compiled call.
+    _COMPILED_KINDS: frozenset[int] = frozenset(b"IUD")
 
     def _tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
         values, mask, end = _split(buf, pos)
-        return TupleData(values, mask), end
+        return _tuple_new(TupleData, (values, mask)), end
 
 else:
     _tuple = _py_tuple
     changed_names = _py_changed_names
+    has_unchanged = _py_has_unchanged
+    _COMPILED_KINDS = frozenset()
 
 
 def _begin(buf: bytes) -> tuple[Message, int]:
@@ -184,7 +200,7 @@ def _update(buf: bytes) -> tuple[Message, int]:
     if marker != _NEW:
         raise DecodeError("update without a new tuple")
     new, pos = _tuple(buf, pos)
-    return Update(oid, old_kind, old, new), pos
+    return _tuple_new(Update, (oid, old_kind, old, new)), pos
 
 
 def _delete(buf: bytes) -> tuple[Message, int]:
@@ -232,7 +248,10 @@ _DISPATCH: dict[int, Callable[[bytes], tuple[Message, int]]] = {
 def decode_message(buf: bytes) -> Message:
     """Decode one complete pgoutput message; raise DecodeError if it is not one."""
     try:
-        handler = _DISPATCH.get(buf[0])
+        kind = buf[0]
+        if kind in _COMPILED_KINDS:
+            return _decode_row(buf)
+        handler = _DISPATCH.get(kind)
         if handler is None:
             raise DecodeError(f"unknown pgoutput message kind 0x{buf[0]:02x}")
         msg, pos = handler(buf)

@@ -138,3 +138,84 @@ def test_without_the_extension_every_golden_message_decodes_the_same() -> None:
         runs[flag] = json.loads(out.stdout)
     assert runs[""][0] is True and runs["1"][0] is False
     assert runs[""][1:] == runs["1"][1:] and len(runs["1"]) == len(GOLDEN) + 1
+
+
+def test_has_unchanged_agrees_with_membership() -> None:
+    cases = [
+        (),
+        (b"x",),
+        (None, b"u"),
+        (b"a", UNCHANGED_TOAST),
+        (UNCHANGED_TOAST,),
+        tuple(b"%d" % i for i in range(60)),
+    ]
+    for values in cases:
+        assert (
+            decoder.has_unchanged(values) is decoder._py_has_unchanged(values) is (UNCHANGED_TOAST in values)
+        )
+    assert decoder.has_unchanged is not decoder._py_has_unchanged
+    with pytest.raises(TypeError):
+        decoder.has_unchanged([UNCHANGED_TOAST])  # type: ignore[arg-type]
+
+
+def _rows_both(buf: bytes) -> tuple[object, object]:
+    """The Python handlers (on the compiled splitter, held equal above) and decode_row."""
+    out = []
+    try:
+        msg, pos = decoder._DISPATCH[buf[0]](buf)
+        out.append(("ok", msg) if pos == len(buf) else ("error", "trailing"))
+    except DecodeError as exc:
+        out.append(("error", str(exc)))
+    except (IndexError, ValueError, struct.error) as exc:
+        out.append(("error", f"malformed or truncated pgoutput message: {type(exc).__name__}"))
+    try:
+        out.append(("ok", decoder._decode_row(buf)))
+    except DecodeError as exc:
+        out.append(("error", str(exc)))
+    return out[0], out[1]
+
+
+def test_every_golden_row_message_decodes_the_same_whole() -> None:
+    kinds = set()
+    for msg in ROWS:
+        py, c = _rows_both(msg)
+        assert py == c and py[0] == "ok"  # type: ignore[index]
+        assert type(py[1]) is type(c[1])  # type: ignore[index]
+        kinds.add(msg[:1])
+        assert decoder.decode_message(msg) == py[1]  # type: ignore[index]
+    assert kinds == {b"I", b"U", b"D"}
+
+
+@given(st.sampled_from(ROWS), st.data())
+@settings(max_examples=500)
+def test_truncated_and_flipped_row_messages_agree(msg: bytes, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(min_value=1, max_value=len(msg)))
+    pos = data.draw(st.integers(min_value=0, max_value=len(msg) - 1))
+    val = data.draw(st.integers(min_value=0, max_value=255))
+    extra = data.draw(st.binary(max_size=3))
+    flipped = msg[:pos] + bytes([val]) + msg[pos + 1 :]
+    for candidate in (msg[:cut], flipped, msg + extra):
+        if candidate[:1] not in (b"I", b"U", b"D"):
+            continue
+        py, c = _rows_both(candidate)
+        assert py[0] == c[0], (candidate.hex(), py, c)  # type: ignore[index]
+        if py[0] == "ok":  # type: ignore[index]
+            assert py == c
+        elif not str(py[1]).startswith(("row image", "column value", "unknown tuple")):  # type: ignore[index]
+            # the message-level errors read the same (the splitter's own are held equal above)
+            assert py == c or py[1] == "trailing", (candidate.hex(), py, c)  # type: ignore[index]
+
+
+def test_row_message_errors_read_as_before() -> None:
+    update = next(m for m in ROWS if m[:1] == b"U")
+    cases = {
+        update[:3]: "malformed or truncated pgoutput message: error",
+        update[:5] + b"X": "update without a new tuple",
+        b"I" + update[1:5] + b"O": "insert without a new tuple",
+        b"D" + update[1:5] + b"N": "delete without an old tuple",
+        update + b"\x00\x00": "2 unexpected trailing bytes after pgoutput message",
+    }
+    for buf, message in cases.items():
+        with pytest.raises(DecodeError) as exc:
+            decoder.decode_message(buf)
+        assert str(exc.value) == message
