@@ -14,7 +14,8 @@ import base64
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 import orjson
@@ -23,7 +24,7 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from .pgoutput.decoder import changed_names, has_unchanged
+from .pgoutput.decoder import SPEEDUPS, changed_names, has_unchanged
 from .pgoutput.messages import UNCHANGED_TOAST, RawValue, Relation
 
 #: Oids below this are built in; above it are user types (enums, domains, composites).
@@ -62,6 +63,7 @@ class RowShape:
         "_json_fn",
         "_text",
         "index",
+        "key_of",
         "names",
         "primary_key",
         "relation",
@@ -80,6 +82,10 @@ class RowShape:
             # Under REPLICA IDENTITY FULL every column is flagged; that is no key at all.
             primary_key = flagged if len(flagged) < len(self.names) else self.names
         self.primary_key: tuple[str, ...] = tuple(n for n in primary_key if n in self.index)
+        # key_of(values): the primary-key values of a row's raw values, as a tuple.
+        self.key_of: Callable[[tuple[RawValue, ...]], tuple[RawValue, ...]] = _key_getter(
+            tuple(self.index[n] for n in self.primary_key)
+        )
         self._text: list[Loader | None] = [None] * len(self.names)
         self._binary: list[Loader | None] = [None] * len(self.names)
         self._json: tuple[JsonConverter, ...] | None = None
@@ -118,9 +124,15 @@ class RowShape:
             self._json_fn = env["to_json"]
         return self._json_fn
 
-    def key_of(self, values: tuple[RawValue, ...]) -> tuple[RawValue, ...]:
-        index = self.index
-        return tuple(values[index[n]] for n in self.primary_key)
+
+def _key_getter(positions: tuple[int, ...]) -> Callable[[tuple[RawValue, ...]], tuple[RawValue, ...]]:
+    # itemgetter is compiled, but returns a bare value for a single position.
+    if len(positions) >= 2:
+        return itemgetter(*positions)
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda values: (values[only],)
+    return lambda values: ()
 
 
 class Row(Mapping[str, Any]):
@@ -252,8 +264,33 @@ class Row(Mapping[str, Any]):
 
 _MISSING: Final = object()
 
+# The compiled base of JsonRowView, when the extension is built (CDC_NO_SPEEDUPS: the twin).
+_RowReader: type | None = None
+if SPEEDUPS:
+    from .pgoutput import _speedups
 
-class JsonRowView(Mapping[str, Any]):
+    _speedups.configure_json(orjson.Fragment, orjson.loads)
+    _RowReader = _speedups.RowReader
+
+
+class _JsonRowViewMixin(Mapping[str, Any]):
+    """What both JsonRowView implementations share: iteration and conversion."""
+
+    __slots__ = ()
+    row: Row
+
+    def __iter__(self) -> Iterator[str]:
+        row = self.row
+        return (n for n, v in zip(row.shape.names, row.data, strict=True) if v is not UNCHANGED_TOAST)
+
+    def __len__(self) -> int:
+        return sum(1 for v in self.row.data if v is not UNCHANGED_TOAST)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {n: self[n] for n in self}
+
+
+class _PyJsonRowView(_JsonRowViewMixin):
     """A Row read in canonical JSON forms; unknown (unchanged-TOAST) columns are absent."""
 
     __slots__ = ("row",)
@@ -288,19 +325,22 @@ class JsonRowView(Mapping[str, Any]):
             return orjson.loads(raw)  # type: ignore[arg-type]
         return conv(raw)  # type: ignore[arg-type]
 
-    def __iter__(self) -> Iterator[str]:
-        row = self.row
-        return (n for n, v in zip(row.shape.names, row.data, strict=True) if v is not UNCHANGED_TOAST)
-
-    def __len__(self) -> int:
-        return sum(1 for v in self.row.data if v is not UNCHANGED_TOAST)
-
     def __contains__(self, name: object) -> bool:
         i = self.row.shape.index.get(name)  # type: ignore[call-overload]
         return i is not None and self.row.data[i] is not UNCHANGED_TOAST
 
-    def to_dict(self) -> dict[str, Any]:
-        return {n: self[n] for n in self}
+
+if TYPE_CHECKING or _RowReader is None:
+    JsonRowView = _PyJsonRowView
+else:
+
+    class JsonRowView(_RowReader, _JsonRowViewMixin):  # type: ignore[misc]
+        """A Row read in canonical JSON forms; unknown (unchanged-TOAST) columns are absent.
+
+        ``get``, ``[]`` and ``in`` are compiled (cdc/pgoutput/_speedups.c); derivers read a few
+        columns of every row change through them. ``_PyJsonRowView`` is the pure-Python twin."""
+
+        __slots__ = ()
 
 
 # --- canonical JSON forms -------------------------------------------------------------

@@ -16,6 +16,10 @@
  *       a whole row message, exactly as decode_message's Python handlers decode it (the
  *       classes are given to configure_rows()): one call instead of five Python frames.
  *
+ *   RowReader(row), configure_json(orjson.Fragment, orjson.loads)
+ *       the compiled base of cdc.values.JsonRowView: get(name, default), [name] and `in`,
+ *       with the row's index, values and converters taken once when the view is made.
+ *
  *   has_unchanged(values) -> bool
  *       whether the unchanged-TOAST marker is one of the values (identity only).
  *
@@ -370,7 +374,236 @@ has_unchanged(PyObject *self, PyObject *values)
     Py_RETURN_FALSE;
 }
 
+/* --- RowReader: the compiled base of cdc.values.JsonRowView ---------------------------------- */
+
+static PyObject *json_fragment = NULL, *json_loads = NULL; /* orjson.Fragment, orjson.loads */
+static PyObject *str_shape, *str_index, *str_data, *str_mask, *str_json_attr, *str_json_converters, *str_json;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *row;
+    PyObject *index;      /* row.shape.index: name -> position */
+    PyObject *data;       /* row.data */
+    PyObject *converters; /* row.shape.json_converters() */
+    PyObject *mask;       /* row.mask, or NULL when it is 0 (no binary columns) */
+} RowReaderObject;
+
+static int
+RowReader_init(RowReaderObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *row;
+    if (!PyArg_ParseTuple(args, "O:JsonRowView", &row))
+        return -1;
+    if (json_loads == NULL || unchanged_marker == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RowReader before configure() and configure_json()");
+        return -1;
+    }
+    PyObject *shape = PyObject_GetAttr(row, str_shape);
+    if (shape == NULL)
+        return -1;
+    PyObject *index = PyObject_GetAttr(shape, str_index);
+    PyObject *converters = index ? PyObject_GetAttr(shape, str_json_attr) : NULL;
+    if (converters == Py_None) {
+        Py_SETREF(converters, PyObject_CallMethodNoArgs(shape, str_json_converters));
+    }
+    Py_DECREF(shape);
+    PyObject *data = converters ? PyObject_GetAttr(row, str_data) : NULL;
+    PyObject *mask = data ? PyObject_GetAttr(row, str_mask) : NULL;
+    if (mask == NULL || !PyDict_Check(index) || !PyTuple_Check(converters) || !PyTuple_Check(data) ||
+        !PyLong_Check(mask) || PyTuple_GET_SIZE(converters) != PyTuple_GET_SIZE(data)) {
+        if (mask != NULL)
+            PyErr_SetString(PyExc_TypeError, "JsonRowView(row): not a Row");
+        Py_XDECREF(index);
+        Py_XDECREF(converters);
+        Py_XDECREF(data);
+        Py_XDECREF(mask);
+        return -1;
+    }
+    int zero = PyObject_Not(mask);
+    if (zero)
+        Py_CLEAR(mask);
+    Py_XSETREF(self->row, Py_NewRef(row));
+    Py_XSETREF(self->index, index);
+    Py_XSETREF(self->converters, converters);
+    Py_XSETREF(self->data, data);
+    Py_XSETREF(self->mask, mask);
+    return 0;
+}
+
+/* The column's JSON value; `missing` (borrowed) when it is not a column or unknown. */
+static PyObject *
+reader_get(RowReaderObject *self, PyObject *name, PyObject *missing)
+{
+    if (self->index == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "JsonRowView not initialised");
+        return NULL;
+    }
+    PyObject *at = PyDict_GetItemWithError(self->index, name);
+    if (at == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(missing); /* unhashable: TypeError, as dict.get */
+    Py_ssize_t i = PyLong_AsSsize_t(at);
+    if (i < 0 || i >= PyTuple_GET_SIZE(self->data)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_IndexError, "column position out of range");
+        return NULL;
+    }
+    PyObject *raw = PyTuple_GET_ITEM(self->data, i);
+    if (raw == Py_None)
+        Py_RETURN_NONE;
+    if (raw == unchanged_marker)
+        return Py_NewRef(missing);
+    if (self->mask != NULL) {
+        PyObject *shifted = PyNumber_Rshift(self->mask, at);
+        if (shifted == NULL)
+            return NULL;
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *bit = one ? PyNumber_And(shifted, one) : NULL;
+        Py_DECREF(shifted);
+        Py_XDECREF(one);
+        if (bit == NULL)
+            return NULL;
+        int set = PyObject_IsTrue(bit);
+        Py_DECREF(bit);
+        if (set < 0)
+            return NULL;
+        if (set)
+            return PyObject_CallMethodOneArg(self->row, str_json, name);
+    }
+    PyObject *conv = PyTuple_GET_ITEM(self->converters, i);
+    if (conv == Py_None) {
+        if (!PyBytes_Check(raw)) {
+            PyErr_SetString(PyExc_TypeError, "a text column's raw value is bytes");
+            return NULL;
+        }
+        return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+    }
+    if (conv == json_fragment)
+        return PyObject_CallOneArg(json_loads, raw);
+    return PyObject_CallOneArg(conv, raw);
+}
+
+static PyObject *
+RowReader_get(RowReaderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(name, default=None)");
+        return NULL;
+    }
+    return reader_get(self, args[0], nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+RowReader_subscript(RowReaderObject *self, PyObject *name)
+{
+    PyObject *value = reader_get(self, name, unchanged_marker); /* the marker is never a value */
+    if (value == unchanged_marker) {
+        Py_DECREF(value);
+        PyErr_SetObject(PyExc_KeyError, name);
+        return NULL;
+    }
+    return value;
+}
+
+static int
+RowReader_contains(RowReaderObject *self, PyObject *name)
+{
+    if (self->index == NULL)
+        return 0;
+    PyObject *at = PyDict_GetItemWithError(self->index, name);
+    if (at == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t i = PyLong_AsSsize_t(at);
+    if (i < 0 || i >= PyTuple_GET_SIZE(self->data))
+        return PyErr_Occurred() ? -1 : 0;
+    return PyTuple_GET_ITEM(self->data, i) != unchanged_marker;
+}
+
+static PyObject *
+RowReader_get_row(RowReaderObject *self, void *closure)
+{
+    if (self->row == NULL)
+        Py_RETURN_NONE;
+    return Py_NewRef(self->row);
+}
+
+static int
+RowReader_traverse(RowReaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->row);
+    Py_VISIT(self->index);
+    Py_VISIT(self->data);
+    Py_VISIT(self->converters);
+    Py_VISIT(self->mask);
+    return 0;
+}
+
+static int
+RowReader_clear(RowReaderObject *self)
+{
+    Py_CLEAR(self->row);
+    Py_CLEAR(self->index);
+    Py_CLEAR(self->data);
+    Py_CLEAR(self->converters);
+    Py_CLEAR(self->mask);
+    return 0;
+}
+
+static void
+RowReader_dealloc(RowReaderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    RowReader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef RowReader_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))RowReader_get, METH_FASTCALL,
+     "get(name, default=None): the column's JSON value; default when it is no column or unknown"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef RowReader_getset[] = {
+    {"row", (getter)RowReader_get_row, NULL, "the Row read", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMappingMethods RowReader_as_mapping = {
+    .mp_subscript = (binaryfunc)RowReader_subscript,
+};
+
+static PySequenceMethods RowReader_as_sequence = {
+    .sq_contains = (objobjproc)RowReader_contains,
+};
+
+static PyTypeObject RowReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cdc.pgoutput._speedups.RowReader",
+    .tp_basicsize = sizeof(RowReaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Compiled reads of cdc.values.JsonRowView (get, [], in).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RowReader_init,
+    .tp_dealloc = (destructor)RowReader_dealloc,
+    .tp_traverse = (traverseproc)RowReader_traverse,
+    .tp_clear = (inquiry)RowReader_clear,
+    .tp_methods = RowReader_methods,
+    .tp_getset = RowReader_getset,
+    .tp_as_mapping = &RowReader_as_mapping,
+    .tp_as_sequence = &RowReader_as_sequence,
+};
+
+static PyObject *
+configure_json(PyObject *self, PyObject *args)
+{
+    PyObject *fragment, *loads;
+    if (!PyArg_ParseTuple(args, "OO", &fragment, &loads))
+        return NULL;
+    Py_XSETREF(json_fragment, Py_NewRef(fragment));
+    Py_XSETREF(json_loads, Py_NewRef(loads));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"configure_json", configure_json, METH_VARARGS, "configure_json(orjson.Fragment, orjson.loads)"},
     {"configure_rows", configure_rows, METH_VARARGS, "configure_rows(TupleData, Insert, Update, Delete)"},
     {"decode_row", decode_row, METH_O, "decode_row(buf) -> Insert | Update | Delete"},
     {"has_unchanged", has_unchanged, METH_O, "has_unchanged(values) -> whether the unchanged-TOAST marker is among them"},
@@ -383,11 +616,27 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_speedups", "Compiled hot loops of the pgoutput decoder.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_speedups", "Compiled hot loops of the pgoutput decoder and of row reads.", -1,
+    methods,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&RowReaderType) < 0)
+        return NULL;
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {{&str_shape, "shape"},   {&str_index, "index"}, {&str_data, "data"},
+                 {&str_mask, "mask"},     {&str_json_attr, "_json"},
+                 {&str_json_converters, "json_converters"}, {&str_json, "json"}};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        if ((*names[k].slot = PyUnicode_InternFromString(names[k].text)) == NULL)
+            return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "RowReader", (PyObject *)&RowReaderType) < 0)
+        Py_CLEAR(m);
+    return m;
 }

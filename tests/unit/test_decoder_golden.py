@@ -179,3 +179,50 @@ def test_row_view_reads_equal_row_json() -> None:
                 assert view.get(name) == expected and view[name] == expected
                 seen += 1
     assert seen > 50
+
+
+def test_compiled_row_view_equals_its_python_twin() -> None:
+    """The compiled JsonRowView and _PyJsonRowView answer every read alike: get with and
+    without a default, [] (KeyError for unknown and missing names), in, iteration, len and
+    to_dict, on every golden row image, text and binary."""
+    import pytest
+
+    from cdc.pgoutput import decoder
+    from cdc.values import JsonRowView, _PyJsonRowView
+
+    if not decoder.SPEEDUPS:
+        pytest.skip("the C extension is not built")
+    assert JsonRowView is not _PyJsonRowView
+
+    def answers(view: object, names: list[object]) -> list[object]:
+        out: list[object] = []
+        reads = (
+            lambda n: view.get(n),  # type: ignore[attr-defined]
+            lambda n: view.get(n, "absent"),  # type: ignore[attr-defined]
+            lambda n: view[n],  # type: ignore[index]
+            lambda n: n in view,  # type: ignore[operator]
+        )
+        for name in names:
+            for read in reads:
+                try:
+                    out.append(("ok", read(name)))
+                except Exception as exc:  # the same exception type, for the same reads
+                    out.append(("raised", type(exc)))
+        out += [list(view), len(view), view.to_dict(), dict(view.items())]  # type: ignore[attr-defined]
+        return out
+
+    asm = Assembler({"public.golden": ("id",), "public.keyed": ("id",)})
+    dec = Decoder()
+    rows = 0
+    for h in GOLDEN["text"] + GOLDEN["binary"]:
+        tx = asm.feed(dec.decode(bytes.fromhex(h)))
+        if tx is None:
+            continue
+        for row in (r for c in tx.changes for r in (c.before, c.after) if r is not None):
+            names: list[object] = [*row.shape.names, "no_such_column", ["unhashable"]]
+            assert answers(JsonRowView(row), names) == answers(_PyJsonRowView(row), names)
+            assert JsonRowView(row).row is row
+            rows += 1
+    assert rows > 10
+    with pytest.raises(AttributeError):  # not a Row
+        JsonRowView(object())  # type: ignore[arg-type]
