@@ -101,6 +101,7 @@ TRACKED_COLUMNS: Final = (
 )
 
 _tuple_new: Final = tuple.__new__
+_UNSEEN: Final = object()
 if len(EventDraft._fields) != 7 or len(Derived._fields) != 3:  # TicketTx.add builds them positionally
     raise ImportError("derivers.tickets: EventDraft or Derived changed shape; update TicketTx.add")
 
@@ -144,6 +145,7 @@ class TicketTx:
 
     __slots__ = (
         "_audit",
+        "_closed",
         "audit_changes",
         "comments",
         "mirrors",
@@ -172,6 +174,7 @@ class TicketTx:
         self.mirrors: list[Change] = []
         self.audit_changes: list[Change] = []
         self._audit: dict[tuple[str, str], Image] | None = None
+        self._closed: dict[tuple[str, str], bool | None] = {}
         buckets = {
             TICKETS: self.tickets,
             COMMENTS: self.comments,
@@ -216,10 +219,13 @@ class TicketTx:
         """``statuses.is_closed`` as of this transaction; None when the status is unknown."""
         if status_id is None:
             return None
-        row = self.state.get(STATUSES, (tenant, status_id))
-        if row is None:
-            return None
-        return bool(row.get("is_closed"))
+        # The state view does not change while the transaction is derived: remember the answer.
+        key = (tenant, status_id)
+        closed = self._closed.get(key, _UNSEEN)
+        if closed is _UNSEEN:
+            row = self.state.get(STATUSES, key)
+            closed = self._closed[key] = None if row is None else bool(row.get("is_closed"))
+        return closed  # type: ignore[return-value]
 
     # --- output -------------------------------------------------------------------------------
 
@@ -389,9 +395,12 @@ class TicketUpdate:
         ticket_id = self.ticket_id = after["ticket_id"]
         changed = self.changed = change.changed_columns()
         tracked = changed & _TRACKED
-        edited = self.edited = (
-            sorted(tracked, key=_TRACKED_ORDER.__getitem__) if len(tracked) > 1 else [*tracked]
-        )
+        if len(tracked) == 2:  # the common edit (status and assignee, say): no sort call
+            first, second = tracked
+            edited = [first, second] if _TRACKED_ORDER[first] < _TRACKED_ORDER[second] else [second, first]
+        else:
+            edited = sorted(tracked, key=_TRACKED_ORDER.__getitem__) if tracked else []
+        self.edited = edited
         # The edited columns' values, read once (image reads convert on every access).
         old: dict[str, Any] = {}
         new: dict[str, Any] = {}
@@ -557,12 +566,13 @@ def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:
     assignment, an assignment over an edit; bookkeeping-only updates get none."""
     edited, old, new = u.edited, u.old, u.new
     common: dict[str, Any] = {}
+    changes: dict[str, dict[str, Any]] = {}
     if edited:
-        common["updatedFields"] = edited
         # A loop, not a comprehension: one frame fewer per update (3.11 comprehensions are functions).
-        changes = common["changes"] = {}
         for col in edited:
             changes[col] = {"previous": old[col], "new": new[col]}
+        common["updatedFields"] = edited
+        common["changes"] = changes
     acting_user = u.actor.get("actorUserId")
 
     if u.closing:
@@ -582,7 +592,10 @@ def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:
         payload["newAssigneeId"] = new_user
         payload["newAssigneeType"] = "user"
         payload["assignedAt"] = ctx.occurred_at
-        u.add(ctx, "TICKET_ASSIGNED", payload | common if common else payload)
+        if edited:
+            payload["updatedFields"] = edited
+            payload["changes"] = changes
+        u.add(ctx, "TICKET_ASSIGNED", payload)
     if new_team is not None:
         old_team = old["assigned_team_id"]
         payload = {**u.base, "ticketId": u.ticket_id}
@@ -594,7 +607,10 @@ def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:
         payload["newAssigneeId"] = new_team
         payload["newAssigneeType"] = "team"
         payload["assignedAt"] = ctx.occurred_at
-        u.add(ctx, "TICKET_ASSIGNED", payload | common if common else payload, discriminator="team")
+        if edited:
+            payload["updatedFields"] = edited
+            payload["changes"] = changes
+        u.add(ctx, "TICKET_ASSIGNED", payload, discriminator="team")
     if new_user is None and new_team is None and edited:
         updated = fields(ticketId=u.ticket_id, updatedByUserId=acting_user)
         u.emit(ctx, "TICKET_UPDATED", updated | common)
