@@ -19,6 +19,11 @@
  *       str(uuid5(namespace, key)): SHA-1 of namespace + UTF-8 key, version 5, RFC 4122
  *       variant, lower-case hyphenated text.
  *
+ *   configure_json(orjson.dumps, orjson.OPT_SORT_KEYS) / envelope_json(id, event_type,
+ *   timestamp, payload, key, schema_ref, source_json)
+ *       the envelope's byte-stable JSON with only the payload handed to orjson, or None when
+ *       a text field would need escaping (the caller then serialises the whole with orjson).
+ *
  *   configure_envelopes(types, tenants, valid_timestamps, envelope_class) / envelope(draft,
  *   source, lsn_text)
  *       the whole of catalog.envelope.build_envelope for the common change-driven draft, or
@@ -654,7 +659,131 @@ done:
     return result;
 }
 
+/* --- the envelope's JSON ------------------------------------------------------------------- */
+
+static PyObject *json_dumps = NULL, *json_option = NULL; /* orjson.dumps, OPT_SORT_KEYS */
+static PyObject *json_kwnames = NULL;                     /* ("option",) */
+
+/* Text that needs no JSON escaping and is ASCII: written between quotes as it is. */
+static int
+json_plain(PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v))
+        return 0;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(v);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+static char *
+put(char *out, const char *text, Py_ssize_t n)
+{
+    memcpy(out, text, (size_t)n);
+    return out + n;
+}
+
+static char *
+put_text(char *out, PyObject *v)
+{
+    *out++ = '"';
+    out = put(out, (const char *)PyUnicode_1BYTE_DATA(v), PyUnicode_GET_LENGTH(v));
+    *out++ = '"';
+    return out;
+}
+
+/* envelope_json(id, event_type, timestamp, payload, key, schema_ref, source_json) -> bytes,
+ * the bytes orjson writes for the envelope dict with sorted keys (its seven keys are in that
+ * order already, so only the payload is handed to orjson); None when a text field would need
+ * escaping (the caller then asks orjson for the whole). */
+static PyObject *
+envelope_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "envelope_json(id, event_type, timestamp, payload, key, schema_ref, source)");
+        return NULL;
+    }
+    if (json_dumps == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_json() first");
+        return NULL;
+    }
+    PyObject *id = args[0], *event_type = args[1], *timestamp = args[2], *payload = args[3];
+    PyObject *key = args[4], *schema_ref = args[5], *source = args[6];
+    if (!json_plain(id) || !json_plain(event_type) || !json_plain(timestamp) || !json_plain(key) ||
+        !json_plain(schema_ref) || !PyBytes_CheckExact(source))
+        Py_RETURN_NONE;
+    PyObject *dump_args[2] = {payload, json_option};
+    PyObject *body = PyObject_Vectorcall(json_dumps, dump_args, 1, json_kwnames);
+    if (body == NULL)
+        return NULL;
+    if (!PyBytes_CheckExact(body)) {
+        Py_DECREF(body);
+        PyErr_SetString(PyExc_TypeError, "orjson.dumps returned no bytes");
+        return NULL;
+    }
+    static const char k_event[] = "{\"eventType\":", k_id[] = ",\"id\":", k_key[] = ",\"idempotencyKey\":",
+                      k_payload[] = ",\"payload\":", k_ref[] = ",\"payloadSchemaRef\":", k_source[] = ",\"source\":",
+                      k_time[] = ",\"timestamp\":";
+    Py_ssize_t size = (Py_ssize_t)(sizeof k_event + sizeof k_id + sizeof k_key + sizeof k_payload + sizeof k_ref +
+                                   sizeof k_source + sizeof k_time - 7) +
+                      PyUnicode_GET_LENGTH(event_type) + PyUnicode_GET_LENGTH(id) + PyUnicode_GET_LENGTH(key) +
+                      PyUnicode_GET_LENGTH(schema_ref) + PyUnicode_GET_LENGTH(timestamp) + 10 +
+                      PyBytes_GET_SIZE(body) + PyBytes_GET_SIZE(source) + 1;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    char *p = PyBytes_AS_STRING(out);
+    p = put(p, k_event, sizeof k_event - 1);
+    p = put_text(p, event_type);
+    p = put(p, k_id, sizeof k_id - 1);
+    p = put_text(p, id);
+    p = put(p, k_key, sizeof k_key - 1);
+    p = put_text(p, key);
+    p = put(p, k_payload, sizeof k_payload - 1);
+    p = put(p, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body));
+    p = put(p, k_ref, sizeof k_ref - 1);
+    p = put_text(p, schema_ref);
+    p = put(p, k_source, sizeof k_source - 1);
+    p = put(p, PyBytes_AS_STRING(source), PyBytes_GET_SIZE(source));
+    p = put(p, k_time, sizeof k_time - 1);
+    p = put_text(p, timestamp);
+    *p++ = '}';
+    Py_DECREF(body);
+    if (p - PyBytes_AS_STRING(out) != size) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_SystemError, "envelope_json: size mismatch");
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *
+configure_json(PyObject *self, PyObject *args)
+{
+    PyObject *dumps, *option;
+    if (!PyArg_ParseTuple(args, "OO", &dumps, &option))
+        return NULL;
+    /* interned: orjson matches keyword names by identity */
+    PyObject *name = PyUnicode_InternFromString("option");
+    PyObject *kwnames = name ? PyTuple_Pack(1, name) : NULL;
+    Py_XDECREF(name);
+    if (kwnames == NULL)
+        return NULL;
+    Py_XSETREF(json_kwnames, kwnames);
+    Py_XSETREF(json_dumps, Py_NewRef(dumps));
+    Py_XSETREF(json_option, Py_NewRef(option));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"configure_json", configure_json, METH_VARARGS, "configure_json(orjson.dumps, orjson.OPT_SORT_KEYS)"},
+    {"envelope_json", (PyCFunction)(void (*)(void))envelope_json, METH_FASTCALL,
+     "envelope_json(id, event_type, timestamp, payload, key, schema_ref, source_json) -> bytes or None"},
     {"set_namespace", set_namespace, METH_O, "set_namespace(bytes16): the uuid5 namespace of event_id."},
     {"event_id", event_id, METH_O, "event_id(key) -> str(uuid5(namespace, key))."},
     {"configure_envelopes", configure_envelopes, METH_VARARGS,

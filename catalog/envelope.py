@@ -193,6 +193,18 @@ class Envelope:
 
     def to_json_bytes(self) -> bytes:
         """Byte-stable JSON: the same event always serialises to the same bytes."""
+        if _envelope_json is not None:
+            out: bytes | None = _envelope_json(
+                self.id,
+                self.event_type,
+                self.timestamp,
+                self.payload,
+                self.idempotency_key,
+                self.payload_schema_ref,
+                _source_serialised(self.source)[2],
+            )
+            if out is not None:
+                return out
         return orjson.dumps(self._with_source(_source_json(self.source)), option=orjson.OPT_SORT_KEYS)
 
     def _with_source(self, source: Any) -> dict[str, Any]:
@@ -228,18 +240,22 @@ class Envelope:
         )
 
 
-_last_source_json: tuple[Source, orjson.Fragment] | None = None
+_last_source_json: tuple[Source, orjson.Fragment, bytes] | None = None
 
 
 def _source_json(source: Source) -> orjson.Fragment:
+    return _source_serialised(source)[1]
+
+
+def _source_serialised(source: Source) -> tuple[Source, orjson.Fragment, bytes]:
     # The events of a transaction share one Source: serialise it (keys sorted) once.
     global _last_source_json
     last = _last_source_json
     if last is not None and last[0] is source:
-        return last[1]
-    fragment = orjson.Fragment(orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS))
-    _last_source_json = (source, fragment)
-    return fragment
+        return last
+    raw = orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS)
+    last = _last_source_json = (source, orjson.Fragment(raw), raw)
+    return last
 
 
 # --- keys and ids ----------------------------------------------------------------------------
@@ -775,5 +791,7 @@ def build_envelope(
 # compiled (the general path adds it on first use), a tenant seen before, uuid subject text.
 _FAST_TYPES: dict[str, tuple[Any, str]] = {}
 _fast_envelope = _speedups.envelope if _speedups is not None else None
+_envelope_json = _speedups.envelope_json if _speedups is not None else None
 if _speedups is not None:
     _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)
+    _speedups.configure_json(orjson.dumps, orjson.OPT_SORT_KEYS)

@@ -300,3 +300,31 @@ def _fields(model: type) -> list[Any]:
 
 def _inner(schema: Any) -> Any:
     return schema["schema"] if schema["type"] == "default" else schema
+
+
+@pytest.mark.parametrize(
+    "discriminator", [None, "team", 'a"b', "back\\slash", "tab\there", "caf\u00e9", "x\u2028y"]
+)
+def test_envelope_json_equals_orjson_of_the_envelope(discriminator: str | None) -> None:
+    """The compiled writer's bytes are orjson's for the whole envelope dict, keys sorted; text
+    that would need escaping (or is not ASCII) goes to orjson whole."""
+    import orjson
+
+    when = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    checked = 0
+    for event_type in sorted(REGISTRY):
+        payload = example(event_type)
+        payload["zzNested"] = {"b": [1, 2.5, None, True], "a": '\u00e9\n"', "c": {"z": 1, "y": 2}}
+        draft = EventDraft(event_type, payload["tenantId"], LOWER, payload, discriminator)
+        env = build_envelope(draft, slot="s", lsn=7 << 32 | 5, xid=3, commit_time=when, table="public.t")
+        expected = orjson.dumps(
+            env._with_source(envelope._source_json(env.source)), option=orjson.OPT_SORT_KEYS
+        )
+        assert env.to_json_bytes() == expected
+        checked += 1
+    assert checked == len(REGISTRY)
+    plain = discriminator is None or discriminator == "team"
+    env_json = envelope._envelope_json
+    assert env_json is not None
+    answered = env_json("i", "T", "t", {}, "k" if plain else f"k:{discriminator}", "r", b"{}")
+    assert (answered is not None) == plain
