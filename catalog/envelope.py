@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -693,6 +693,12 @@ _PLAN_CONFIG = frozenset({"title", "extra_fields_behavior", "allow_inf_nan", "fr
 _last_source: tuple[tuple[Any, ...], Source] | None = None
 
 
+def envelope_source(slot: str, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool) -> Source:
+    """The :class:`Source` of the events of one transaction's change to ``table`` (remembered
+    for the last transaction: its events share it)."""
+    return _source(slot, lsn, xid, commit_time, table, timer)
+
+
 def _source(slot: str, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool) -> Source:
     # The events of one transaction share their source: build it once (Source is frozen).
     global _last_source
@@ -791,6 +797,10 @@ def build_envelope(
 # compiled (the general path adds it on first use), a tenant seen before, uuid subject text.
 _FAST_TYPES: dict[str, tuple[Any, str]] = {}
 _fast_envelope = _speedups.envelope if _speedups is not None else None
+fast_envelope: Callable[[EventDraft, Source, str], Envelope | None] | None = _fast_envelope
+"""``fast_envelope(draft, source, source.lsn)``: the compiled builder for the common change-driven
+draft, or None where it does not apply (then :func:`build_envelope`, which also names every
+error); None itself without the compiled speedups. ``source`` comes from :func:`envelope_source`."""
 _envelope_json = _speedups.envelope_json if _speedups is not None else None
 if _speedups is not None:
     _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)
