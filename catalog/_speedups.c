@@ -31,6 +31,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -534,6 +535,8 @@ static PyObject *env_types = NULL;   /* event type -> (Plan, payload schema ref)
 static PyObject *env_tenants = NULL; /* tenant as given -> canonical text (catalog.envelope._TENANTS) */
 static PyObject *env_valid_ts = NULL;
 static PyObject *env_class = NULL;
+static Py_ssize_t env_offsets[7]; /* the slots of Envelope's fields, when env_direct */
+static int env_direct = 0;
 
 static PyObject *
 configure_envelopes(PyObject *self, PyObject *args)
@@ -542,11 +545,54 @@ configure_envelopes(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!O!O", &PyDict_Type, &types, &PyDict_Type, &tenants, &PyDict_Type,
                           &valid_ts, &cls))
         return NULL;
+    /* The class's seven fields, in its __init__ order, as object slots: an envelope is then
+     * filled in directly rather than through the dataclass's Python __init__. Any other
+     * layout (not slotted, other fields) is built by calling the class. */
+    static const char *names[7] = {"id",       "event_type",         "timestamp", "payload",
+                                   "idempotency_key", "payload_schema_ref", "source"};
+    int direct = PyType_Check(cls);
+    PyObject *init_fields = direct ? PyObject_GetAttrString(cls, "__dataclass_fields__") : NULL;
+    if (init_fields == NULL) {
+        PyErr_Clear();
+        direct = 0;
+    } else {
+        direct = PyDict_Check(init_fields) && PyDict_GET_SIZE(init_fields) == 7;
+        Py_DECREF(init_fields);
+    }
+    for (int k = 0; k < 7 && direct; k++) {
+        PyObject *descr = PyDict_GetItemString(((PyTypeObject *)cls)->tp_dict, names[k]);
+        if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) {
+            direct = 0;
+            break;
+        }
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+            direct = 0;
+            break;
+        }
+        env_offsets[k] = member->offset;
+    }
+    env_direct = direct;
     Py_XSETREF(env_types, Py_NewRef(types));
     Py_XSETREF(env_tenants, Py_NewRef(tenants));
     Py_XSETREF(env_valid_ts, Py_NewRef(valid_ts));
     Py_XSETREF(env_class, Py_NewRef(cls));
-    Py_RETURN_NONE;
+    return PyBool_FromLong(direct);
+}
+
+/* An instance of the envelope class holding the seven fields (borrowed here, referenced by it). */
+static PyObject *
+new_envelope(PyObject *const *fields)
+{
+    if (!env_direct)
+        return PyObject_Vectorcall(env_class, fields, 7, NULL);
+    PyTypeObject *cls = (PyTypeObject *)env_class;
+    PyObject *obj = cls->tp_alloc(cls, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int k = 0; k < 7; k++)
+        *(PyObject **)((char *)obj + env_offsets[k]) = Py_NewRef(fields[k]);
+    return obj;
 }
 
 static PyObject *
@@ -571,6 +617,39 @@ uuid_text(const char *key, Py_ssize_t n)
         text[j++] = hex[d[i] & 0x0F];
     }
     return PyUnicode_FromStringAndSize(text, 36);
+}
+
+/* "<type>:<tenant>:<subject>[:<discriminator>]@<lsn>": joined by hand when every part is
+ * ASCII (the common case), else by PyUnicode_FromFormat. */
+static PyObject *
+build_key(PyObject *event_type, PyObject *tenant, PyObject *subject, PyObject *discriminator, PyObject *lsn)
+{
+    PyObject *parts[4] = {event_type, tenant, subject, discriminator};
+    int n = discriminator == Py_None ? 3 : 4;
+    int ascii = PyUnicode_IS_ASCII(lsn);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(lsn) + n; /* n-1 colons and the @ */
+    for (int k = 0; k < n; k++) {
+        ascii = ascii && PyUnicode_IS_ASCII(parts[k]);
+        size += PyUnicode_GET_LENGTH(parts[k]);
+    }
+    if (!ascii) {
+        return discriminator == Py_None
+                   ? PyUnicode_FromFormat("%U:%U:%U@%U", event_type, tenant, subject, lsn)
+                   : PyUnicode_FromFormat("%U:%U:%U:%U@%U", event_type, tenant, subject, discriminator, lsn);
+    }
+    PyObject *key = PyUnicode_New(size, 127);
+    if (key == NULL)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(key);
+    for (int k = 0; k < n; k++) {
+        if (k)
+            *out++ = ':';
+        memcpy(out, PyUnicode_1BYTE_DATA(parts[k]), (size_t)PyUnicode_GET_LENGTH(parts[k]));
+        out += PyUnicode_GET_LENGTH(parts[k]);
+    }
+    *out++ = '@';
+    memcpy(out, PyUnicode_1BYTE_DATA(lsn), (size_t)PyUnicode_GET_LENGTH(lsn));
+    return key;
 }
 
 /* envelope(draft, source, lsn_text) -> Envelope, or None when the draft is not the common case
@@ -635,9 +714,7 @@ envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!PyUnicode_CheckExact(payload_tenant) || PyUnicode_Compare(payload_tenant, canonical_tenant) != 0)
         goto fallback; /* the general path names the mismatch */
-    key = discriminator == Py_None
-              ? PyUnicode_FromFormat("%U:%U:%U@%U", event_type, canonical_tenant, subject, lsn)
-              : PyUnicode_FromFormat("%U:%U:%U:%U@%U", event_type, canonical_tenant, subject, discriminator, lsn);
+    key = build_key(event_type, canonical_tenant, subject, discriminator, lsn);
     if (key == NULL)
         goto done;
     Py_ssize_t n;
@@ -648,7 +725,7 @@ envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (id == NULL)
         goto done;
     PyObject *fields[7] = {id, event_type, occurred, payload, key, PyTuple_GET_ITEM(spec, 1), source};
-    result = PyObject_Vectorcall(env_class, fields, 7, NULL);
+    result = new_envelope(fields);
     goto done;
 fallback:
     result = Py_NewRef(Py_None);

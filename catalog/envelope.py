@@ -803,5 +803,6 @@ draft, or None where it does not apply (then :func:`build_envelope`, which also 
 error); None itself without the compiled speedups. ``source`` comes from :func:`envelope_source`."""
 _envelope_json = _speedups.envelope_json if _speedups is not None else None
 if _speedups is not None:
-    _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)
+    # True: envelopes are filled in slot by slot (Envelope is a slotted dataclass of 7 fields)
+    _ENVELOPE_SLOTS = _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)
     _speedups.configure_json(orjson.dumps, orjson.OPT_SORT_KEYS)

@@ -13,6 +13,7 @@ model's (no serialisation sees it: every sink sorts keys).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -133,6 +134,10 @@ def _agree(event_type: str, payload: Any) -> bool:
     return True
 
 
+def astuple_shallow(env: envelope.Envelope) -> tuple[Any, ...]:
+    return tuple(getattr(env, f.name) for f in dataclasses.fields(env))
+
+
 def _cases_for(event_type: str) -> list[dict[str, Any]]:
     base = example(event_type)
     model = REGISTRY[event_type].model
@@ -220,6 +225,10 @@ def test_build_envelope_takes_the_fast_path_for_derived_payloads(monkeypatch: py
     def refuse(model: type) -> Any:
         raise AssertionError("pydantic was asked")
 
+    # the compiled builder fills the slotted dataclass directly; the result is an ordinary Envelope
+    assert envelope._ENVELOPE_SLOTS is True
+    assert type(first) is envelope.Envelope and first == envelope.Envelope(*astuple_shallow(first))
+    assert repr(first).startswith("Envelope(id=") and dataclasses.replace(first) == first
     monkeypatch.setattr(envelope, "payload_validator", refuse)
     monkeypatch.setattr(envelope, "_VALIDATORS", {})
     again = build_envelope(draft, slot="s", lsn=1, xid=1, commit_time=when, table="tickets")
