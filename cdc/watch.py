@@ -462,6 +462,7 @@ class Watcher:
             heartbeat.start()
             decoder = Decoder()
             assembler = Assembler(self.primary_keys)
+            feed, decode = assembler.feed, decoder.decode
             self.stream = ReplicationStream(
                 opts.dsn,
                 opts.slot,
@@ -474,10 +475,11 @@ class Watcher:
                 self.sink.keepalive = self._stream_keepalive
             last_activity = time.monotonic()
             with self.stream as stream:
-                while not stop.stopped:
+                done = False
+                while not done and not stop.stopped:
                     pending = self._batch.transactions > 0
-                    data = stream.read(0.0 if pending else 0.5)
-                    if data is None:
+                    messages = stream.read_batch(0.0 if pending else 0.5)
+                    if not messages:
                         if pending:
                             self.flush()
                             heartbeat.wake_at(self.timers.next_due())
@@ -496,22 +498,24 @@ class Watcher:
                         if opts.idle_exit is not None and time.monotonic() - last_activity >= opts.idle_exit:
                             break
                         continue
-                    tx = assembler.feed(decoder.decode(data))
-                    if tx is None:
-                        continue
-                    if tx.end_lsn <= self.checkpoint:
-                        continue  # delivered before a crash that came ahead of the confirmation
-                    if tx.changes:
-                        last_activity = time.monotonic()
-                    if self._batch.transactions == 0:
-                        self._batch_started = time.monotonic()
-                    self.process(tx)
-                    if self._batch_full():
-                        self.flush()
-                        heartbeat.wake_at(self.timers.next_due())
-                    if target is not None and tx.end_lsn >= target:
-                        self.flush()
-                        break
+                    for data in messages:
+                        tx = feed(decode(data))
+                        if tx is None:
+                            continue
+                        if tx.end_lsn <= self.checkpoint:
+                            continue  # delivered before a crash that came ahead of the confirmation
+                        if tx.changes:
+                            last_activity = time.monotonic()
+                        if self._batch.transactions == 0:
+                            self._batch_started = time.monotonic()
+                        self.process(tx)
+                        if self._batch_full():
+                            self.flush()
+                            heartbeat.wake_at(self.timers.next_due())
+                        if target is not None and tx.end_lsn >= target:
+                            self.flush()
+                            done = True
+                            break
                 self.flush()
         finally:
             if heartbeat is not None:
