@@ -198,6 +198,296 @@ bad:
     return NULL;
 }
 
+/* --- Values: a row image's values, made into objects only when read --------------------------
+ *
+ * decode_row keeps each row image as offsets into the message's bytes: a 52-column UPDATE
+ * carries 104 values of which derivers read a handful, and making (and freeing) a bytes object
+ * for each was a large share of the per-change cost. A Values behaves as the tuple it stands
+ * for: len, [i] (the same object on every read), iteration, == with tuples and other Values,
+ * repr; it is not hashable (nothing hashes a row image; keys are tuples of its items). */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;    /* the message bytes */
+    Py_ssize_t n;
+    Py_ssize_t *offset; /* per column: start in owner */
+    Py_ssize_t *length; /* per column: byte length, or -1 (NULL) / -2 (unchanged TOAST) */
+    PyObject **items;   /* made on first read */
+} ValuesObject;
+
+static PyTypeObject ValuesType;
+#define Values_Check(op) (Py_TYPE(op) == &ValuesType)
+
+static void
+Values_dealloc(ValuesObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        Py_XDECREF(self->items[i]);
+    PyMem_Free(self->items);
+    PyMem_Free(self->offset);
+    PyMem_Free(self->length);
+    Py_XDECREF(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+Values_length(ValuesObject *self)
+{
+    return self->n;
+}
+
+/* Borrowed: the i-th value, made on first read. */
+static PyObject *
+values_at(ValuesObject *self, Py_ssize_t i)
+{
+    PyObject *item = self->items[i];
+    if (item != NULL)
+        return item;
+    Py_ssize_t length = self->length[i];
+    if (length == -1)
+        item = Py_NewRef(Py_None);
+    else if (length == -2)
+        item = Py_NewRef(unchanged_marker);
+    else
+        item = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->owner) + self->offset[i], length);
+    self->items[i] = item;
+    return item;
+}
+
+static PyObject *
+Values_item(ValuesObject *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "row image index out of range");
+        return NULL;
+    }
+    PyObject *item = values_at(self, i);
+    return item ? Py_NewRef(item) : NULL;
+}
+
+static PyObject *
+values_tuple(ValuesObject *self)
+{
+    PyObject *out = PyTuple_New(self->n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *item = values_at(self, i);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, Py_NewRef(item));
+    }
+    return out;
+}
+
+/* 1 when values i of a and j of b are equal raw values, 0 when not (no objects made). */
+static int
+values_same(ValuesObject *a, Py_ssize_t i, ValuesObject *b, Py_ssize_t j)
+{
+    Py_ssize_t la = a->length[i], lb = b->length[j];
+    if (la != lb)
+        return 0;
+    if (la < 0)
+        return 1;
+    return memcmp(PyBytes_AS_STRING(a->owner) + a->offset[i], PyBytes_AS_STRING(b->owner) + b->offset[j],
+                  (size_t)la) == 0;
+}
+
+static PyObject *
+Values_richcompare(PyObject *a, PyObject *b, int op)
+{
+    if (op != Py_EQ && op != Py_NE)
+        Py_RETURN_NOTIMPLEMENTED;
+    if (Values_Check(a) && Values_Check(b)) {
+        ValuesObject *x = (ValuesObject *)a, *y = (ValuesObject *)b;
+        int equal = x->n == y->n;
+        for (Py_ssize_t i = 0; equal && i < x->n; i++)
+            equal = values_same(x, i, y, i);
+        return PyBool_FromLong(op == Py_EQ ? equal : !equal);
+    }
+    PyObject *mine = Values_Check(a) ? a : b, *other = Values_Check(a) ? b : a;
+    if (!PyTuple_Check(other))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *as_tuple = values_tuple((ValuesObject *)mine);
+    if (as_tuple == NULL)
+        return NULL;
+    PyObject *result = PyObject_RichCompare(as_tuple, other, op);
+    Py_DECREF(as_tuple);
+    return result;
+}
+
+static PyObject *
+Values_repr(ValuesObject *self)
+{
+    PyObject *as_tuple = values_tuple(self);
+    if (as_tuple == NULL)
+        return NULL;
+    PyObject *out = PyObject_Repr(as_tuple);
+    Py_DECREF(as_tuple);
+    return out;
+}
+
+static PyObject *
+Values_subscript(ValuesObject *self, PyObject *key)
+{
+    if (PyIndex_Check(key)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        if (i < 0)
+            i += self->n;
+        return Values_item(self, i);
+    }
+    PyObject *as_tuple = values_tuple(self); /* slices: as the tuple slices */
+    if (as_tuple == NULL)
+        return NULL;
+    PyObject *out = PyObject_GetItem(as_tuple, key);
+    Py_DECREF(as_tuple);
+    return out;
+}
+
+static PyMappingMethods Values_as_mapping = {
+    .mp_length = (lenfunc)Values_length,
+    .mp_subscript = (binaryfunc)Values_subscript,
+};
+
+static PySequenceMethods Values_as_sequence = {
+    .sq_length = (lenfunc)Values_length,
+    .sq_item = (ssizeargfunc)Values_item,
+};
+
+static PyTypeObject ValuesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cdc.pgoutput._speedups.Values",
+    .tp_basicsize = sizeof(ValuesObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A row image's raw values, made into objects when read (behaves as the tuple).",
+    .tp_dealloc = (destructor)Values_dealloc,
+    .tp_as_sequence = &Values_as_sequence,
+    .tp_as_mapping = &Values_as_mapping,
+    .tp_richcompare = Values_richcompare,
+    .tp_repr = (reprfunc)Values_repr,
+    .tp_hash = PyObject_HashNotImplemented,
+};
+
+/* One TupleData at buf[*pos] of the bytes object `owner`, as a Values; same checks and errors
+ * as split_at. */
+static PyObject *
+values_from(PyObject *owner, Py_ssize_t *pos_io, PyObject **mask_out)
+{
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(owner);
+    Py_ssize_t len = PyBytes_GET_SIZE(owner), pos = *pos_io;
+    if (pos < 0 || pos + 2 > len)
+        return fail("row image truncated: a column header runs past the end of the message");
+    Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
+    pos += 2;
+    ValuesObject *self = PyObject_New(ValuesObject, &ValuesType);
+    if (self == NULL)
+        return NULL;
+    self->owner = Py_NewRef(owner);
+    self->n = 0;
+    self->offset = PyMem_Malloc(sizeof(Py_ssize_t) * (ncols ? ncols : 1));
+    self->length = PyMem_Malloc(sizeof(Py_ssize_t) * (ncols ? ncols : 1));
+    self->items = PyMem_Calloc(ncols ? ncols : 1, sizeof(PyObject *));
+    PyObject *mask_big = NULL;
+    if (self->offset == NULL || self->length == NULL || self->items == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    unsigned long long mask_small = 0;
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        if (pos >= len) {
+            fail("row image truncated: fewer columns than its column count");
+            goto error;
+        }
+        unsigned char kind = buf[pos];
+        if (kind == 't' || kind == 'b') {
+            if (pos + 5 > len) {
+                fail("row image truncated: a column header runs past the end of the message");
+                goto error;
+            }
+            unsigned long long length = ((unsigned long long)buf[pos + 1] << 24) |
+                                        ((unsigned long long)buf[pos + 2] << 16) |
+                                        ((unsigned long long)buf[pos + 3] << 8) | buf[pos + 4];
+            pos += 5;
+            if ((unsigned long long)(len - pos) < length) {
+                fail("column value runs past the end of the message");
+                goto error;
+            }
+            self->offset[i] = pos;
+            self->length[i] = (Py_ssize_t)length;
+            pos += (Py_ssize_t)length;
+            if (kind == 'b') {
+                if (i < 64) {
+                    mask_small |= 1ULL << i;
+                } else {
+                    PyObject *one = PyLong_FromLong(1), *shift = PyLong_FromSsize_t(i), *bit = NULL;
+                    if (one && shift)
+                        bit = PyNumber_Lshift(one, shift);
+                    Py_XDECREF(one);
+                    Py_XDECREF(shift);
+                    if (bit == NULL)
+                        goto error;
+                    PyObject *merged = mask_big ? PyNumber_Or(mask_big, bit) : Py_NewRef(bit);
+                    Py_DECREF(bit);
+                    Py_XSETREF(mask_big, merged);
+                    if (mask_big == NULL)
+                        goto error;
+                }
+            }
+        } else if (kind == 'n') {
+            self->offset[i] = pos;
+            self->length[i] = -1;
+            pos += 1;
+        } else if (kind == 'u') {
+            self->offset[i] = pos;
+            self->length[i] = -2;
+            pos += 1;
+        } else {
+            char message[64];
+            snprintf(message, sizeof message, "unknown tuple column kind 0x%02x", kind);
+            fail(message);
+            goto error;
+        }
+        self->n = i + 1;
+    }
+    PyObject *mask = PyLong_FromUnsignedLongLong(mask_small);
+    if (mask != NULL && mask_big != NULL)
+        Py_SETREF(mask, PyNumber_Or(mask, mask_big));
+    Py_XDECREF(mask_big);
+    if (mask == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    *mask_out = mask;
+    *pos_io = pos;
+    return (PyObject *)self;
+error:
+    Py_XDECREF(mask_big);
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* Borrowed: item i of a tuple or a Values (i in range). */
+static PyObject *
+item_of(PyObject *values, Py_ssize_t i)
+{
+    return Values_Check(values) ? values_at((ValuesObject *)values, i) : PyTuple_GET_ITEM(values, i);
+}
+
+static Py_ssize_t
+size_of(PyObject *values)
+{
+    return Values_Check(values) ? ((ValuesObject *)values)->n : PyTuple_GET_SIZE(values);
+}
+
+static int
+is_values(PyObject *v)
+{
+    return Values_Check(v) || PyTuple_Check(v);
+}
+
 static PyObject *cls_tuple_data = NULL, *cls_insert = NULL, *cls_update = NULL, *cls_delete = NULL;
 
 static PyObject *
@@ -222,10 +512,11 @@ configure_rows(PyObject *self, PyObject *args)
 }
 
 static PyObject *
-tuple_data_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos)
+tuple_data_at(PyObject *owner, const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos)
 {
     PyObject *mask = NULL;
-    PyObject *values = split_at(buf, len, pos, &mask);
+    /* A bytes message cannot change under us: its images can stay offsets into it. */
+    PyObject *values = PyBytes_CheckExact(owner) ? values_from(owner, pos, &mask) : split_at(buf, len, pos, &mask);
     if (values == NULL)
         return NULL;
     PyObject *items[2] = {values, mask};
@@ -268,13 +559,13 @@ decode_row(PyObject *self, PyObject *arg)
             fail("insert without a new tuple");
             goto done;
         }
-        PyObject *items[2] = {PyLong_FromUnsignedLong(oid), tuple_data_at(buf, len, &pos)};
+        PyObject *items[2] = {PyLong_FromUnsignedLong(oid), tuple_data_at(arg, buf, len, &pos)};
         result = named(cls_insert, 2, items);
     } else if (kind == 'U') {
         PyObject *old = NULL, *old_kind = NULL;
         if (marker == 'K' || marker == 'O') {
             old_kind = PyUnicode_FromOrdinal(marker);
-            old = old_kind ? tuple_data_at(buf, len, &pos) : NULL;
+            old = old_kind ? tuple_data_at(arg, buf, len, &pos) : NULL;
             if (old == NULL) {
                 Py_XDECREF(old_kind);
                 goto done;
@@ -294,7 +585,7 @@ decode_row(PyObject *self, PyObject *arg)
             goto done;
         }
         PyObject *items[4] = {PyLong_FromUnsignedLong(oid), old_kind ? old_kind : Py_NewRef(Py_None),
-                              old ? old : Py_NewRef(Py_None), tuple_data_at(buf, len, &pos)};
+                              old ? old : Py_NewRef(Py_None), tuple_data_at(arg, buf, len, &pos)};
         result = named(cls_update, 4, items);
     } else if (kind == 'D') {
         if (marker != 'K' && marker != 'O') {
@@ -302,7 +593,7 @@ decode_row(PyObject *self, PyObject *arg)
             goto done;
         }
         PyObject *items[3] = {PyLong_FromUnsignedLong(oid), PyUnicode_FromOrdinal(marker),
-                              tuple_data_at(buf, len, &pos)};
+                              tuple_data_at(arg, buf, len, &pos)};
         result = named(cls_delete, 3, items);
     } else {
         PyErr_SetString(PyExc_ValueError, "decode_row() takes an Insert, Update or Delete message");
@@ -322,32 +613,41 @@ done:
 static PyObject *
 changed_names(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1]) || !PyTuple_Check(args[2])) {
+    if (nargs != 3 || !PyTuple_Check(args[0]) || !is_values(args[1]) || !is_values(args[2])) {
         PyErr_SetString(PyExc_TypeError, "changed_names(names, before, after) takes three tuples");
         return NULL;
     }
     PyObject *names = args[0], *before = args[1], *after = args[2];
     Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (PyTuple_GET_SIZE(before) != n || PyTuple_GET_SIZE(after) != n) {
+    if (size_of(before) != n || size_of(after) != n) {
         PyErr_SetString(PyExc_ValueError, "changed_names: tuples of different lengths");
         return NULL;
     }
+    int raw = Values_Check(before) && Values_Check(after); /* compare bytes where they lie */
     PyObject *out = PyFrozenSet_New(NULL);
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = PyTuple_GET_ITEM(before, i), *y = PyTuple_GET_ITEM(after, i);
-        if (x == y)
-            continue;
         int same;
-        if (PyBytes_CheckExact(x) && PyBytes_CheckExact(y)) {
-            Py_ssize_t lx = PyBytes_GET_SIZE(x);
-            same = lx == PyBytes_GET_SIZE(y) && memcmp(PyBytes_AS_STRING(x), PyBytes_AS_STRING(y), lx) == 0;
+        if (raw) {
+            same = values_same((ValuesObject *)before, i, (ValuesObject *)after, i);
         } else {
-            same = PyObject_RichCompareBool(x, y, Py_EQ);
-            if (same < 0) {
+            PyObject *x = item_of(before, i), *y = item_of(after, i);
+            if (x == NULL || y == NULL) {
                 Py_DECREF(out);
                 return NULL;
+            }
+            if (x == y) {
+                continue;
+            } else if (PyBytes_CheckExact(x) && PyBytes_CheckExact(y)) {
+                Py_ssize_t lx = PyBytes_GET_SIZE(x);
+                same = lx == PyBytes_GET_SIZE(y) && memcmp(PyBytes_AS_STRING(x), PyBytes_AS_STRING(y), lx) == 0;
+            } else {
+                same = PyObject_RichCompareBool(x, y, Py_EQ);
+                if (same < 0) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
             }
         }
         if (!same && PySet_Add(out, PyTuple_GET_ITEM(names, i)) < 0) {
@@ -363,6 +663,14 @@ changed_names(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 has_unchanged(PyObject *self, PyObject *values)
 {
+    if (Values_Check(values)) {
+        ValuesObject *v = (ValuesObject *)values;
+        for (Py_ssize_t i = 0; i < v->n; i++) {
+            if (v->length[i] == -2)
+                Py_RETURN_TRUE;
+        }
+        Py_RETURN_FALSE;
+    }
     if (!PyTuple_Check(values)) {
         PyErr_SetString(PyExc_TypeError, "has_unchanged() takes a tuple");
         return NULL;
@@ -409,8 +717,8 @@ RowReader_init(RowReaderObject *self, PyObject *args, PyObject *kwargs)
     Py_DECREF(shape);
     PyObject *data = converters ? PyObject_GetAttr(row, str_data) : NULL;
     PyObject *mask = data ? PyObject_GetAttr(row, str_mask) : NULL;
-    if (mask == NULL || !PyDict_Check(index) || !PyTuple_Check(converters) || !PyTuple_Check(data) ||
-        !PyLong_Check(mask) || PyTuple_GET_SIZE(converters) != PyTuple_GET_SIZE(data)) {
+    if (mask == NULL || !PyDict_Check(index) || !PyTuple_Check(converters) || !is_values(data) ||
+        !PyLong_Check(mask) || PyTuple_GET_SIZE(converters) != size_of(data)) {
         if (mask != NULL)
             PyErr_SetString(PyExc_TypeError, "JsonRowView(row): not a Row");
         Py_XDECREF(index);
@@ -442,12 +750,14 @@ reader_get(RowReaderObject *self, PyObject *name, PyObject *missing)
     if (at == NULL)
         return PyErr_Occurred() ? NULL : Py_NewRef(missing); /* unhashable: TypeError, as dict.get */
     Py_ssize_t i = PyLong_AsSsize_t(at);
-    if (i < 0 || i >= PyTuple_GET_SIZE(self->data)) {
+    if (i < 0 || i >= size_of(self->data)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_IndexError, "column position out of range");
         return NULL;
     }
-    PyObject *raw = PyTuple_GET_ITEM(self->data, i);
+    PyObject *raw = item_of(self->data, i);
+    if (raw == NULL)
+        return NULL;
     if (raw == Py_None)
         Py_RETURN_NONE;
     if (raw == unchanged_marker)
@@ -513,8 +823,10 @@ RowReader_contains(RowReaderObject *self, PyObject *name)
     if (at == NULL)
         return PyErr_Occurred() ? -1 : 0;
     Py_ssize_t i = PyLong_AsSsize_t(at);
-    if (i < 0 || i >= PyTuple_GET_SIZE(self->data))
+    if (i < 0 || i >= size_of(self->data))
         return PyErr_Occurred() ? -1 : 0;
+    if (Values_Check(self->data))
+        return ((ValuesObject *)self->data)->length[i] != -2;
     return PyTuple_GET_ITEM(self->data, i) != unchanged_marker;
 }
 
@@ -623,7 +935,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&RowReaderType) < 0)
+    if (PyType_Ready(&RowReaderType) < 0 || PyType_Ready(&ValuesType) < 0)
         return NULL;
     struct {
         PyObject **slot;
@@ -636,7 +948,8 @@ PyInit__speedups(void)
             return NULL;
     }
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "RowReader", (PyObject *)&RowReaderType) < 0)
+    if (m != NULL && (PyModule_AddObjectRef(m, "RowReader", (PyObject *)&RowReaderType) < 0 ||
+                      PyModule_AddObjectRef(m, "Values", (PyObject *)&ValuesType) < 0))
         Py_CLEAR(m);
     return m;
 }

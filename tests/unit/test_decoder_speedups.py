@@ -219,3 +219,42 @@ def test_row_message_errors_read_as_before() -> None:
         with pytest.raises(DecodeError) as exc:
             decoder.decode_message(buf)
         assert str(exc.value) == message
+
+
+def test_row_images_read_lazily_behave_as_their_tuples() -> None:
+    """decode_row keeps row images as offsets into the message (Values): every tuple operation
+    the pipeline uses answers as on the tuple the Python handlers build."""
+    seen = 0
+    for msg in ROWS:
+        lazy = decoder._decode_row(msg)
+        eager, _ = decoder._DISPATCH[msg[0]](msg)
+        for mine, theirs in (
+            (lazy.new if msg[:1] != b"D" else lazy.old, eager.new if msg[:1] != b"D" else eager.old),
+        ):
+            values, expected = mine.values, theirs.values
+            assert type(values).__name__ == "Values" and type(expected) is tuple
+            assert values == expected and expected == values
+            assert (values != expected) is False
+            assert len(values) == len(expected) and list(values) == list(expected)
+            assert repr(values) == repr(expected) and values[1:] == expected[1:]
+            assert values[-1] == expected[-1] and values[0] is values[0]
+            assert (UNCHANGED_TOAST in values) is (UNCHANGED_TOAST in expected)
+            assert decoder.has_unchanged(values) is decoder._py_has_unchanged(expected)
+            with pytest.raises(IndexError):
+                values[len(expected)]
+            with pytest.raises(TypeError):
+                hash(values)
+            seen += 1
+        if msg[:1] == b"U" and lazy.old is not None:
+            names = tuple(f"c{i}" for i in range(len(lazy.new.values)))
+            expected_changed = decoder._py_changed_names(names, eager.old.values, eager.new.values)
+            assert decoder.changed_names(names, lazy.old.values, lazy.new.values) == expected_changed
+            assert decoder.changed_names(names, lazy.old.values, eager.new.values) == expected_changed
+            assert (lazy.old.values == lazy.new.values) is (eager.old.values == eager.new.values)
+    assert seen >= len(ROWS)
+
+
+def test_a_message_that_is_not_bytes_is_split_eagerly() -> None:
+    update = next(m for m in ROWS if m[:1] == b"U")
+    msg = decoder._decode_row(memoryview(update))
+    assert type(msg.new.values) is tuple and msg == decoder._decode_row(update)
