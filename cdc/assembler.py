@@ -114,7 +114,9 @@ def fold(changes: list[RowChange]) -> list[RowChange]:
         if change.op == "truncate":
             truncates.append(change)
             continue
-        k = (change.table, change.key)
+        row = change.after if change.after is not None else change.before
+        # RowChange.key inlined (this runs for every change): the primary key's raw values
+        k = (change.table, row.shape.key_of(row.data) if row is not None else ())
         if k not in net:
             net[k] = change
             order.append(k)

@@ -49,6 +49,7 @@ from .assembler import Assembler, RowChange, Transaction
 from .errors import CdcError, SlotMissing, translate
 from .lsn import format_lsn, parse_lsn
 from .pgoutput import Decoder
+from .pgoutput.decoder import changed_names
 from .provision import check_server, primary_keys, slot_facts
 from .sinks.base import Batch, Sink
 from .state import (
@@ -117,7 +118,12 @@ class DeriverChange:
         self.before = JsonRowView(b) if b is not None else None
         self.after = JsonRowView(a) if a is not None else None
         # Every column whose raw value differs between the images, found in one (compiled) pass.
-        self._changed: frozenset[str] = a.changed_columns(b) if a is not None and b is not None else _NONE
+        if a is None or b is None:
+            self._changed: frozenset[str] = _NONE
+        elif a.shape is b.shape:  # Row.changed_columns inlined: this runs for every change
+            self._changed = changed_names(a.shape.names, b.data, a.data)
+        else:
+            self._changed = a.changed_columns(b)
 
     def changed(self, column: str) -> bool:
         return column in self._changed
