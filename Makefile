@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml setup.py cdc/pgoutput/_speedups.c catalog/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m compileall -q cdc catalog derivers  # byte-code even under PYTHONDONTWRITEBYTECODE
 	touch $(STAMP)
 
 venv: $(STAMP)
