@@ -776,19 +776,16 @@ put_text(char *out, PyObject *v)
  * the bytes orjson writes for the envelope dict with sorted keys (its seven keys are in that
  * order already, so only the payload is handed to orjson); None when a text field would need
  * escaping (the caller then asks orjson for the whole). */
+/* The envelope's JSON from its seven fields (borrowed), or None when a text field would need
+ * escaping. */
 static PyObject *
-envelope_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+write_envelope(PyObject *id, PyObject *event_type, PyObject *timestamp, PyObject *payload, PyObject *key,
+               PyObject *schema_ref, PyObject *source)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "envelope_json(id, event_type, timestamp, payload, key, schema_ref, source)");
-        return NULL;
-    }
     if (json_dumps == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure_json() first");
         return NULL;
     }
-    PyObject *id = args[0], *event_type = args[1], *timestamp = args[2], *payload = args[3];
-    PyObject *key = args[4], *schema_ref = args[5], *source = args[6];
     if (!json_plain(id) || !json_plain(event_type) || !json_plain(timestamp) || !json_plain(key) ||
         !json_plain(schema_ref) || !PyBytes_CheckExact(source))
         Py_RETURN_NONE;
@@ -840,6 +837,77 @@ envelope_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+envelope_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "envelope_json(id, event_type, timestamp, payload, key, schema_ref, source)");
+        return NULL;
+    }
+    return write_envelope(args[0], args[1], args[2], args[3], args[4], args[5], args[6]);
+}
+
+static PyObject *str_to_json_bytes = NULL;
+
+/* envelopes_json(envelopes, source_bytes) -> list of bytes: each envelope's to_json_bytes(),
+ * read straight from its slots when it is the configured slotted Envelope; source_bytes(source)
+ * gives a Source's JSON and is asked once per run of envelopes sharing one. */
+static PyObject *
+envelopes_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "envelopes_json(envelopes, source_bytes)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "envelopes_json() takes a sequence of envelopes");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n), *last_source = NULL, *last_bytes = NULL;
+    if (out == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *env = PySequence_Fast_GET_ITEM(seq, i), *json = NULL;
+        if (env_direct && Py_TYPE(env) == (PyTypeObject *)env_class) {
+            PyObject *f[7];
+            for (int k = 0; k < 7; k++) {
+                f[k] = *(PyObject **)((char *)env + env_offsets[k]);
+                if (f[k] == NULL) {
+                    PyErr_SetString(PyExc_AttributeError, "an envelope field is not set");
+                    goto error;
+                }
+            }
+            if (f[6] != last_source) {
+                PyObject *raw = PyObject_CallOneArg(args[1], f[6]);
+                if (raw == NULL)
+                    goto error;
+                Py_XSETREF(last_bytes, raw);
+                Py_XSETREF(last_source, Py_NewRef(f[6]));
+            }
+            json = write_envelope(f[0], f[1], f[2], f[3], f[4], f[5], last_bytes);
+            if (json == Py_None)
+                Py_CLEAR(json);
+            else if (json == NULL)
+                goto error;
+        }
+        if (json == NULL)
+            json = PyObject_CallMethodNoArgs(env, str_to_json_bytes);
+        if (json == NULL)
+            goto error;
+        PyList_SET_ITEM(out, i, json);
+    }
+    Py_DECREF(seq);
+    Py_XDECREF(last_source);
+    Py_XDECREF(last_bytes);
+    return out;
+error:
+    Py_DECREF(seq);
+    Py_XDECREF(out);
+    Py_XDECREF(last_source);
+    Py_XDECREF(last_bytes);
+    return NULL;
+}
+
+static PyObject *
 configure_json(PyObject *self, PyObject *args)
 {
     PyObject *dumps, *option;
@@ -859,6 +927,8 @@ configure_json(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure_json", configure_json, METH_VARARGS, "configure_json(orjson.dumps, orjson.OPT_SORT_KEYS)"},
+    {"envelopes_json", (PyCFunction)(void (*)(void))envelopes_json, METH_FASTCALL,
+     "envelopes_json(envelopes, source_bytes) -> list of each envelope's JSON bytes"},
     {"envelope_json", (PyCFunction)(void (*)(void))envelope_json, METH_FASTCALL,
      "envelope_json(id, event_type, timestamp, payload, key, schema_ref, source_json) -> bytes or None"},
     {"set_namespace", set_namespace, METH_O, "set_namespace(bytes16): the uuid5 namespace of event_id."},
@@ -885,6 +955,9 @@ PyInit__speedups(void)
         return NULL;
     for (int c = 0; c < 256; c++)
         hex_class[c] = ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) ? 1 : (c >= 'A' && c <= 'F') ? 2 : 0;
+    str_to_json_bytes = PyUnicode_InternFromString("to_json_bytes");
+    if (str_to_json_bytes == NULL)
+        return NULL;
     str_tenant_id = PyUnicode_InternFromString("tenantId");
     str_occurred_at = PyUnicode_InternFromString("occurredAt");
     if (str_tenant_id == NULL || str_occurred_at == NULL)

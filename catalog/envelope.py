@@ -68,6 +68,7 @@ __all__ = [
     "build_envelope",
     "change_key",
     "draft_key",
+    "envelopes_json",
     "event_id",
     "timer_key",
 ]
@@ -802,6 +803,21 @@ fast_envelope: Callable[[EventDraft, Source, str], Envelope | None] | None = _fa
 draft, or None where it does not apply (then :func:`build_envelope`, which also names every
 error); None itself without the compiled speedups. ``source`` comes from :func:`envelope_source`."""
 _envelope_json = _speedups.envelope_json if _speedups is not None else None
+_envelopes_json = _speedups.envelopes_json if _speedups is not None else None
+
+
+def envelopes_json(envelopes: Sequence[Envelope]) -> list[bytes]:
+    """``[e.to_json_bytes() for e in envelopes]``, for a sink's batch: one compiled call that
+    reads the envelopes' slots, when the speedups are built."""
+    if _envelopes_json is not None:
+        return _envelopes_json(envelopes, _source_bytes)
+    return [e.to_json_bytes() for e in envelopes]
+
+
+def _source_bytes(source: Source) -> bytes:
+    return _source_serialised(source)[2]
+
+
 if _speedups is not None:
     # True: envelopes are filled in slot by slot (Envelope is a slotted dataclass of 7 fields)
     _ENVELOPE_SLOTS = _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import IO
 
+from catalog.envelope import envelopes_json
+
 from .base import Batch
 
 
@@ -29,7 +31,7 @@ class JsonLinesSink:
     def write(self, batch: Batch) -> None:
         if not batch.envelopes:
             return
-        self._out.write(b"".join(e.to_json_bytes() + b"\n" for e in batch.envelopes))
+        self._out.write(b"\n".join(envelopes_json(batch.envelopes)) + b"\n")
         self._out.flush()
         if self._owned:
             os.fsync(self._out.fileno())

@@ -46,6 +46,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
+from catalog.envelope import envelopes_json
 from catalog.registry import REGISTRY
 
 from ..errors import CdcError, ConfigError
@@ -236,7 +237,8 @@ class NatsJetStreamSink:
         if not batch.envelopes:
             return
         messages = [
-            (self._subject(e.event_type), e.to_json_bytes(), e.idempotency_key) for e in batch.envelopes
+            (self._subject(e.event_type), body, e.idempotency_key)
+            for e, body in zip(batch.envelopes, envelopes_json(batch.envelopes), strict=True)
         ]
         cfg = self.config
         loop = self._loop or _Loop()

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import pq, sql
 
-from catalog.envelope import Envelope
+from catalog.envelope import Envelope, envelopes_json
 
 from .. import faults, queries
 from ..errors import ConfigError, translate
@@ -134,6 +134,7 @@ class OutboxSink:
             conn.execute(_q("create_load_table", self.schema))
         with conn.cursor() as cur:
             with cur.copy(_q("copy_load", self.schema)) as copy:
+                bodies = envelopes_json(envelopes)
                 for i, env in enumerate(envelopes):
                     src = env.source
                     copy.write_row(
@@ -143,7 +144,7 @@ class OutboxSink:
                             env.idempotency_key,
                             env.event_type,
                             env.tenant_id,
-                            env.to_json_bytes().decode(),
+                            bodies[i].decode(),
                             src.lsn,
                             src.commit_time,
                         )
@@ -157,7 +158,7 @@ class OutboxSink:
             "keys": [e.idempotency_key for e in envelopes],
             "types": [e.event_type for e in envelopes],
             "tenants": [e.tenant_id for e in envelopes],
-            "envelopes": [e.to_json_bytes().decode() for e in envelopes],
+            "envelopes": [body.decode() for body in envelopes_json(envelopes)],
             "lsns": [e.source.lsn for e in envelopes],
             "times": [e.source.commit_time for e in envelopes],
         }
