@@ -83,6 +83,7 @@ typedef struct {
     PyObject *index; /* name -> position, to tell declared keys from extra ones */
     Layout layouts[LAYOUTS];
     int next_layout;  /* the slot the next new layout replaces once all are taken */
+    int busy;         /* checks in progress: a layout in use is never replaced under them */
 } PlanObject;
 
 /* Text pydantic takes as it is: an exact str that has a UTF-8 form (no lone surrogates). */
@@ -332,6 +333,15 @@ layout_of(PlanObject *self, PyObject *payload)
         if (self->layouts[l].keys == NULL)
             lay = &self->layouts[l];
     }
+    if (lay == NULL && self->busy) {
+        /* All taken while a check is running (Python code ran inside it: a collection, another
+         * thread): replacing one could pull its layout from under it. Let pydantic answer. */
+        for (Py_ssize_t j = 0; j < i; j++)
+            Py_DECREF(keys[j]);
+        PyMem_Free(keys);
+        PyMem_Free(field);
+        return NULL;
+    }
     if (lay == NULL) { /* all taken (payloads built with changing keys): replace in turn */
         lay = &self->layouts[self->next_layout];
         self->next_layout = (self->next_layout + 1) % LAYOUTS;
@@ -346,9 +356,15 @@ layout_of(PlanObject *self, PyObject *payload)
     return lay;
 }
 
+static PyObject *plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *lay);
+
 static PyObject *
 plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts)
 {
+    if (self->index == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Plan not initialised");
+        return NULL;
+    }
     if (!PyDict_CheckExact(payload))
         Py_RETURN_NONE;
     Layout *lay = layout_of(self, payload);
@@ -357,12 +373,27 @@ plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts)
             return NULL;
         Py_RETURN_NONE;
     }
+    /* Copies allocate, and an allocation may run Python code (a collection): the payload and
+     * this layout are held for the whole check. */
+    Py_INCREF(payload);
+    self->busy++;
+    PyObject *out = plan_check_in(self, payload, valid_ts, lay);
+    self->busy--;
+    Py_DECREF(payload);
+    return out;
+}
+
+static PyObject *
+plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *lay)
+{
     /* Every value as its field wants it (extra ones JSON-ready); what pydantic copies is
      * copied, everything else is returned as it is, in a shallow copy of the payload. */
     PyObject *out = NULL;
     Py_ssize_t pos = 0, i = 0;
     PyObject *k, *v;
     while (PyDict_Next(payload, &pos, &k, &v)) {
+        if (i >= lay->n || k != lay->keys[i])
+            goto fallback; /* the payload changed while it was checked */
         int f = lay->field[i++];
         if (f < 0) {
             if (!json_ready(v, 0))
@@ -389,6 +420,8 @@ plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts)
         if (rc < 0)
             goto error;
     }
+    if (i != lay->n)
+        goto fallback;
     return out != NULL ? out : PyDict_Copy(payload);
 fallback:
     Py_XDECREF(out);
@@ -695,15 +728,19 @@ envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 ||
-        !PyObject_TypeCheck(PyTuple_GET_ITEM(spec, 0), &PlanType)) {
-        PyErr_SetString(PyExc_TypeError, "configure_envelopes: types maps to (Plan, schema ref)");
+        !PyObject_TypeCheck(PyTuple_GET_ITEM(spec, 0), &PlanType) || !PyUnicode_Check(canonical_tenant)) {
+        PyErr_SetString(PyExc_TypeError, "configure_envelopes: types maps to (Plan, schema ref), tenants to text");
         return NULL;
     }
+    /* held: the check below may run Python code, which could replace these dicts' entries */
+    Py_INCREF(spec);
+    Py_INCREF(canonical_tenant);
     PyObject *payload = plan_check((PlanObject *)PyTuple_GET_ITEM(spec, 0), payload_in, env_valid_ts);
-    if (payload == NULL)
-        return NULL;
-    if (payload == Py_None)
+    if (payload == NULL || payload == Py_None) {
+        Py_DECREF(spec);
+        Py_DECREF(canonical_tenant);
         return payload;
+    }
     PyObject *result = NULL, *key = NULL, *id = NULL;
     PyObject *payload_tenant = PyDict_GetItemWithError(payload, str_tenant_id);
     PyObject *occurred = payload_tenant ? PyDict_GetItemWithError(payload, str_occurred_at) : NULL;
@@ -712,7 +749,12 @@ envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         goto fallback;
     }
-    if (!PyUnicode_CheckExact(payload_tenant) || PyUnicode_Compare(payload_tenant, canonical_tenant) != 0)
+    if (!PyUnicode_CheckExact(payload_tenant))
+        goto fallback;
+    int differs = PyUnicode_Compare(payload_tenant, canonical_tenant);
+    if (differs == -1 && PyErr_Occurred())
+        goto done;
+    if (differs)
         goto fallback; /* the general path names the mismatch */
     key = build_key(event_type, canonical_tenant, subject, discriminator, lsn);
     if (key == NULL)
@@ -733,6 +775,8 @@ done:
     Py_XDECREF(id);
     Py_XDECREF(key);
     Py_DECREF(payload);
+    Py_DECREF(spec);
+    Py_DECREF(canonical_tenant);
     return result;
 }
 
@@ -858,36 +902,54 @@ envelopes_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "envelopes_json(envelopes, source_bytes)");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[0], "envelopes_json() takes a sequence of envelopes");
+    PyObject *seq = PySequence_Tuple(args[0]); /* a snapshot: the callback cannot shorten it */
     if (seq == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     PyObject *out = PyList_New(n), *last_source = NULL, *last_bytes = NULL;
     if (out == NULL)
         goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *env = PySequence_Fast_GET_ITEM(seq, i), *json = NULL;
+        PyObject *env = PyTuple_GET_ITEM(seq, i), *json = NULL;
         if (env_direct && Py_TYPE(env) == (PyTypeObject *)env_class) {
+            /* held: source_bytes runs Python code, which could change the envelope or the list */
             PyObject *f[7];
-            for (int k = 0; k < 7; k++) {
+            Py_INCREF(env);
+            int k = 0;
+            for (; k < 7; k++) {
                 f[k] = *(PyObject **)((char *)env + env_offsets[k]);
-                if (f[k] == NULL) {
-                    PyErr_SetString(PyExc_AttributeError, "an envelope field is not set");
-                    goto error;
+                if (f[k] == NULL)
+                    break;
+                Py_INCREF(f[k]);
+            }
+            int ok = k == 7;
+            if (!ok)
+                PyErr_SetString(PyExc_AttributeError, "an envelope field is not set");
+            if (ok && f[6] != last_source) {
+                PyObject *raw = PyObject_CallOneArg(args[1], f[6]);
+                ok = raw != NULL;
+                if (ok) {
+                    Py_XSETREF(last_bytes, raw);
+                    Py_XSETREF(last_source, Py_NewRef(f[6]));
                 }
             }
-            if (f[6] != last_source) {
-                PyObject *raw = PyObject_CallOneArg(args[1], f[6]);
-                if (raw == NULL)
-                    goto error;
-                Py_XSETREF(last_bytes, raw);
-                Py_XSETREF(last_source, Py_NewRef(f[6]));
+            if (ok)
+                json = write_envelope(f[0], f[1], f[2], f[3], f[4], f[5], last_bytes);
+            for (int j = 0; j < k; j++)
+                Py_DECREF(f[j]);
+            if (!ok || json == NULL) {
+                Py_DECREF(env);
+                goto error;
             }
-            json = write_envelope(f[0], f[1], f[2], f[3], f[4], f[5], last_bytes);
             if (json == Py_None)
                 Py_CLEAR(json);
-            else if (json == NULL)
+            if (json == NULL)
+                json = PyObject_CallMethodNoArgs(env, str_to_json_bytes);
+            Py_DECREF(env);
+            if (json == NULL)
                 goto error;
+            PyList_SET_ITEM(out, i, json);
+            continue;
         }
         if (json == NULL)
             json = PyObject_CallMethodNoArgs(env, str_to_json_bytes);

@@ -761,8 +761,8 @@ def build_envelope(
     plan = _PLANS.get(model)
     if plan is None:
         plan = payload_plan(model)
-        if plan is not None:
-            _FAST_TYPES[event_type] = (plan, spec.payload_schema_ref)
+    if plan and event_type not in _FAST_TYPES:  # the compiled builder takes this type from now on
+        _FAST_TYPES[event_type] = (plan, spec.payload_schema_ref)
     # Canonical, JSON-ready payloads (what derivers build from row images) pass the compiled
     # check; anything else, and every error, is pydantic's.
     payload: dict[str, Any] | None = plan(payload_in, _VALID_TS) if plan else None

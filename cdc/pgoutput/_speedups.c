@@ -55,7 +55,7 @@ static PyObject *
 split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject **mask_out)
 {
     Py_ssize_t pos = *pos_io;
-    if (pos < 0 || pos + 2 > len)
+    if (pos < 0 || pos > len - 2)
         return fail("row image truncated: a column header runs past the end of the message");
     Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
     pos += 2;
@@ -378,7 +378,7 @@ values_from(PyObject *owner, Py_ssize_t *pos_io, PyObject **mask_out)
 {
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(owner);
     Py_ssize_t len = PyBytes_GET_SIZE(owner), pos = *pos_io;
-    if (pos < 0 || pos + 2 > len)
+    if (pos < 0 || pos > len - 2)
         return fail("row image truncated: a column header runs past the end of the message");
     Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
     pos += 2;
@@ -808,7 +808,11 @@ RowReader_subscript(RowReaderObject *self, PyObject *name)
     PyObject *value = reader_get(self, name, unchanged_marker); /* the marker is never a value */
     if (value == unchanged_marker) {
         Py_DECREF(value);
-        PyErr_SetObject(PyExc_KeyError, name);
+        PyObject *args = PyTuple_Pack(1, name); /* a tuple name stays one argument */
+        if (args != NULL) {
+            PyErr_SetObject(PyExc_KeyError, args);
+            Py_DECREF(args);
+        }
         return NULL;
     }
     return value;

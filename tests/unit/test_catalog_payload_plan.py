@@ -357,3 +357,80 @@ def test_envelopes_json_equals_each_to_json_bytes() -> None:
     assert envelope.envelopes_json(envs) == expected
     assert envelope.envelopes_json(tuple(reversed(envs))) == list(reversed(expected))
     assert envelope.envelopes_json([]) == []
+
+
+def test_python_code_run_inside_a_check_cannot_swap_its_layout() -> None:
+    """An allocation inside a check may run Python code (here a collector callback) that calls
+    the same plan with new layouts; the running check keeps its own layout and answers right."""
+    import gc
+
+    model = REGISTRY["TICKET_UPDATED"].model
+    plan = envelope._speedups.Plan(
+        [
+            (name, kind | (envelope._K_REQUIRED if required else 0), arg)
+            for name, kind, arg, required in _compiled_fields(model)
+        ]
+    )
+    base = example("TICKET_UPDATED")
+    payload_validator(model).validate_python(base)  # the timestamp is known
+    bogus = {
+        "tenantId": base["tenantId"],
+        "occurredAt": base["occurredAt"],
+        "ticketId": base["ticketId"],
+        "changes": {"status": {"previous": "a", "new": "b"}},
+        "actorType": "bogus",
+    }
+    assert plan(bogus, _VALID_TS) is None
+    calls = {"left": 50}
+
+    def crowd(phase: str, info: dict[str, Any]) -> None:
+        if calls["left"] and phase == "start":
+            calls["left"] -= 1
+            for j in range(10):  # more layouts than the plan keeps, each as long as the running one
+                crowded = {k: bogus[k] for k in ("tenantId", "occurredAt", "ticketId")}
+                plan({**crowded, f"x{j}": 1, f"y{j}": 2}, _VALID_TS)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(crowd)
+    gc.set_threshold(1)
+    try:
+        keep = [{} for _ in range(300)]  # empty the dict free list: the copies allocate
+        assert plan(bogus, _VALID_TS) is None
+        assert plan(base, _VALID_TS) == payload_validator(model).validate_python(base)
+    finally:
+        gc.callbacks.remove(crowd)
+        gc.set_threshold(*threshold)
+    assert keep and calls["left"] < 50
+
+
+def test_the_batch_writer_holds_what_a_callback_could_free() -> None:
+    source = envelope.Source("slot", "0/1", 1, "2026-01-01T00:00:00.000Z", "t")
+    for mode in ("payload", "list"):
+        envs = [
+            envelope.Envelope("id", "T", "2026-01-01T00:00:00.000Z", {"k": ["v" * 50]}, "key", "ref", source)
+        ]
+
+        def source_bytes(src: envelope.Source, mode: str = mode, envs: list[Any] = envs) -> bytes:
+            if mode == "payload":
+                envs[0].payload = {"other": 1}
+            else:
+                envs.clear()
+            return b'{"x":1}'
+
+        (out,) = envelope._speedups.envelopes_json(envs, source_bytes)
+        assert out.startswith(b'{"eventType":"T"')
+
+
+def test_an_uninitialised_plan_is_an_error_not_a_crash() -> None:
+    plan = envelope._speedups.Plan.__new__(envelope._speedups.Plan)
+    with pytest.raises(RuntimeError):
+        plan({"a": 1}, {})
+
+
+def _compiled_fields(model: Any) -> list[tuple[str, int, Any, bool]]:
+    out = []
+    for name, spec in zip(model.model_fields, _fields(model), strict=True):
+        required = spec["type"] != "default"
+        kind, arg = envelope._field_kind(_inner(spec))
+        out.append((name, kind, arg, required))
+    return out

@@ -224,5 +224,12 @@ def test_compiled_row_view_equals_its_python_twin() -> None:
             assert JsonRowView(row).row is row
             rows += 1
     assert rows > 10
+    view, twin = JsonRowView(row), _PyJsonRowView(row)
+    for name in (("tenant", "id"), "no_such_column"):  # a tuple name stays one KeyError argument
+        with pytest.raises(KeyError) as mine:
+            view[name]  # type: ignore[index]
+        with pytest.raises(KeyError) as theirs:
+            twin[name]  # type: ignore[index]
+        assert mine.value.args == theirs.value.args
     with pytest.raises(AttributeError):  # not a Row
         JsonRowView(object())  # type: ignore[arg-type]

@@ -258,3 +258,11 @@ def test_a_message_that_is_not_bytes_is_split_eagerly() -> None:
     update = next(m for m in ROWS if m[:1] == b"U")
     msg = decoder._decode_row(memoryview(update))
     assert type(msg.new.values) is tuple and msg == decoder._decode_row(update)
+
+
+def test_a_position_past_any_message_is_a_decode_error() -> None:
+    import sys
+
+    for pos in (sys.maxsize, sys.maxsize - 1, 2**40):
+        with pytest.raises(DecodeError):
+            decoder._split(b"\x00\x01n", pos)
