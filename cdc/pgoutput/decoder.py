@@ -4,6 +4,12 @@ Every way an input can be wrong (truncated, trailing bytes, unknown message or t
 kind, negative length, bad UTF-8 in a name) raises :class:`~cdc.errors.DecodeError`;
 nothing else escapes.  The row path (Insert/Update/Delete) is the hot path: it slices
 raw column values and does nothing else per column.
+
+With the compiled speedups (``SPEEDUPS``), a row message is decoded whole by one call
+(``_speedups.decode_row``) and, when the message is a ``bytes`` object, each row image stays a
+``Values``: offsets into the message that make a column's bytes only when it is read, and that
+answer ``len``, ``[i]``, slices, iteration, ``==`` and ``repr`` as the tuple would (not hashing).
+Without them (``CDC_NO_SPEEDUPS=1`` or no C compiler) the Python handlers below build tuples.
 """
 
 from __future__ import annotations
