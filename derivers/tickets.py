@@ -582,38 +582,40 @@ def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:
 
     new_user, new_team = new.get("assigned_to"), new.get("assigned_team_id")
     if new_user is not None:
-        old_user = old["assigned_to"]
-        payload = {**u.base, "ticketId": u.ticket_id, "assignedToUserId": new_user}
-        if acting_user is not None:
-            payload["assignedByUserId"] = acting_user
-        if old_user is not None:
-            payload["previousAssigneeId"] = old_user
-            payload["previousAssigneeType"] = "user"
-        payload["newAssigneeId"] = new_user
-        payload["newAssigneeType"] = "user"
-        payload["assignedAt"] = ctx.occurred_at
-        if edited:
-            payload["updatedFields"] = edited
-            payload["changes"] = changes
+        payload = assigned_payload(u, "user", new_user, old["assigned_to"], acting_user, common)
         u.add(ctx, "TICKET_ASSIGNED", payload)
     if new_team is not None:
-        old_team = old["assigned_team_id"]
-        payload = {**u.base, "ticketId": u.ticket_id}
-        if acting_user is not None:
-            payload["assignedByUserId"] = acting_user
-        if old_team is not None:
-            payload["previousAssigneeId"] = old_team
-            payload["previousAssigneeType"] = "team"
-        payload["newAssigneeId"] = new_team
-        payload["newAssigneeType"] = "team"
-        payload["assignedAt"] = ctx.occurred_at
-        if edited:
-            payload["updatedFields"] = edited
-            payload["changes"] = changes
+        payload = assigned_payload(u, "team", new_team, old["assigned_team_id"], acting_user, common)
         u.add(ctx, "TICKET_ASSIGNED", payload, discriminator="team")
     if new_user is None and new_team is None and edited:
         updated = fields(ticketId=u.ticket_id, updatedByUserId=acting_user)
         u.emit(ctx, "TICKET_UPDATED", updated | common)
+
+
+def assigned_payload(
+    u: TicketUpdate,
+    kind: str,
+    assignee: str,
+    previous: str | None,
+    acting_user: str | None,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """TICKET_ASSIGNED's payload for a user or team assignee, built as one dict (optional
+    fields left out, never null); ``common`` holds updatedFields and changes when edited."""
+    payload = {**u.base, "ticketId": u.ticket_id}
+    if kind == "user":
+        payload["assignedToUserId"] = assignee
+    if acting_user is not None:
+        payload["assignedByUserId"] = acting_user
+    if previous is not None:
+        payload["previousAssigneeId"] = previous
+        payload["previousAssigneeType"] = kind
+    payload["newAssigneeId"] = assignee
+    payload["newAssigneeType"] = kind
+    payload["assignedAt"] = u.base["occurredAt"]  # the transaction's commit time
+    if common:
+        payload.update(common)
+    return payload
 
 
 def response_state_event(ctx: TicketTx, u: TicketUpdate) -> None:

@@ -49,28 +49,53 @@ fail(const char *message)
     return NULL;
 }
 
-/* One TupleData at buf[*pos]: its values (a new tuple) and, in *mask_out, its binary-column
- * mask (a new int); *pos moves past it. NULL with the error set on failure. */
-static PyObject *
-split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject **mask_out)
+/* Where each value of one TupleData lies: the parse both row-image forms share. */
+typedef struct {
+    Py_ssize_t n;
+    Py_ssize_t *offset; /* per column: start in the message */
+    Py_ssize_t *length; /* per column: byte length, or -1 (NULL) / -2 (unchanged TOAST) */
+    PyObject *mask;     /* the binary-column bitmask (an int) */
+} Image;
+
+static void
+image_free(Image *im)
+{
+    PyMem_Free(im->offset);
+    PyMem_Free(im->length);
+    Py_CLEAR(im->mask);
+    im->offset = im->length = NULL;
+}
+
+/* Parse the TupleData at buf[*pos_io] into `im` (arrays it then owns) and move *pos_io past
+ * it; -1 with the error set (DecodeError for a malformed image) and nothing held on failure. */
+static int
+parse_image(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, Image *im)
 {
     Py_ssize_t pos = *pos_io;
-    if (pos < 0 || pos > len - 2)
-        return fail("row image truncated: a column header runs past the end of the message");
+    im->n = 0;
+    im->offset = im->length = NULL;
+    im->mask = NULL;
+    if (pos < 0 || pos > len - 2) {
+        fail("row image truncated: a column header runs past the end of the message");
+        return -1;
+    }
     Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
     pos += 2;
-    PyObject *values = PyTuple_New(ncols);
-    if (values == NULL)
-        return NULL;
-    unsigned long long mask_small = 0;
+    im->offset = PyMem_Malloc(sizeof(Py_ssize_t) * (ncols ? ncols : 1));
+    im->length = PyMem_Malloc(sizeof(Py_ssize_t) * (ncols ? ncols : 1));
     PyObject *mask_big = NULL; /* only for binary columns past the 64th */
+    unsigned long long mask_small = 0;
+    if (im->offset == NULL || im->length == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
     for (Py_ssize_t i = 0; i < ncols; i++) {
         if (pos >= len) {
             fail("row image truncated: fewer columns than its column count");
             goto error;
         }
         unsigned char kind = buf[pos];
-        PyObject *item;
+        im->offset[i] = pos;
         if (kind == 't' || kind == 'b') {
             if (pos + 5 > len) {
                 fail("row image truncated: a column header runs past the end of the message");
@@ -84,9 +109,8 @@ split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject 
                 fail("column value runs past the end of the message");
                 goto error;
             }
-            item = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)length);
-            if (item == NULL)
-                goto error;
+            im->offset[i] = pos;
+            im->length[i] = (Py_ssize_t)length;
             pos += (Py_ssize_t)length;
             if (kind == 'b') {
                 if (i < 64) {
@@ -97,24 +121,17 @@ split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject 
                         bit = PyNumber_Lshift(one, shift);
                     Py_XDECREF(one);
                     Py_XDECREF(shift);
-                    if (bit == NULL) {
-                        Py_DECREF(item);
+                    if (bit == NULL)
                         goto error;
-                    }
                     PyObject *merged = mask_big ? PyNumber_Or(mask_big, bit) : Py_NewRef(bit);
                     Py_DECREF(bit);
                     Py_XSETREF(mask_big, merged);
-                    if (mask_big == NULL) {
-                        Py_DECREF(item);
+                    if (mask_big == NULL)
                         goto error;
-                    }
                 }
             }
-        } else if (kind == 'n') {
-            item = Py_NewRef(Py_None);
-            pos += 1;
-        } else if (kind == 'u') {
-            item = Py_NewRef(unchanged_marker);
+        } else if (kind == 'n' || kind == 'u') {
+            im->length[i] = kind == 'n' ? -1 : -2;
             pos += 1;
         } else {
             char message[64];
@@ -122,23 +139,47 @@ split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject 
             fail(message);
             goto error;
         }
-        PyTuple_SET_ITEM(values, i, item);
+        im->n = i + 1;
     }
-    PyObject *mask = PyLong_FromUnsignedLongLong(mask_small);
-    if (mask != NULL && mask_big != NULL)
-        Py_SETREF(mask, PyNumber_Or(mask, mask_big));
+    im->mask = PyLong_FromUnsignedLongLong(mask_small);
+    if (im->mask != NULL && mask_big != NULL)
+        Py_SETREF(im->mask, PyNumber_Or(im->mask, mask_big));
     Py_XDECREF(mask_big);
-    if (mask == NULL) {
-        Py_DECREF(values);
-        return NULL;
+    if (im->mask == NULL) {
+        image_free(im);
+        return -1;
     }
-    *mask_out = mask;
     *pos_io = pos;
-    return values;
+    return 0;
 error:
     Py_XDECREF(mask_big);
-    Py_DECREF(values);
-    return NULL;
+    image_free(im);
+    return -1;
+}
+
+/* One TupleData at buf[*pos]: its values (a new tuple) and, in *mask_out, its binary-column
+ * mask (a new int); *pos moves past it. NULL with the error set on failure. */
+static PyObject *
+split_at(const unsigned char *buf, Py_ssize_t len, Py_ssize_t *pos_io, PyObject **mask_out)
+{
+    Image im;
+    if (parse_image(buf, len, pos_io, &im) < 0)
+        return NULL;
+    PyObject *values = PyTuple_New(im.n);
+    for (Py_ssize_t i = 0; values != NULL && i < im.n; i++) {
+        Py_ssize_t length = im.length[i];
+        PyObject *item = length == -1   ? Py_NewRef(Py_None)
+                         : length == -2 ? Py_NewRef(unchanged_marker)
+                                        : PyBytes_FromStringAndSize((const char *)buf + im.offset[i], length);
+        if (item == NULL)
+            Py_CLEAR(values);
+        else
+            PyTuple_SET_ITEM(values, i, item);
+    }
+    if (values != NULL)
+        *mask_out = Py_NewRef(im.mask);
+    image_free(&im);
+    return values;
 }
 
 static PyObject *
@@ -376,97 +417,30 @@ static PyTypeObject ValuesType = {
 static PyObject *
 values_from(PyObject *owner, Py_ssize_t *pos_io, PyObject **mask_out)
 {
-    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(owner);
-    Py_ssize_t len = PyBytes_GET_SIZE(owner), pos = *pos_io;
-    if (pos < 0 || pos > len - 2)
-        return fail("row image truncated: a column header runs past the end of the message");
-    Py_ssize_t ncols = ((Py_ssize_t)buf[pos] << 8) | buf[pos + 1];
-    pos += 2;
+    Image im;
+    if (parse_image((const unsigned char *)PyBytes_AS_STRING(owner), PyBytes_GET_SIZE(owner), pos_io, &im) < 0)
+        return NULL;
     ValuesObject *self = PyObject_New(ValuesObject, &ValuesType);
-    if (self == NULL)
+    PyObject **items = self ? PyMem_Calloc(im.n ? im.n : 1, sizeof(PyObject *)) : NULL;
+    if (items == NULL) {
+        if (self != NULL) {
+            PyErr_NoMemory();
+            self->owner = NULL;
+            self->n = 0;
+            self->offset = self->length = NULL;
+            self->items = NULL;
+            Py_DECREF(self);
+        }
+        image_free(&im);
         return NULL;
+    }
     self->owner = Py_NewRef(owner);
-    self->n = 0;
-    self->offset = PyMem_Malloc(sizeof(Py_ssize_t) * (ncols ? ncols : 1));
-    self->length = PyMem_Malloc(sizeof(Py_ssize_t) * (ncols ? ncols : 1));
-    self->items = PyMem_Calloc(ncols ? ncols : 1, sizeof(PyObject *));
-    PyObject *mask_big = NULL;
-    if (self->offset == NULL || self->length == NULL || self->items == NULL) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    unsigned long long mask_small = 0;
-    for (Py_ssize_t i = 0; i < ncols; i++) {
-        if (pos >= len) {
-            fail("row image truncated: fewer columns than its column count");
-            goto error;
-        }
-        unsigned char kind = buf[pos];
-        if (kind == 't' || kind == 'b') {
-            if (pos + 5 > len) {
-                fail("row image truncated: a column header runs past the end of the message");
-                goto error;
-            }
-            unsigned long long length = ((unsigned long long)buf[pos + 1] << 24) |
-                                        ((unsigned long long)buf[pos + 2] << 16) |
-                                        ((unsigned long long)buf[pos + 3] << 8) | buf[pos + 4];
-            pos += 5;
-            if ((unsigned long long)(len - pos) < length) {
-                fail("column value runs past the end of the message");
-                goto error;
-            }
-            self->offset[i] = pos;
-            self->length[i] = (Py_ssize_t)length;
-            pos += (Py_ssize_t)length;
-            if (kind == 'b') {
-                if (i < 64) {
-                    mask_small |= 1ULL << i;
-                } else {
-                    PyObject *one = PyLong_FromLong(1), *shift = PyLong_FromSsize_t(i), *bit = NULL;
-                    if (one && shift)
-                        bit = PyNumber_Lshift(one, shift);
-                    Py_XDECREF(one);
-                    Py_XDECREF(shift);
-                    if (bit == NULL)
-                        goto error;
-                    PyObject *merged = mask_big ? PyNumber_Or(mask_big, bit) : Py_NewRef(bit);
-                    Py_DECREF(bit);
-                    Py_XSETREF(mask_big, merged);
-                    if (mask_big == NULL)
-                        goto error;
-                }
-            }
-        } else if (kind == 'n') {
-            self->offset[i] = pos;
-            self->length[i] = -1;
-            pos += 1;
-        } else if (kind == 'u') {
-            self->offset[i] = pos;
-            self->length[i] = -2;
-            pos += 1;
-        } else {
-            char message[64];
-            snprintf(message, sizeof message, "unknown tuple column kind 0x%02x", kind);
-            fail(message);
-            goto error;
-        }
-        self->n = i + 1;
-    }
-    PyObject *mask = PyLong_FromUnsignedLongLong(mask_small);
-    if (mask != NULL && mask_big != NULL)
-        Py_SETREF(mask, PyNumber_Or(mask, mask_big));
-    Py_XDECREF(mask_big);
-    if (mask == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    *mask_out = mask;
-    *pos_io = pos;
+    self->n = im.n;
+    self->offset = im.offset; /* the arrays move to the Values */
+    self->length = im.length;
+    self->items = items;
+    *mask_out = im.mask;
     return (PyObject *)self;
-error:
-    Py_XDECREF(mask_big);
-    Py_DECREF(self);
-    return NULL;
 }
 
 /* Borrowed: item i of a tuple or a Values (i in range). */
