@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,12 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc.config import DEFAULT_TABLES
-from cdc.localpg import LocalPostgres, find_bindir
+from cdc.localpg import LocalPostgres
 from cdc.provision import setup
 from cdc.sample import schema_sql
 from cdc.state import bootstrap_hook
 
-from .run import SETUP_SQL
+from .run import SETUP_SQL, recvlogical_argv
 
 
 def _timed(
@@ -64,7 +63,6 @@ def main() -> None:
         for package in ("cdc", "catalog", "derivers"):
             compileall.compile_dir(tree / package, quiet=1)
     console = Console()
-    recv = shutil.which("pg_recvlogical") or str(find_bindir() / "pg_recvlogical")
     results: dict[str, list[tuple[float, float]]] = {"pg_recvlogical": [], "A": [], "B": []}
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
         dsn = pg.dsn("postgres")
@@ -83,19 +81,7 @@ def main() -> None:
                 row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
                 assert row is not None
                 endpos = str(row[0])
-            recv_argv = [
-                recv,
-                "-d",
-                dsn,
-                "--slot",
-                f"r{rep}",
-                "--start",
-                "--no-loop",
-                "-o",
-                "proto_version=1",
-            ]
-            recv_argv += ["-o", "publication_names=cdc_events", "-f", "/dev/null", "-E", endpos]
-            results["pg_recvlogical"].append(_timed(recv_argv))
+            results["pg_recvlogical"].append(_timed(recvlogical_argv(dsn, f"r{rep}", endpos)))
             order = ["A", "B"] if rep % 2 == 0 else ["B", "A"]
             for name in order:
                 tree = trees[0] if name == "A" else trees[1]

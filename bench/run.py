@@ -123,32 +123,20 @@ class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
 
 
+def recvlogical_argv(dsn: str, slot: str, endpos: str, publication: str = "cdc_events") -> list[str]:
+    """pg_recvlogical draining ``slot`` to /dev/null up to ``endpos`` (proto 1, the publication)."""
+    recv = shutil.which("pg_recvlogical") or str(find_bindir() / "pg_recvlogical")
+    head = [recv, "-d", dsn, "--slot", slot, "--start", "--no-loop", "-o", "proto_version=1"]
+    return [*head, "-o", f"publication_names={publication}", "-f", "/dev/null", "-E", endpos]
+
+
 def consumers(dsn: str, slot_prefix: str, sc: Scenario, endpos: str) -> list[Consumer]:
     py = sys.executable
-    recv = shutil.which("pg_recvlogical") or str(find_bindir() / "pg_recvlogical")
     drain = [py, "-m", "bench.drain", dsn]
     return [
         Consumer(
             "pg_recvlogical",
-            [
-                recv,
-                "-d",
-                dsn,
-                "--slot",
-                f"{slot_prefix}_recv",
-                "--start",
-                "--no-loop",
-                "-o",
-                "proto_version=1",
-                "-o",
-                f"publication_names={sc.publication}",
-                "-f",
-                "/dev/null",
-                "-E",
-                endpos,
-                "-s",
-                "10",
-            ],
+            [*recvlogical_argv(dsn, f"{slot_prefix}_recv", endpos, sc.publication), "-s", "10"],
         ),
         Consumer("typed text", [*drain, f"{slot_prefix}_tt", sc.publication, endpos, "typed"], True),
         Consumer(

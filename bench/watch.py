@@ -22,7 +22,6 @@ import io
 import os
 import pstats
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,12 +36,12 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc.config import DEFAULT_TABLES
-from cdc.localpg import LocalPostgres, find_bindir
+from cdc.localpg import LocalPostgres
 from cdc.provision import setup
 from cdc.sample import schema_sql
 from cdc.state import bootstrap_hook
 
-from .run import RESULTS, SETUP_SQL
+from .run import RESULTS, SETUP_SQL, recvlogical_argv
 
 
 class WalsenderCpu(threading.Thread):
@@ -107,7 +106,6 @@ def main() -> None:
     root = Path(__file__).resolve().parent.parent
     for package in ("cdc", "catalog", "derivers"):
         compileall.compile_dir(root / package, quiet=1)
-    recv = shutil.which("pg_recvlogical") or str(find_bindir() / "pg_recvlogical")
     samples: dict[str, list[tuple[float, float, float, float]]] = {
         "pg_recvlogical": [],
         "cdc watch (discard)": [],
@@ -144,23 +142,7 @@ def main() -> None:
                 console.print(buf.getvalue())
                 continue
             r_s, r_rss, _, r_cpu, r_ws = timed(
-                [
-                    recv,
-                    "-d",
-                    dsn,
-                    "--slot",
-                    rslot,
-                    "--start",
-                    "--no-loop",
-                    "-o",
-                    "proto_version=1",
-                    "-o",
-                    "publication_names=cdc_events",
-                    "-f",
-                    "/dev/null",
-                    "-E",
-                    endpos,
-                ],
+                recvlogical_argv(dsn, rslot, endpos),
                 dsn,
                 rslot,
             )

@@ -36,7 +36,6 @@ from .pgoutput.messages import POSTGRES_EPOCH
 #: Session settings that pin the text form of values sent by the walsender.
 SESSION_OPTIONS: Final = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3"
 
-_XLOG_HEADER = struct.Struct(">QQq")  # start LSN, end LSN, send time
 _XLOG_END = struct.Struct(">Q").unpack_from  # the end LSN alone, at offset 9
 _KEEPALIVE = struct.Struct(">QqB")  # wal_end, send time, reply requested
 _STATUS = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, time, reply
@@ -177,35 +176,8 @@ class ReplicationStream:
         The socket is always polled at least once, so ``read(0)`` returns whatever has
         already arrived without waiting.
         """
-        pgconn = self.pgconn
-        deadline = time.monotonic() + timeout
-        polled = False
-        while True:
-            n, buf = pgconn.get_copy_data(1)
-            if n > 0:
-                kind = buf[0]
-                if kind == _W:
-                    _start, end, _ts = _XLOG_HEADER.unpack_from(buf, 1)
-                    if end > self.received_lsn:
-                        self.received_lsn = end
-                    self._caught_up = False
-                    if time.monotonic() >= self._next_status:  # a busy stream still reports
-                        self.send_status()
-                    return bytes(buf[25:])
-                if kind == _K:
-                    wal_end, ts, reply = _KEEPALIVE.unpack_from(buf, 1)
-                    self._on_keepalive(wal_end, ts, reply)
-                    continue
-                raise StreamProtocolError(f"unexpected CopyData frame kind 0x{kind:02x}")
-            if n == -1:
-                self._raise_end_of_copy()
-            self._maybe_send_status()
-            now = time.monotonic()
-            if polled and now >= deadline:
-                return None
-            self._wait_readable(max(0.0, min(deadline, self._next_status) - now))
-            self._consume()
-            polled = True
+        batch = self.read_batch(timeout, limit=1)
+        return batch[0] if batch else None
 
     def read_batch(self, timeout: float, limit: int = 1000) -> list[bytes]:
         """Every pgoutput message already received (at most ``limit``), waiting up to
