@@ -1,0 +1,86 @@
+"""Which build of a module Cython also compiled gets imported: the compiled one only while it
+is current.
+
+``setup.py`` compiles the modules of the per-event path, unchanged, into extension modules
+beside their sources (``tickets.py`` and ``tickets.cpython-311-….so``). Python's own finder
+prefers the extension, so a source edited since the last build would silently not run. This
+finder, ahead of it for this project's packages, imports the source instead when
+
+* ``CDC_NO_SPEEDUPS`` is set (the pure-Python paths, for tests and diagnosis), or
+* the source is newer than its extension (a stale build: rebuild with ``make venv``; logged
+  once per module).
+
+Otherwise it stays out of the way. Modules without a ``.py`` beside them (the hand-written C
+``_speedups``) are never touched. Installed by each package's ``__init__``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+
+PACKAGES = ("cdc.", "catalog.", "derivers.")
+
+log = logging.getLogger(__name__)
+
+
+def compiled_file(directory: str, stem: str) -> str | None:
+    """The extension module built for ``stem`` in ``directory``, if any."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = os.path.join(directory, stem + suffix)
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def is_compiled(module: ModuleType) -> bool:
+    """Whether ``module`` was imported from an extension module (Cython's build of it)."""
+    origin = getattr(module, "__file__", None) or ""
+    return origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
+class PreferCurrent(importlib.abc.MetaPathFinder):
+    """A meta-path finder: the source of a module whose compiled build is disabled or stale."""
+
+    def __init__(self, packages: Sequence[str] = PACKAGES) -> None:
+        self.packages = tuple(packages)
+        self.stale: set[str] = set()
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if path is None or not name.startswith(self.packages):
+            return None
+        stem = name.rpartition(".")[2]
+        for directory in path:
+            source = os.path.join(directory, stem + ".py")
+            if not os.path.isfile(source):
+                continue
+            built = compiled_file(directory, stem)
+            if built is None:
+                return None  # nothing compiled: the default finders import the source
+            if not os.environ.get("CDC_NO_SPEEDUPS"):
+                if os.stat(built).st_mtime >= os.stat(source).st_mtime:
+                    return None  # current: the default finders import the extension
+                if name not in self.stale:
+                    self.stale.add(name)
+                    log.warning(
+                        "%s was edited after it was compiled: importing the source "
+                        "(slower); run `make venv` to rebuild",
+                        name,
+                    )
+            return importlib.util.spec_from_file_location(name, source)
+        return None
+
+
+def install() -> None:
+    """Put the finder ahead of the default ones (once per interpreter)."""
+    if not any(isinstance(f, PreferCurrent) for f in sys.meta_path):
+        sys.meta_path.insert(0, PreferCurrent())
