@@ -161,9 +161,10 @@ json_ready(PyObject *v, int depth)
     return 0;
 }
 
-/* A dict with text keys and JSON-ready values, copied; NULL (no error set) when it is not. */
+/* A dict with text keys and JSON-ready values, copied (the dict itself when `adopt`); NULL (no
+ * error set) when it is not. */
 static PyObject *
-record_copy(PyObject *v, int nested)
+record_copy(PyObject *v, int nested, int adopt)
 {
     if (!PyDict_CheckExact(v))
         return NULL;
@@ -185,6 +186,8 @@ record_copy(PyObject *v, int nested)
             return NULL;
         }
     }
+    if (adopt)
+        return Py_NewRef(v);
     if (!nested)
         return PyDict_Copy(v);
     PyObject *out = PyDict_New();
@@ -204,9 +207,10 @@ record_copy(PyObject *v, int nested)
 }
 
 /* The value pydantic would return for a canonical ``v`` of this kind (a new reference),
- * or NULL: ask pydantic (an error is set only when Python itself failed). */
+ * or NULL: ask pydantic (an error is set only when Python itself failed). With `adopt`, a
+ * dict or list that pydantic would copy is returned itself. */
 static PyObject *
-check_value(int kind, PyObject *arg, PyObject *v, PyObject *valid_ts)
+check_value(int kind, PyObject *arg, PyObject *v, PyObject *valid_ts, int adopt)
 {
     if (v == Py_None)
         return (kind & K_NULLABLE) ? Py_NewRef(v) : NULL;
@@ -224,10 +228,12 @@ check_value(int kind, PyObject *arg, PyObject *v, PyObject *valid_ts)
     case K_UTC_TS: {
         if (!PyUnicode_CheckExact(v))
             return NULL;
+        /* Validated before when it is a key (pydantic's own copy of the text, equal to v): v
+         * itself is the answer, so a transaction's shared occurredAt stays one object. */
         PyObject *known = PyDict_GetItemWithError(valid_ts, v);
         if (known == NULL || !PyUnicode_CheckExact(known))
             return NULL;
-        return Py_NewRef(known);
+        return Py_NewRef(v);
     }
     case K_LITERAL:
         if (!PyUnicode_CheckExact(v))
@@ -257,9 +263,9 @@ check_value(int kind, PyObject *arg, PyObject *v, PyObject *valid_ts)
         return Py_NewRef(v);
     }
     case K_RECORD:
-        return record_copy(v, 0);
+        return record_copy(v, 0, adopt);
     case K_CHANGES:
-        return record_copy(v, 1);
+        return record_copy(v, 1, adopt);
     case K_STRLIST:
     case K_UUIDLIST: {
         if (!PyList_CheckExact(v))
@@ -270,7 +276,7 @@ check_value(int kind, PyObject *arg, PyObject *v, PyObject *valid_ts)
             if ((kind & 0xff) == K_UUIDLIST ? !is_uuid(item) : !plain_text(item))
                 return NULL;
         }
-        return PyList_GetSlice(v, 0, n);
+        return adopt ? Py_NewRef(v) : PyList_GetSlice(v, 0, n);
     }
     case K_ANY:
         return json_ready(v, 0) ? Py_NewRef(v) : NULL;
@@ -356,10 +362,12 @@ layout_of(PlanObject *self, PyObject *payload)
     return lay;
 }
 
-static PyObject *plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *lay);
+static PyObject *plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *lay, int adopt);
 
+/* The checked payload: a copy as pydantic's would be, or with `adopt` the payload itself when
+ * every value is already what pydantic would return (the caller owns it and hands it over). */
 static PyObject *
-plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts)
+plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts, int adopt)
 {
     if (self->index == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Plan not initialised");
@@ -377,14 +385,14 @@ plan_check(PlanObject *self, PyObject *payload, PyObject *valid_ts)
      * this layout are held for the whole check. */
     Py_INCREF(payload);
     self->busy++;
-    PyObject *out = plan_check_in(self, payload, valid_ts, lay);
+    PyObject *out = plan_check_in(self, payload, valid_ts, lay, adopt);
     self->busy--;
     Py_DECREF(payload);
     return out;
 }
 
 static PyObject *
-plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *lay)
+plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *lay, int adopt)
 {
     /* Every value as its field wants it (extra ones JSON-ready); what pydantic copies is
      * copied, everything else is returned as it is, in a shallow copy of the payload. */
@@ -401,7 +409,7 @@ plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *l
             continue;
         }
         FieldSpec *spec = &self->fields[f];
-        PyObject *checked = check_value(spec->kind, spec->arg, v, valid_ts);
+        PyObject *checked = check_value(spec->kind, spec->arg, v, valid_ts, adopt);
         if (checked == NULL) {
             if (PyErr_Occurred())
                 goto error;
@@ -422,7 +430,9 @@ plan_check_in(PlanObject *self, PyObject *payload, PyObject *valid_ts, Layout *l
     }
     if (i != lay->n)
         goto fallback;
-    return out != NULL ? out : PyDict_Copy(payload);
+    if (out != NULL)
+        return out;
+    return adopt ? Py_NewRef(payload) : PyDict_Copy(payload);
 fallback:
     Py_XDECREF(out);
     Py_RETURN_NONE;
@@ -437,7 +447,7 @@ Plan_call(PlanObject *self, PyObject *args, PyObject *kwargs)
     PyObject *payload, *valid_ts;
     if (!PyArg_ParseTuple(args, "OO!", &payload, &PyDict_Type, &valid_ts))
         return NULL;
-    return plan_check(self, payload, valid_ts);
+    return plan_check(self, payload, valid_ts, 0);
 }
 
 static int
@@ -692,10 +702,13 @@ build_key(PyObject *event_type, PyObject *tenant, PyObject *subject, PyObject *d
 static PyObject *
 envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "envelope(draft, source, lsn_text)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "envelope(draft, source, lsn_text, adopt=False)");
         return NULL;
     }
+    int adopt = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
+    if (adopt < 0)
+        return NULL;
     if (env_types == NULL || !namespace_set) {
         PyErr_SetString(PyExc_RuntimeError, "configure_envelopes() and set_namespace() first");
         return NULL;
@@ -735,7 +748,7 @@ envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* held: the check below may run Python code, which could replace these dicts' entries */
     Py_INCREF(spec);
     Py_INCREF(canonical_tenant);
-    PyObject *payload = plan_check((PlanObject *)PyTuple_GET_ITEM(spec, 0), payload_in, env_valid_ts);
+    PyObject *payload = plan_check((PlanObject *)PyTuple_GET_ITEM(spec, 0), payload_in, env_valid_ts, adopt);
     if (payload == NULL || payload == Py_None) {
         Py_DECREF(spec);
         Py_DECREF(canonical_tenant);

@@ -798,10 +798,14 @@ def build_envelope(
 # compiled (the general path adds it on first use), a tenant seen before, uuid subject text.
 _FAST_TYPES: dict[str, tuple[Any, str]] = {}
 _fast_envelope = _speedups.envelope if _speedups is not None else None
-fast_envelope: Callable[[EventDraft, Source, str], Envelope | None] | None = _fast_envelope
-"""``fast_envelope(draft, source, source.lsn)``: the compiled builder for the common change-driven
-draft, or None where it does not apply (then :func:`build_envelope`, which also names every
-error); None itself without the compiled speedups. ``source`` comes from :func:`envelope_source`."""
+fast_envelope: Callable[..., Envelope | None] | None = _fast_envelope
+"""``fast_envelope(draft, source, source.lsn, adopt=False)``: the compiled builder for the common
+change-driven draft, or None where it does not apply (then :func:`build_envelope`, which also
+names every error); None itself without the compiled speedups. ``source`` comes from
+:func:`envelope_source`. The envelope's payload is a copy, as pydantic's would be; with
+``adopt`` true it is the draft's own payload dict (and the lists and dicts in it) wherever no
+value needs converting: for a caller that owns the draft and drops it, such as the watcher,
+this saves a copy of every payload."""
 _envelope_json = _speedups.envelope_json if _speedups is not None else None
 _envelopes_json = _speedups.envelopes_json if _speedups is not None else None
 

@@ -338,7 +338,7 @@ class Watcher:
             if item_table != table:
                 table = item_table
                 source = envelope_source(slot, lsn, xid, commit_time, table, False)
-            env = fast(draft, source, lsn_text)
+            env = fast(draft, source, lsn_text, True)  # the drafts are dropped after this: adopt
             if env is None:
                 self._envelope(draft, lsn, xid, commit_time, item_table, False)
                 continue

@@ -204,6 +204,32 @@ def test_the_payload_is_a_copy_where_pydantic_copies() -> None:
     assert got["changes"]["status_id"] is not payload["changes"]["status_id"]
 
 
+def test_an_adopting_caller_gets_its_own_payload_and_the_same_envelope() -> None:
+    """The watcher hands its drafts over (adopt): no copies, an equal envelope, the same JSON."""
+    fast = envelope.fast_envelope
+    assert fast is not None
+    tenant, ticket = str(uuid.uuid4()), str(uuid.uuid4())
+    payload = {**example("TICKET_UPDATED"), "tenantId": tenant, "ticketId": ticket}
+    payload["updatedFields"] = ["status_id"]
+    payload["changes"] = {"status_id": {"previous": LOWER, "new": LOWER}}
+    draft = EventDraft("TICKET_UPDATED", tenant, ticket, payload)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    general = build_envelope(draft, slot="s", lsn=1, xid=1, commit_time=when, table="tickets")
+    source = envelope.envelope_source("s", 1, 1, when, "tickets", False)
+    copied = fast(draft, source, source.lsn)
+    adopted = fast(draft, source, source.lsn, True)
+    assert copied is not None and adopted is not None
+    assert copied == adopted == general
+    assert copied.payload is not payload and copied.payload["changes"] is not payload["changes"]
+    assert adopted.payload is payload and adopted.payload["changes"] is payload["changes"]
+    assert adopted.payload["updatedFields"] is payload["updatedFields"]
+    assert envelope.envelopes_json([adopted]) == envelope.envelopes_json([general])
+    # what the plan cannot answer is still left to pydantic, the draft untouched
+    odd = {**payload, "occurredAt": "yesterday"}
+    assert fast(EventDraft("TICKET_UPDATED", tenant, ticket, odd), source, source.lsn, True) is None
+    assert odd["occurredAt"] == "yesterday"
+
+
 def test_build_envelope_takes_the_fast_path_for_derived_payloads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A payload as the ticket deriver builds it never reaches pydantic (the benchmark's case)."""
     tenant, ticket = str(uuid.uuid4()), str(uuid.uuid4())

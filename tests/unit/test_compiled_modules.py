@@ -95,6 +95,16 @@ def test_modules_without_a_build_or_outside_the_project_are_not_touched(
     assert finder.find_spec("cdc._speedups", [str(tmp_path / "cdc")]) is None  # hand-written C
 
 
+def test_a_build_with_a_compiler_compiles_every_listed_module() -> None:
+    """Where the C speedups were built in place, so were the Cython builds: a module Cython
+    cannot compile would otherwise only cost speed, silently (setup.py goes on without it)."""
+    speedups = pytest.importorskip("cdc.pgoutput._speedups")
+    if Path(speedups.__file__).parent != ROOT / "cdc" / "pgoutput" or os.environ.get("CDC_NO_CYTHON"):
+        pytest.skip("not an in-place build with Cython")
+    missing = [p for p in COMPILED if compiled_file(str((ROOT / p).parent), Path(p).stem) is None]
+    assert not missing, f"not compiled: {missing} (see the Cython warning of `make venv`)"
+
+
 def test_every_built_module_is_current() -> None:
     """`make test` rebuilds before it runs: the suite tests the compiled build it ships."""
     for path in COMPILED:
