@@ -729,6 +729,14 @@ reader_get(RowReaderObject *self, PyObject *name, PyObject *missing)
             PyErr_SetString(PyExc_IndexError, "column position out of range");
         return NULL;
     }
+    if (self->mask == NULL && Values_Check(self->data) && PyTuple_GET_ITEM(self->converters, i) == Py_None) {
+        /* A text column of a lazy image not read yet: its text straight from the message bytes,
+         * without the bytes object a read of the Values would make (and keep). */
+        ValuesObject *values = (ValuesObject *)self->data;
+        Py_ssize_t length = values->length[i];
+        if (values->items[i] == NULL && length >= 0)
+            return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(values->owner) + values->offset[i], length, NULL);
+    }
     PyObject *raw = item_of(self->data, i);
     if (raw == NULL)
         return NULL;
