@@ -4,11 +4,14 @@ pg_recvlogical, on identical slot content, repetitions alternated.
 This machine's speed drifts by ±20 % within minutes, so a change is judged by running the
 code before and after it side by side in one run, not by comparing two runs of
 :mod:`bench.watch`. Each tree is a checkout of this repository whose C extensions are built
-in place (``python setup.py build_ext --inplace`` in it, or a copy of the built ``.so`` files);
-both run under this interpreter and its installed dependencies.
+in place (the ``.so`` files of a build copied beside their sources, as below); both run under
+this interpreter and its installed dependencies. :mod:`bench.instructions` counts instructions
+instead, a measure that does not drift.
 
-    git worktree add ../before HEAD~1 && (cd ../before && python setup.py build_ext --inplace)
-    python -m bench.ab ../before . --reps 3
+    git worktree add ../before HEAD~1 && cd ../before
+    python -m pip install --no-deps --target /tmp/before-build .
+    (cd /tmp/before-build && find cdc catalog derivers -name '*.so' -exec cp --parents -t "$OLDPWD" {} +)
+    cd - && python -m bench.ab ../before . --reps 3
 """
 
 from __future__ import annotations
