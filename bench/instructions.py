@@ -27,19 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from cdc.config import DEFAULT_TABLES
 from cdc.localpg import LocalPostgres
-from cdc.lsn import parse_lsn
-from cdc.provision import setup
-from cdc.sample import schema_sql
-from cdc.state import bootstrap_hook
 
-from .replay import capture
-from .run import SETUP_SQL
+from .replay import SETTINGS, capture_workload
 
 _ROW_KINDS = frozenset(b"IUD")
 
@@ -98,17 +91,8 @@ def main() -> None:
         raise SystemExit("valgrind is not installed: install it (apt-get install valgrind) or use bench.ab")
     console = Console()
     trees = [Path(__file__).resolve().parent.parent, *(Path(t).resolve() for t in args.tree)]
-    with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
-        dsn = pg.dsn("postgres")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(schema_sql())  # type: ignore[call-overload]
-            conn.execute(SETUP_SQL)  # type: ignore[call-overload]
-        setup(dsn, slot="replay", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CALL bench_tickets({args.ntx}, {args.per})")  # type: ignore[call-overload]
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-            assert row is not None
-        messages = capture(dsn, "replay", parse_lsn(str(row[0])))
+    with LocalPostgres(settings=SETTINGS) as pg:
+        dsn, messages = capture_workload(pg, args.ntx, args.per)
         top = args.base + args.extra
         if len(messages) < top:
             raise SystemExit(f"captured {len(messages)} messages, fewer than --base + --extra = {top}")

@@ -26,6 +26,7 @@ from rich.console import Console
 from cdc.assembler import Assembler
 from cdc.config import DEFAULT_TABLES
 from cdc.localpg import LocalPostgres
+from cdc.lsn import parse_lsn
 from cdc.pgoutput import Decoder
 from cdc.provision import setup
 from cdc.sample import schema_sql
@@ -50,6 +51,25 @@ def capture(dsn: str, slot: str, endpos: int) -> list[bytes]:
             if data[:1] == b"C" and int.from_bytes(data[10:18], "big") >= endpos:
                 break
     return out
+
+
+#: Server settings of the benchmarks' throwaway cluster.
+SETTINGS = {"wal_sender_timeout": "60s", "max_wal_size": "4GB"}
+
+
+def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[bytes]]:
+    """The full-path workload (``ntx`` × ``per`` tickets updates) on ``pg``, captured from the
+    slot ``replay``: the DSN and the raw pgoutput messages."""
+    dsn = pg.dsn("postgres")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema_sql())  # type: ignore[call-overload]
+        conn.execute(SETUP_SQL)  # type: ignore[call-overload]
+    setup(dsn, slot="replay", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CALL bench_tickets({ntx}, {per})")  # type: ignore[call-overload]
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+    return dsn, capture(dsn, "replay", parse_lsn(str(row[0])))
 
 
 def replay(watcher: Watcher, messages: list[bytes]) -> tuple[float, int, int]:
@@ -86,20 +106,8 @@ def main() -> None:
     ap.add_argument("--gc", choices=["freeze", "default", "off"], default="freeze")
     args = ap.parse_args()
     console = Console()
-    with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
-        dsn = pg.dsn("postgres")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(schema_sql())  # type: ignore[call-overload]
-            conn.execute(SETUP_SQL)  # type: ignore[call-overload]
-        setup(dsn, slot="replay", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CALL bench_tickets({args.ntx}, {args.per})")  # type: ignore[call-overload]
-            row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
-            assert row is not None
-            from cdc.lsn import parse_lsn
-
-            endpos = parse_lsn(str(row[0]))
-        messages = capture(dsn, "replay", endpos)
+    with LocalPostgres(settings=SETTINGS) as pg:
+        dsn, messages = capture_workload(pg, args.ntx, args.per)
         watcher = Watcher(WatchOptions(dsn, slot="replay", batch_max_events=20000), DiscardSink())
         watcher._prepare()
     if args.gc == "freeze":
