@@ -8,7 +8,8 @@ finder, ahead of it for this project's packages, imports the source instead when
 
 * ``CDC_NO_SPEEDUPS`` is set (the pure-Python paths, for tests and diagnosis), or
 * the source is newer than its extension (a stale build: rebuild with ``make venv``; logged
-  once per module).
+  once per module). Newer by more than :data:`SLACK` seconds: an installer writes both files
+  in one go, in any order, and some file systems keep times to a second or two.
 
 Otherwise it stays out of the way. Modules without a ``.py`` beside them (the hand-written C
 ``_speedups``) are never touched. Installed by each package's ``__init__``.
@@ -27,6 +28,9 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 PACKAGES = ("cdc.", "catalog.", "derivers.")
+
+#: How much newer than its build a source may be and still count as built from it.
+SLACK = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class PreferCurrent(importlib.abc.MetaPathFinder):
             if built is None:
                 return None  # nothing compiled: the default finders import the source
             if not os.environ.get("CDC_NO_SPEEDUPS"):
-                if os.stat(built).st_mtime >= os.stat(source).st_mtime:
+                if os.stat(source).st_mtime - os.stat(built).st_mtime <= SLACK:
                     return None  # current: the default finders import the extension
                 if name not in self.stale:
                     self.stale.add(name)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc._compiled import PreferCurrent, compiled_file
+from cdc._compiled import SLACK, PreferCurrent, compiled_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -70,6 +70,16 @@ def test_a_stale_build_imports_the_source_and_says_so(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "cdc.hot was edited after it was compiled" in warnings[0]
     assert "make venv" in warnings[0]
+
+
+def test_a_source_written_just_after_its_build_is_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installer (pip unpacking a wheel) writes the source a moment after the extension."""
+    monkeypatch.delenv("CDC_NO_SPEEDUPS", raising=False)
+    source, built = make_pair(tmp_path, built_after_source=True)
+    os.utime(source, (built.stat().st_mtime + 0.5, built.stat().st_mtime + 0.5))
+    assert PreferCurrent().find_spec("cdc.hot", [str(tmp_path / "cdc")]) is None
 
 
 def test_no_speedups_imports_the_source_of_a_current_build(
