@@ -6,7 +6,7 @@
 The modules of the per-event path (:data:`COMPILED`) are also compiled, unchanged, by Cython:
 the same source, without the interpreter's per-bytecode dispatch (pydantic 1 shipped its
 pure-Python modules the same way). The extension module lands beside its ``.py`` and is
-imported in its place while it is at least as new as the source; a source edited since the
+imported in its place unless the source is more than 2 s newer; a source edited since the
 build is imported as source again, with a warning (``cdc/_compiled.py``).
 
 Everything compiled is optional: without a C compiler, or without Cython, the build goes on

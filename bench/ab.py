@@ -9,7 +9,7 @@ this interpreter and its installed dependencies. :mod:`bench.instructions` count
 instead, a measure that does not drift.
 
     git worktree add ../before HEAD~1 && cd ../before
-    python -m pip install --no-deps --target /tmp/before-build .
+    rm -rf /tmp/before-build && python -m pip install --no-deps --target /tmp/before-build .
     (cd /tmp/before-build && find cdc catalog derivers -name '*.so' -exec cp --parents -t "$OLDPWD" {} +)
     cd - && python -m bench.ab ../before . --reps 3
 """

@@ -18,6 +18,7 @@ newline; all values are already canonical text when the envelope is built.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -47,10 +48,22 @@ from catalog.base import (
 )
 from catalog.registry import REGISTRY
 
+#: The interface of catalog/_speedups.c this module calls (its API_VERSION).
+API_VERSION = 2
+
 try:  # the compiled fast paths (catalog/_speedups.c), when they were built
     if os.environ.get("CDC_NO_SPEEDUPS"):  # pydantic and hashlib only (tests, diagnosis)
         raise ImportError("CDC_NO_SPEEDUPS is set")
     from . import _speedups
+
+    if getattr(_speedups, "API_VERSION", 1) != API_VERSION:
+        # Built from an older catalog/_speedups.c (a pull without a rebuild): correct but slower
+        # without it, wrong with it.
+        logging.getLogger(__name__).warning(
+            "catalog/_speedups was built from another version of its source: not used "
+            "(slower); run `make venv` to rebuild"
+        )
+        raise ImportError("stale catalog._speedups")
 except ImportError:
     _speedups = None  # type: ignore[assignment]
 

@@ -11,8 +11,12 @@ finder, ahead of it for this project's packages, imports the source instead when
   once per module). Newer by more than :data:`SLACK` seconds: an installer writes both files
   in one go, in any order, and some file systems keep times to a second or two.
 
-Otherwise it stays out of the way. Modules without a ``.py`` beside them (the hand-written C
+Otherwise it stays out of the way. A build whose source is gone (a module removed or renamed)
+is refused rather than imported; private modules without a ``.py`` (the hand-written C
 ``_speedups``) are never touched. Installed by each package's ``__init__``.
+
+Times, not contents, are compared: a build copied in from elsewhere with a fresh time counts
+as current, whatever it was built from.
 """
 
 from __future__ import annotations
@@ -66,6 +70,13 @@ class PreferCurrent(importlib.abc.MetaPathFinder):
         for directory in path:
             source = os.path.join(directory, stem + ".py")
             if not os.path.isfile(source):
+                leftover = None if stem.startswith("_") else compiled_file(directory, stem)
+                if leftover is not None:  # a module removed or renamed since the build
+                    raise ModuleNotFoundError(
+                        f"{name} is only a compiled build whose source is gone ({leftover}): "
+                        "delete it (`make clean`)",
+                        name=name,
+                    )
                 continue
             built = compiled_file(directory, stem)
             if built is None:

@@ -147,7 +147,11 @@ class Deriver(Protocol):
     tables: frozenset[str]  # tables whose changes trigger derive(); others are skipped
     state_tables: frozenset[str]  # reference tables it reads through StateView
 
-    def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]: ...
+    def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
+        """The drafts of one transaction. Their payloads are handed over: the watcher's envelopes
+        take the payload dicts (and the lists and dicts in them) as they are, so a deriver never
+        keeps or changes one after returning it; drafts may share containers."""
+        ...
 
     def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
         """The watermark passed ``timer.due_at`` while it was armed: the timer-driven events.

@@ -460,3 +460,24 @@ def _compiled_fields(model: Any) -> list[tuple[str, int, Any, bool]]:
         kind, arg = envelope._field_kind(_inner(spec))
         out.append((name, kind, arg, required))
     return out
+
+
+def test_a_build_of_another_version_of_the_extension_is_not_used() -> None:
+    """A catalog/_speedups built from an older source (a pull without a rebuild) would be
+    called with arguments it does not take: the catalog runs without it, and says so."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, types\n"
+        "sys.modules['catalog._speedups'] = types.ModuleType('catalog._speedups')\n"
+        "from catalog import envelope\n"
+        "print(envelope.SPEEDUPS, envelope.fast_envelope)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CDC_NO_SPEEDUPS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "None"]
+    assert "built from another version of its source" in out.stderr
+    from catalog import _speedups
+
+    assert _speedups.API_VERSION == envelope.API_VERSION

@@ -1,9 +1,9 @@
 """The Cython builds of the per-event modules: imported only while current, never required.
 
 ``setup.py`` compiles the modules of :data:`COMPILED` unchanged; ``cdc/_compiled.py`` decides
-per import whether the extension or the source runs. The rules' own tests run on whichever
-build is current; :func:`test_rule_tests_pass_on_the_source_build` runs them once more on the
-source, as a machine without a compiler (or ``CDC_NO_SPEEDUPS=1``) does.
+per import whether the extension or the source runs. The suite runs on whichever build is
+current; :func:`test_the_unit_suite_passes_on_the_source_build` runs the unit tests once more
+on the source, as a machine without a compiler (or ``CDC_NO_SPEEDUPS=1``) does.
 """
 
 from __future__ import annotations
@@ -91,6 +91,14 @@ def test_no_speedups_imports_the_source_of_a_current_build(
     assert spec is not None and spec.origin == str(source)
 
 
+def test_a_build_whose_source_is_gone_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CDC_NO_SPEEDUPS", raising=False)
+    source, _ = make_pair(tmp_path, built_after_source=True)
+    source.unlink()
+    with pytest.raises(ModuleNotFoundError, match="only a compiled build whose source is gone"):
+        PreferCurrent().find_spec("cdc.hot", [str(tmp_path / "cdc")])
+
+
 def test_modules_without_a_build_or_outside_the_project_are_not_touched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,25 +159,14 @@ def test_each_build_is_the_one_imported() -> None:
     assert all(source_only[module_name(p)].endswith(".py") for p in COMPILED)
 
 
-def test_rule_tests_pass_on_the_source_build() -> None:
-    """The derivers' table-driven tests and the fold's, once more on the pure-Python source."""
+def test_the_unit_suite_passes_on_the_source_build() -> None:
+    """Every other unit test once more on the pure-Python source (CDC_NO_SPEEDUPS=1), as a
+    machine without a compiler runs it: the compiled builds are the same source, but the
+    hand-written C twins are not, and the source is what runs wherever neither is built."""
     env = {**os.environ, "CDC_NO_SPEEDUPS": "1"}
     here = Path(__file__).parent
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(here / "test_derive_tickets.py"),
-            str(here / "test_fold.py"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here)]
+    argv += ["--ignore", str(Path(__file__)), "-W", "error"]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert re.search(r"\d+ passed", out.stdout)
