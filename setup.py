@@ -53,7 +53,7 @@ def cython_extensions() -> list[Extension]:
             extensions,
             # Python semantics exactly: annotations are documentation, not C types.
             compiler_directives={"language_level": 3, "annotation_typing": False, "binding": True},
-            build_dir="build/cython",  # the generated C, kept for incremental rebuilds
+            build_dir="build/cython",  # the generated C, out of the source tree
             quiet=True,
         )
     except Exception as exc:  # optional, like the C extensions: the source runs instead

@@ -48,23 +48,16 @@ def compiled_file(directory: str, stem: str) -> str | None:
     return None
 
 
-def is_compiled(module: ModuleType) -> bool:
-    """Whether ``module`` was imported from an extension module (Cython's build of it)."""
-    origin = getattr(module, "__file__", None) or ""
-    return origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-
-
 class PreferCurrent(importlib.abc.MetaPathFinder):
     """A meta-path finder: the source of a module whose compiled build is disabled or stale."""
 
-    def __init__(self, packages: Sequence[str] = PACKAGES) -> None:
-        self.packages = tuple(packages)
-        self.stale: set[str] = set()
+    def __init__(self) -> None:
+        self.stale: set[str] = set()  # named in a warning already
 
     def find_spec(
         self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if path is None or not name.startswith(self.packages):
+        if path is None or not name.startswith(PACKAGES):
             return None
         stem = name.rpartition(".")[2]
         for directory in path:
