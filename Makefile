@@ -6,12 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint venv clean
 
-# The modules setup.py also compiles with Cython: a rebuild when one changes (until then the
-# package imports its source, see cdc/_compiled.py).
-COMPILED := $(shell sed -n 's/^    "\(.*\.py\)",$$/\1/p' setup.py)
-
-# Reinstalled (and the extensions rebuilt) whenever the project metadata or a compiled source changes.
-$(STAMP): pyproject.toml setup.py cdc/pgoutput/_speedups.c catalog/_speedups.c $(COMPILED)
+# Reinstalled (and the C extensions rebuilt) whenever the project metadata or a C source changes.
+$(STAMP): pyproject.toml setup.py cdc/pgoutput/_speedups.c catalog/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

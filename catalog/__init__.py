@@ -8,10 +8,6 @@ sync into the application's ``system_event_catalog`` (:mod:`catalog.sync`, the o
 that does I/O). Derivers depend on this package, never the other way round. See docs/catalog.md.
 """
 
-from cdc._compiled import install as _install_compiled_finder
-
-_install_compiled_finder()  # before any module Cython may have compiled is imported
-
 from catalog.base import CatalogError, canonical_lsn, canonical_ts, canonical_uuid
 from catalog.envelope import (
     NAMESPACE,

@@ -6,10 +6,6 @@ contract every deriver implements.
 
 from __future__ import annotations
 
-from cdc._compiled import install as _install_compiled_finder
-
-_install_compiled_finder()  # before any module Cython may have compiled is imported
-
 from .base import Change, Derived, Deriver, StateView, Timer, TimerOps, TxView
 
 
