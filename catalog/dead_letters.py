@@ -1,11 +1,13 @@
-"""Dead letters: drafts that failed validation, kept with the reasons and the change they came from.
+"""Dead letters: events that are not delivered, kept with the reasons and the change they came from.
 
-A draft that :func:`catalog.envelope.build_envelope` rejects is not delivered (DESIGN §3.6); the
-engine writes a :class:`DeadLetter` with the ``insert_dead_letter`` query of
+Two kinds: a draft that :func:`catalog.envelope.build_envelope` rejects (DESIGN §3.6,
+:func:`dead_letter`), and a valid envelope larger than its sink takes (:func:`too_large`: the
+JSON is over the sink's ``max_event_bytes``, e.g. NATS's ``max_payload``), which no retry could
+ever deliver. The engine writes a :class:`DeadLetter` with the ``insert_dead_letter`` query of
 ``cdc/sql/dead_letters.sql``, in the same transaction as the checkpoint, and counts it. The row is
 keyed by the idempotency key the event would have had, so replaying the same history (restart,
-backfill) does not add a second row. The payload is stored as the deriver gave it; the error
-list holds field paths and reasons only.
+backfill) does not add a second row. The payload is stored as the deriver gave it (for a large
+envelope: its payload); the error list holds field paths and reasons only.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import Any
 import orjson
 
 from catalog.base import canonical_lsn, canonical_ts
-from catalog.envelope import EventDraft, EventValidationError, Source
+from catalog.envelope import Envelope, EventDraft, EventValidationError, Source
 
-__all__ = ["DeadLetter", "dead_letter"]
+__all__ = ["TOO_LARGE", "DeadLetter", "dead_letter", "too_large"]
+
+#: The error ``type`` of a dead letter whose envelope is larger than its sink takes.
+TOO_LARGE = "envelope_too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,4 +80,18 @@ def dead_letter(
         payload_json=payload.decode(),
         errors_json=errors.decode(),
         source=Source(slot, canonical_lsn(lsn), xid, canonical_ts(commit_time), table, timer),
+    )
+
+
+def too_large(envelope: Envelope, reason: str) -> DeadLetter:
+    """The dead letter of ``envelope``, valid but larger than its sink takes; ``reason`` says by
+    how much (sizes only, no values)."""
+    payload = orjson.dumps(envelope.payload, option=orjson.OPT_SORT_KEYS)
+    errors = orjson.dumps([{"path": "", "type": TOO_LARGE, "message": reason}])
+    return DeadLetter(
+        idempotency_key=envelope.idempotency_key,
+        event_type=envelope.event_type,
+        payload_json=payload.decode(),
+        errors_json=errors.decode(),
+        source=envelope.source,
     )

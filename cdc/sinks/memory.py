@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from catalog.envelope import Envelope, envelopes_json
+from catalog.envelope import Envelope
 
+from ..config import DEFAULT_MAX_EVENT_BYTES
 from .base import Batch
 
 
 class MemorySink:
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.envelopes: list[Envelope] = []
         self.batches = 0
+        self._max_event_bytes = max_event_bytes
 
     def write(self, batch: Batch) -> None:
         self.envelopes.extend(batch.envelopes)
         self.batches += 1
+
+    def max_event_bytes(self) -> int:
+        return self._max_event_bytes
 
     def close(self) -> None:
         pass
@@ -27,13 +32,17 @@ class DiscardSink:
 
     name = "discard"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.count = 0
         self.bytes = 0
+        self._max_event_bytes = max_event_bytes
 
     def write(self, batch: Batch) -> None:
-        self.bytes += sum(map(len, envelopes_json(batch.envelopes)))
+        self.bytes += sum(map(len, batch.json()))
         self.count += len(batch.envelopes)
+
+    def max_event_bytes(self) -> int:
+        return self._max_event_bytes
 
     def close(self) -> None:
         pass

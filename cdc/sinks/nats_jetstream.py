@@ -25,6 +25,11 @@ URL query options (``nats://host:4222?stream=…``): ``stream`` (``PSA_EVENTS``)
 ``storage`` (``file`` or ``memory``), ``duplicate_window`` (seconds, 86400), ``replicas`` (1),
 ``max_age`` (seconds, 0 = unlimited), ``timeout`` (seconds to wait for a batch's acks, 10).
 User and password in the URL go to the server; several servers: ``nats://a:4222,b:4222``.
+
+The server refuses a message larger than its ``max_payload`` (1 MB by default), headers
+included, and closes the connection: :meth:`NatsJetStreamSink.max_event_bytes` (the cap the
+watcher checks every envelope against before a write) is the configured ``max_event_bytes``
+lowered to the connected server's ``max_payload`` less :data:`HEADER_ALLOWANCE`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import re
 import threading
 from collections.abc import Coroutine, Iterable
@@ -46,11 +52,11 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
-from catalog.envelope import envelopes_json
 from catalog.registry import REGISTRY
 
+from ..config import DEFAULT_MAX_EVENT_BYTES
 from ..errors import CdcError, ConfigError
-from .base import Batch
+from .base import Batch, unknown_option
 from .retry import SinkUnavailable
 
 log = logging.getLogger("cdc.sinks.nats")
@@ -60,6 +66,9 @@ DEFAULT_SUBJECTS = ("psa.events.>",)
 DEFAULT_SUBJECT = "psa.events.{category}.{event_type}"
 DEFAULT_DUPLICATE_WINDOW = 24 * 3600.0
 DEFAULT_TIMEOUT = 10.0
+#: Bytes of a message's max_payload kept for its headers (``Nats-Msg-Id``: the idempotency key,
+#: ``Nats-Expected-Stream``), which the server counts and the client's own check does not.
+HEADER_ALLOWANCE = 1024
 
 _OPTIONS = frozenset(
     {"stream", "subjects", "subject", "storage", "duplicate_window", "replicas", "max_age", "timeout"}
@@ -98,7 +107,7 @@ class NatsConfig:
         ours: dict[str, str] = {}
         for k, v in parse_qsl(parts.query, keep_blank_values=True):
             if k not in _OPTIONS:
-                raise ConfigError(f"--sink nats: unknown option {k!r}")
+                raise unknown_option("nats", k)
             ours[k] = v
         auth, _, hosts = parts.netloc.rpartition("@")
         servers = tuple(
@@ -129,10 +138,10 @@ class NatsConfig:
         if cfg.storage not in ("file", "memory"):
             raise ConfigError("--sink nats: storage is file or memory")
         if (
-            cfg.duplicate_window <= 0
-            or cfg.timeout <= 0
+            not (0 < cfg.duplicate_window < math.inf)
+            or not (0 < cfg.timeout < math.inf)
             or cfg.replicas < 1
-            or cfg.max_age < 0
+            or not (0 <= cfg.max_age < math.inf)
             or not cfg.subjects
         ):
             raise ConfigError("--sink nats: duplicate_window, timeout and replicas must be positive")
@@ -219,8 +228,9 @@ class NatsJetStreamSink:
 
     name = "nats"
 
-    def __init__(self, config: NatsConfig) -> None:
+    def __init__(self, config: NatsConfig, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.config = config
+        self._max_event_bytes = max_event_bytes
         self.added = 0  # messages stored
         self.skipped = 0  # messages JetStream reported as duplicates
         self._loop: _Loop | None = None
@@ -229,8 +239,8 @@ class NatsJetStreamSink:
         self._subjects: dict[str, str] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> NatsJetStreamSink:
-        return cls(NatsConfig.from_url(url))
+    def from_url(cls, url: str, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> NatsJetStreamSink:
+        return cls(NatsConfig.from_url(url), max_event_bytes=max_event_bytes)
 
     # -- Sink ------------------------------------------------------------------------------
     def write(self, batch: Batch) -> None:
@@ -238,28 +248,17 @@ class NatsJetStreamSink:
             return
         messages = [
             (self._subject(e.event_type), body, e.idempotency_key)
-            for e, body in zip(batch.envelopes, envelopes_json(batch.envelopes), strict=True)
+            for e, body in zip(batch.envelopes, batch.json(), strict=True)
         ]
-        cfg = self.config
-        loop = self._loop or _Loop()
-        self._loop = loop
-        try:
-            acks = loop.run(self._publish(messages), cfg.timeout * 2 + 5)
-        except ConfigError:
-            self._drop()
-            raise
-        except _RETRYABLE as exc:
-            self._drop()
-            raise SinkUnavailable(f"nats sink: {_message(exc)}") from exc
-        except nats.errors.Error as exc:
-            self._drop()
-            raise CdcError(
-                f"nats sink: the server refused the batch ({_message(exc)})",
-                hint="check the stream configuration and the subjects options of --sink",
-            ) from exc
+        acks = self._run(self._publish(messages), "the batch")
         duplicates = sum(1 for a in acks if a)
         self.skipped += duplicates
         self.added += len(acks) - duplicates
+
+    def max_event_bytes(self) -> int:
+        """The configured cap, lowered to what the server takes (this connects, if need be)."""
+        server = self._run(self._server_max_payload(), "the connection")
+        return min(self._max_event_bytes, server - HEADER_ALLOWANCE)
 
     def close(self) -> None:
         if self._loop is not None:
@@ -272,7 +271,32 @@ class NatsJetStreamSink:
             self._loop = None
         self._nc = self._js = None
 
+    # -- internals ---------------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T], what: str) -> T:
+        """Run ``coro`` on the sink's loop, with the client's errors as this project's."""
+        loop = self._loop or _Loop()
+        self._loop = loop
+        try:
+            return loop.run(coro, self.config.timeout * 2 + 5)
+        except ConfigError:
+            self._drop()
+            raise
+        except _RETRYABLE as exc:
+            self._drop()
+            raise SinkUnavailable(f"nats sink: {_message(exc)}") from exc
+        except nats.errors.Error as exc:
+            self._drop()
+            raise CdcError(
+                f"nats sink: the server refused {what} ({_message(exc)})",
+                hint="check the stream configuration and the subjects options of --sink",
+            ) from exc
+
     # -- internals (run on the sink's loop) ---------------------------------------------------
+    async def _server_max_payload(self) -> int:
+        await self._connect()
+        assert self._nc is not None
+        return self._nc.max_payload
+
     def _subject(self, event_type: str) -> str:
         subject = self._subjects.get(event_type)
         if subject is None:
@@ -347,6 +371,18 @@ class NatsJetStreamSink:
         """Publish every message, then wait for every ack; the result says which were duplicates."""
         cfg = self.config
         js = await self._connect()
+        assert self._nc is not None
+        # The watcher checked every envelope against max_event_bytes(); a reconnect since then
+        # may have reached a server that takes less, which would drop the connection mid-batch.
+        limit = self._nc.max_payload - HEADER_ALLOWANCE
+        largest = max((len(body) for _, body, _ in messages), default=0)
+        if largest > limit:
+            raise CdcError(
+                f"nats sink: an envelope of {largest:,} bytes is over the {limit:,}-byte cap of the "
+                "server it reconnected to (its max_payload less the headers)",
+                hint="start `cdc watch` again: it checks each event against the cap of the server "
+                "it connects to and makes a larger one a dead letter",
+            )
 
         async def all_of() -> list[bool]:
             futures = [

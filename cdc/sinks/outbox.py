@@ -33,9 +33,11 @@ from typing import Any, Literal
 import psycopg
 from psycopg import pq, sql
 
-from catalog.envelope import Envelope, envelopes_json
+from catalog.envelope import Envelope
 
 from .. import faults, queries
+from ..config import DEFAULT_MAX_EVENT_BYTES
+from ..connect import connect
 from ..errors import ConfigError, translate
 from .base import Batch
 
@@ -54,19 +56,28 @@ class OutboxSink:
     name = "outbox"
 
     def __init__(
-        self, store_dsn: str | None = None, *, schema: str = "cdc", strategy: Strategy = "copy"
+        self,
+        store_dsn: str | None = None,
+        *,
+        schema: str = "cdc",
+        strategy: Strategy = "copy",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         #: The database of the outbox and of the watcher's own tables; None = the watched one.
         self.store_dsn = store_dsn
         self.schema = schema
         self.strategy: Strategy = strategy
+        self._max_event_bytes = max_event_bytes
         self._staging_ready: set[int] = set()  # backend pids whose session has the staging table
         self._own: psycopg.Connection[Any] | None = None  # for write() outside the watcher
 
     # -- the watcher's hooks ---------------------------------------------------------------
     def prepare(self, conn: psycopg.Connection[Any]) -> None:
         """Create the outbox table and its indexes (idempotent)."""
+        from ..state import ensure_schema
+
         try:
+            ensure_schema(conn, self.schema)
             conn.execute(_q("create_outbox", self.schema))
             if self.strategy == "copy" and conn.info.transaction_status == pq.TransactionStatus.IDLE:
                 # outside a transaction the staging table lasts for the session
@@ -78,10 +89,8 @@ class OutboxSink:
     def write_in(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
         """Insert ``batch`` inside the caller's open transaction; the caller commits."""
         if batch.envelopes:
-            if self.strategy == "copy":
-                inserted = self._copy(conn, batch.envelopes)
-            else:
-                inserted = self._unnest(conn, batch.envelopes)
+            write = self._copy if self.strategy == "copy" else self._unnest
+            inserted = write(conn, batch)
             if inserted < len(batch.envelopes):
                 log.info(
                     "outbox: %d of %d events were already there (replayed history)",
@@ -100,6 +109,9 @@ class OutboxSink:
             self._drop_own()
             raise translate(exc) from exc
 
+    def max_event_bytes(self) -> int:
+        return self._max_event_bytes
+
     def close(self) -> None:
         self._drop_own()
 
@@ -116,10 +128,7 @@ class OutboxSink:
                 hint="give the outbox a database (--sink postgresql://…) to write to it directly",
             )
         if self._own is None or self._own.closed:
-            try:
-                self._own = psycopg.connect(self.store_dsn, autocommit=True)
-            except psycopg.Error as exc:
-                raise translate(exc) from exc
+            self._own = connect(self.store_dsn, purpose="outbox", bounded=True)
             self.prepare(self._own)
         return self._own
 
@@ -128,14 +137,14 @@ class OutboxSink:
             self._own.close()
             self._own = None
 
-    def _copy(self, conn: psycopg.Connection[Any], envelopes: list[Envelope]) -> int:
+    def _copy(self, conn: psycopg.Connection[Any], batch: Batch) -> int:
         if conn.info.backend_pid not in self._staging_ready:
             # inside the caller's transaction: it may roll back, so create it every time
             conn.execute(_q("create_load_table", self.schema))
         with conn.cursor() as cur:
             with cur.copy(_q("copy_load", self.schema)) as copy:
-                bodies = envelopes_json(envelopes)
-                for i, env in enumerate(envelopes):
+                bodies = batch.json()
+                for i, env in enumerate(batch.envelopes):
                     src = env.source
                     copy.write_row(
                         (
@@ -152,13 +161,14 @@ class OutboxSink:
             cur.execute(_q("insert_from_load", self.schema))
             return cur.rowcount
 
-    def _unnest(self, conn: psycopg.Connection[Any], envelopes: list[Envelope]) -> int:
+    def _unnest(self, conn: psycopg.Connection[Any], batch: Batch) -> int:
+        envelopes = batch.envelopes
         params = {
             "ids": [e.id for e in envelopes],
             "keys": [e.idempotency_key for e in envelopes],
             "types": [e.event_type for e in envelopes],
             "tenants": [e.tenant_id for e in envelopes],
-            "envelopes": [body.decode() for body in envelopes_json(envelopes)],
+            "envelopes": [body.decode() for body in batch.json()],
             "lsns": [e.source.lsn for e in envelopes],
             "times": [e.source.commit_time for e in envelopes],
         }

@@ -34,8 +34,10 @@ URL query options (``redis://host:6379/0?prefix=…&maxlen=…``): ``prefix`` (`
 ``stream_prefix`` (``event-stream:``), ``channel`` (``global``), ``workflow_stream``
 (``workflow:events:global`` on channel ``global``; empty disables it), ``maxlen`` (1000;
 0 = no trimming), ``approx`` (1: ``MAXLEN ~``; 0: exact), ``dedup_ttl`` (seconds, 259200 =
-3 days), ``dedup_prefix`` (``<prefix>cdc:seen:``), ``timeout`` (seconds, 5).  Every other
-query option goes to redis-py (``ssl_cert_reqs``, …).
+3 days), ``dedup_prefix`` (``<prefix>cdc:seen:``), ``timeout`` (seconds, 5).  The redis-py
+options of :data:`CLIENT_OPTIONS` (and, for ``rediss://``, :data:`TLS_OPTIONS`) go to redis-py;
+any other option is refused when the sink is opened (redis-py would fail on it only at the
+first write).
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ from redis.retry import Retry
 
 from catalog.envelope import Envelope
 
+from ..config import DEFAULT_MAX_EVENT_BYTES
 from ..errors import CdcError, ConfigError
-from .base import Batch
+from .base import Batch, unknown_option
 from .retry import SinkUnavailable
 
 DEFAULT_PREFIX = "alga-psa:"  # REDIS_PREFIX
@@ -149,6 +152,22 @@ _OPTIONS = frozenset(
         "timeout",
     }
 )
+#: redis-py's own URL options that this sink passes on (its timeouts and retries are the sink's).
+CLIENT_OPTIONS = frozenset({"db", "client_name", "health_check_interval", "protocol", "max_connections"})
+#: redis-py's TLS options, for ``rediss://`` only (a plain connection refuses them).
+TLS_OPTIONS = frozenset(
+    {
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -176,11 +195,14 @@ class RedisStreamsConfig:
         parts = urlsplit(url)
         ours: dict[str, str] = {}
         rest: list[tuple[str, str]] = []
+        passed_on = CLIENT_OPTIONS | (TLS_OPTIONS if parts.scheme == "rediss" else frozenset())
         for k, v in parse_qsl(parts.query, keep_blank_values=True):
             if k in _OPTIONS:
                 ours[k] = v
-            else:
+            elif k in passed_on:
                 rest.append((k, v))
+            else:
+                raise unknown_option("redis", k)
         channel = ours.get("channel", DEFAULT_CHANNEL)
         try:
             cfg = cls(
@@ -193,18 +215,37 @@ class RedisStreamsConfig:
                     "workflow_stream", DEFAULT_WORKFLOW_STREAM if channel == DEFAULT_CHANNEL else ""
                 ),
                 maxlen=int(ours.get("maxlen", DEFAULT_MAXLEN)),
-                approximate=ours.get("approx", "1") not in ("0", "false", "no"),
+                approximate=_flag(ours.get("approx", "1")),
                 dedup_ttl=int(ours.get("dedup_ttl", DEFAULT_DEDUP_TTL)),
                 dedup_prefix=ours.get("dedup_prefix", ""),
                 timeout=float(ours.get("timeout", DEFAULT_TIMEOUT)),
             )
         except ValueError:
-            raise ConfigError("--sink redis: maxlen and dedup_ttl are integers, timeout is seconds") from None
-        if cfg.maxlen < 0 or cfg.dedup_ttl <= 0 or cfg.timeout <= 0 or not channel:
+            raise ConfigError(
+                "--sink redis: maxlen and dedup_ttl are integers, timeout is seconds, approx is 0 or 1"
+            ) from None
+        if cfg.maxlen < 0 or cfg.dedup_ttl <= 0 or not cfg.timeout > 0 or not channel:
             raise ConfigError(
                 "--sink redis: maxlen >= 0, dedup_ttl > 0, timeout > 0 and a channel are needed"
             )
+        try:  # redis-py checks its values (db, protocol, ssl_*) when it builds a connection, not here
+            pool = redis.ConnectionPool.from_url(cfg.url)
+            pool.make_connection()  # builds it, does not connect
+            pool.disconnect()
+        except (ValueError, TypeError, redis.exceptions.RedisError) as exc:
+            first = str(exc).strip().splitlines()
+            raise ConfigError(
+                f"--sink redis: {first[0].rstrip('.') if first else type(exc).__name__}"
+            ) from None
         return cfg
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(text)
 
 
 def _uuid_or_empty(value: Any) -> str:
@@ -277,16 +318,17 @@ class RedisStreamsSink:
 
     name = "redis"
 
-    def __init__(self, config: RedisStreamsConfig) -> None:
+    def __init__(self, config: RedisStreamsConfig, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.config = config
+        self._max_event_bytes = max_event_bytes
         self.added = 0  # events written
         self.skipped = 0  # events found already written (replays within the horizon)
         self._client: redis.Redis | None = None
         self._sha: str | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStreamsSink:
-        return cls(RedisStreamsConfig.from_url(url))
+    def from_url(cls, url: str, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> RedisStreamsSink:
+        return cls(RedisStreamsConfig.from_url(url), max_event_bytes=max_event_bytes)
 
     # -- Sink ------------------------------------------------------------------------------
     def write(self, batch: Batch) -> None:
@@ -323,6 +365,9 @@ class RedisStreamsSink:
                 self.added += 1
             else:
                 self.skipped += 1
+
+    def max_event_bytes(self) -> int:
+        return self._max_event_bytes
 
     def close(self) -> None:
         self._reset()

@@ -7,7 +7,8 @@ configuration).  :class:`RetryingSink` implements the same ``Sink`` protocol aro
 sink: ``write`` retries the whole batch with exponential backoff and jitter and does not
 return until the batch is written — so the watcher never moves the checkpoint past events
 that are not durable — or raises :class:`SinkGaveUp` once the sink has been failing for
-longer than the policy allows (``give_up_after``; ``None`` retries for ever).  A replayed
+longer than the policy allows (``give_up_after``; ``None`` retries for ever).  ``max_event_bytes``
+is retried the same way (the NATS sink connects to learn its server's limit).  A replayed
 batch is harmless: the Redis and NATS sinks de-duplicate by idempotency key.
 
 While it retries, the wrapper keeps :class:`SinkHealth` (healthy, consecutive failures, the
@@ -23,12 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..errors import CdcError
 from .base import Batch, Sink
 
 log = logging.getLogger("cdc.sinks")
+
+T = TypeVar("T")
 
 #: Defaults of the retry policy (also the URL query options ``retry_*`` of ``--sink``).
 DEFAULT_INITIAL_DELAY = 0.2
@@ -134,11 +137,23 @@ class RetryingSink:
         self._rand = rand
 
     def write(self, batch: Batch) -> None:
+        self._retrying(lambda: self.inner.write(batch))
+
+    def max_event_bytes(self) -> int:
+        # retried like a write: a sink may have to reach its server to know (NATS's max_payload)
+        return self._retrying(self.inner.max_event_bytes)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    # -- internals -------------------------------------------------------------------------
+    def _retrying(self, action: Callable[[], T]) -> T:
+        """``action()``, retried while it fails with a retryable error, within the policy."""
         attempt = 0
         started: float | None = None
         while True:
             try:
-                self.inner.write(batch)
+                result = action()
             except Exception as exc:
                 if not is_retryable(exc):
                     self._failed(exc)
@@ -166,12 +181,8 @@ class RetryingSink:
                 attempt += 1
                 continue
             self._succeeded(attempt)
-            return
+            return result
 
-    def close(self) -> None:
-        self.inner.close()
-
-    # -- internals -------------------------------------------------------------------------
     def _wait(self, seconds: float) -> None:
         deadline = self._clock() + seconds
         while True:

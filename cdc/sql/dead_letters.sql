@@ -1,15 +1,16 @@
--- Dead letters: event drafts that failed payload validation (catalog/dead_letters.py).
+-- Dead letters: event drafts that failed payload validation, and valid events larger than
+-- their sink takes (over max_event_bytes) — catalog/dead_letters.py.
 -- {schema} is the watcher's own schema (default cdc), filled with psycopg.sql.Identifier.
 -- A row is keyed by the idempotency key the event would have had, so a replay of the same
 -- history (restart, backfill) finds the row already there and adds nothing.
 
 -- name: create_dead_letters
-CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
     idempotency_key text        NOT NULL PRIMARY KEY,
     event_type      text        NOT NULL,
     payload         jsonb       NOT NULL,   -- the payload as the deriver gave it
-    errors          jsonb       NOT NULL,   -- [path, type, message] per failing field, no values
+    errors          jsonb       NOT NULL,   -- [path, type, message] per failing field, no values;
+                                            -- type envelope_too_large: the size and the sink's cap
     slot            text        NOT NULL,   -- source position: the change that produced the draft
     lsn             pg_lsn      NOT NULL,   -- the transaction's end LSN
     xid             bigint      NOT NULL,

@@ -9,8 +9,9 @@ import pytest
 
 from catalog.envelope import EventDraft, build_envelope
 from catalog.jsonschema_export import example
+from cdc.config import DEFAULT_MAX_EVENT_BYTES
 from cdc.errors import ConfigError
-from cdc.sinks.base import Batch, open_sink, store_dsn_of
+from cdc.sinks.base import Batch, open_sink, store_dsn_of, take_oversized
 from cdc.sinks.jsonl import JsonLinesSink
 from cdc.sinks.memory import DiscardSink, MemorySink
 from cdc.sinks.nats_jetstream import NatsConfig, NatsJetStreamSink, subject_matches, subject_token
@@ -31,7 +32,7 @@ def envelope(event_type: str, **payload: object):  # type: ignore[no-untyped-def
 
 
 def test_the_default_sink_is_the_outbox_in_the_watched_database() -> None:
-    for spec in (None, "", "postgres"):
+    for spec in (None, "postgres"):
         sink = open_sink(spec, schema="cdc2")
         assert isinstance(sink, OutboxSink) and sink.store_dsn is None and sink.schema == "cdc2"
 
@@ -80,12 +81,62 @@ def test_local_sinks(tmp_path) -> None:  # type: ignore[no-untyped-def]
         "nats://h?stream=bad.name",
         "nats://h?duplicate_window=60&max_age=30",
         "nats://h?subjects=other.>",
+        "nats://h?timeout=nan",
+        "",
+        "redis://:secret@h:6379?bogus=1",
+        "redis://:secret@h:6379?ssl_cert_reqs=none",  # TLS options need rediss://
+        "redis://:secret@h:6379?db=x",
+        "redis://:secret@h:6379?approx=maybe",
+        "redis://:secret@h:6379?max_event_bytes=1MB",
+        "nats://h?max_event_bytes=0",
+        "postgres?bogus=1",
+        "postgresql://u:secret@h/db?max_event_bytes=-5",
+        "jsonl:/tmp/x.jsonl?bogus=1",
+        "jsonl:",
+        "-?retry_initial=1",
+        "discard?max_event_bytes=",
     ],
 )
 def test_bad_sinks_are_config_errors_without_secrets(spec: str) -> None:
     with pytest.raises(ConfigError) as err:
         open_sink(spec)
     assert "secret" not in str(err.value) and err.value.hint
+
+
+def test_max_event_bytes_is_an_option_of_every_sink(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert open_sink("postgres").max_event_bytes() == DEFAULT_MAX_EVENT_BYTES == 1024 * 1024
+    assert open_sink("postgres?max_event_bytes=10").max_event_bytes() == 10
+    assert open_sink("discard?max_event_bytes=11").max_event_bytes() == 11
+    jsonl = open_sink(f"jsonl:{tmp_path / 'x.jsonl'}?max_event_bytes=12")
+    assert isinstance(jsonl, JsonLinesSink) and jsonl.path == str(tmp_path / "x.jsonl")
+    assert jsonl.max_event_bytes() == 12
+    jsonl.close()
+    redis_sink = open_sink("redis://127.0.0.1:1/0?max_event_bytes=13&maxlen=5")
+    assert redis_sink.max_event_bytes() == 13  # no server needed to know it
+    redis_sink.close()
+    uri = "postgresql://u@db.example/events?sslmode=require&max_event_bytes=14"
+    outbox = open_sink(uri)
+    assert isinstance(outbox, OutboxSink) and outbox.max_event_bytes() == 14
+    # libpq never sees the option
+    assert outbox.store_dsn == store_dsn_of(uri) == "postgresql://u@db.example/events?sslmode=require"
+
+
+def test_events_over_the_cap_are_taken_out_of_the_batch() -> None:
+    small = [envelope("TICKET_CREATED") for _ in range(3)]
+    big = envelope(
+        "TICKET_UPDATED", updatedFields=["title"], changes={"title": {"previous": "a", "new": "x" * 5000}}
+    )
+    batch = Batch([small[0], big, small[1], small[2]], end_lsn=9, transactions=2)
+    sink = MemorySink(max_event_bytes=4000)
+    taken = take_oversized(batch, sink)
+    assert [e for e, _ in taken] == [big] and batch.envelopes == small
+    size = len(big.to_json_bytes())
+    assert taken[0][1] == f"envelope is {size:,} bytes, over the 4,000-byte cap of sink memory"
+    assert batch.json() == [e.to_json_bytes() for e in small] and (batch.end_lsn, batch.transactions) == (
+        9,
+        2,
+    )
+    assert take_oversized(batch, sink) == []
 
 
 # -- Redis: configuration and the workflow record ----------------------------------------------
@@ -101,10 +152,10 @@ def test_redis_defaults_are_the_applications() -> None:
 
 def test_redis_options_and_passthrough() -> None:
     cfg = RedisStreamsConfig.from_url(
-        "redis://h:1/0?prefix=x:&stream_prefix=s:&maxlen=0&approx=0&dedup_ttl=60&ssl_cert_reqs=none"
+        "rediss://h:1/0?prefix=x:&stream_prefix=s:&maxlen=0&approx=0&dedup_ttl=60&ssl_cert_reqs=none"
     )
     assert cfg.stream_key("A") == "x:s:global:A" and cfg.maxlen == 0 and not cfg.approximate
-    assert cfg.dedup_ttl == 60 and cfg.url == "redis://h:1/0?ssl_cert_reqs=none"
+    assert cfg.dedup_ttl == 60 and cfg.url == "rediss://h:1/0?ssl_cert_reqs=none"
 
 
 def test_only_the_global_channel_feeds_the_workflow_stream() -> None:

@@ -104,6 +104,9 @@ class Tee:
         for s in self.sinks:
             s.write(batch)
 
+    def max_event_bytes(self) -> int:
+        return min(s.max_event_bytes() for s in self.sinks)
+
     def close(self) -> None:
         for s in self.sinks:
             s.close()
