@@ -68,9 +68,17 @@ def free_port() -> int:
 class LocalPostgres:
     """One private cluster. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, settings: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: dict[str, str] | None = None,
+        port: int | None = None,
+        hba: Sequence[str] = (),
+    ) -> None:
         self.bindir = find_bindir()
         self.settings = {**SERVER_SETTINGS, **(settings or {})}
+        #: pg_hba.conf lines checked before initdb's own (which trust everyone): a role that must
+        #: give a password, say.
+        self.hba = tuple(hba)
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="cdc-pg-"))
         self.datadir = self.root / "data"
@@ -110,6 +118,9 @@ class LocalPostgres:
         )
         if res.returncode != 0:
             raise LocalPostgresError(f"initdb failed: {res.stderr.strip().splitlines()[-1:]}")
+        if self.hba:
+            hba_file = self.datadir / "pg_hba.conf"
+            hba_file.write_text("\n".join(self.hba) + "\n" + hba_file.read_text())
         opts = [f"-p {self.port}", f"-k {self.sockdir}"] + [f"-c {k}={v}" for k, v in self.settings.items()]
         res = self._run(
             [
@@ -131,6 +142,14 @@ class LocalPostgres:
             raise LocalPostgresError(f"the throwaway server did not start: {res.stderr.strip()} {log}")
         self._started = True
         return self
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m <mode>``: same data directory, port and settings (pg_ctl keeps the
+        server's options in postmaster.opts, not its log file)."""
+        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile)]
+        res = self._run([*pg_ctl, "-m", mode, "-w", "-t", "60", "restart"])
+        if res.returncode != 0:
+            raise LocalPostgresError(f"the throwaway server did not restart: {res.stderr.strip()}")
 
     def stop(self) -> None:
         if self._started:

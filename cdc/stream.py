@@ -1,6 +1,7 @@
 """The replication socket: START_REPLICATION over psycopg 3.3's COPY_BOTH, and nothing else.
 
-This is the only module that talks to the walsender.  It reads CopyData frames through
+This is the only module that talks to the walsender (the connection itself is opened by
+:func:`cdc.connect.connect`).  It reads CopyData frames through
 the low-level ``pgconn`` without ever blocking inside libpq (so signals and the other
 threads stay responsive), answers keepalives that ask for a reply, and sends standby
 status updates on its own timer (every ``min(10 s, wal_sender_timeout / 2)``), never
@@ -23,18 +24,14 @@ import select
 import struct
 import time
 from datetime import UTC, datetime
-from typing import Final
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from .connect import connect
 from .errors import CdcError, ConnectionLost, StreamProtocolError, translate
 from .lsn import format_lsn
 from .pgoutput.messages import POSTGRES_EPOCH
-
-#: Session settings that pin the text form of values sent by the walsender.
-SESSION_OPTIONS: Final = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3"
 
 _XLOG_END = struct.Struct(">Q").unpack_from  # the end LSN alone, at offset 9
 _KEEPALIVE = struct.Struct(">QqB")  # wal_end, send time, reply requested
@@ -46,20 +43,6 @@ def now_micros() -> int:
     """Now, as microseconds since 2000-01-01 UTC (the protocol's clock)."""
     delta = datetime.now(UTC) - POSTGRES_EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def replication_dsn(dsn: str) -> str:
-    """The DSN with ``replication=database`` and the pinned session options."""
-    params = conninfo_to_dict(dsn)
-    options = " ".join(filter(None, [str(params.get("options") or ""), SESSION_OPTIONS]))
-    return make_conninfo(dsn, replication="database", options=options)
-
-
-def connect_replication(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(replication_dsn(dsn), autocommit=True, prepare_threshold=None)
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
 
 
 def start_replication_command(
@@ -94,8 +77,10 @@ class ReplicationStream:
         binary: bool = False,
         temporary: bool = False,
         status_interval: float = 10.0,
+        purpose: str = "stream",
     ) -> None:
         self.dsn = dsn
+        self.purpose = purpose  # the connection's application name after "cdc "
         self.slot = slot
         self.publication = publication
         self.start_lsn = start_lsn
@@ -112,7 +97,7 @@ class ReplicationStream:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> ReplicationStream:
-        conn = connect_replication(self.dsn)
+        conn = connect(self.dsn, purpose=self.purpose, replication=True, slot=self.slot)
         self.conn = conn
         try:
             timeout_ms = self._wal_sender_timeout_ms(conn)
@@ -225,6 +210,8 @@ class ReplicationStream:
                 self._wait_readable(max(0.0, min(deadline, self._next_status) - now))
                 self._consume()
                 polled = True
+        except psycopg.Error as exc:  # get_copy_data: the connection died under libpq
+            raise translate(exc, slot=self.slot) from exc
         finally:
             self.received_lsn = received
         self._caught_up = False
@@ -237,14 +224,16 @@ class ReplicationStream:
             select.select([self.pgconn.socket], [], [], timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
             pass
-        except (OSError, ValueError, psycopg.OperationalError) as exc:
-            raise ConnectionLost(f"replication connection lost: {exc}") from exc
+        except psycopg.Error as exc:  # the socket of a connection libpq has closed
+            raise translate(exc, slot=self.slot) from exc
+        except (OSError, ValueError) as exc:
+            raise ConnectionLost(f"lost the replication connection (slot {self.slot}): {exc}") from exc
 
     def _consume(self) -> None:
         try:
             self.pgconn.consume_input()
-        except psycopg.OperationalError as exc:
-            raise ConnectionLost(f"replication connection lost: {exc}") from exc
+        except psycopg.Error as exc:
+            raise translate(exc, slot=self.slot) from exc
 
     def _on_keepalive(self, wal_end: int, ts: int, reply: int) -> None:
         self.server_wal_end = max(self.server_wal_end, wal_end)
@@ -275,18 +264,22 @@ class ReplicationStream:
             while pgconn.flush() == 1:
                 select.select([pgconn.socket], [pgconn.socket], [], 1.0)
                 pgconn.consume_input()
-        except psycopg.OperationalError as exc:
-            raise ConnectionLost(f"replication connection lost: {exc}") from exc
+        except psycopg.Error as exc:
+            raise translate(exc, slot=self.slot) from exc
+        except OSError as exc:  # select on the socket of a connection that just closed
+            raise ConnectionLost(f"lost the replication connection (slot {self.slot}): {exc}") from exc
         self._next_status = time.monotonic() + self.status_interval
 
     def _raise_end_of_copy(self) -> None:
+        """The COPY ended: the server's error (a terminated walsender, a shutdown, an invalidated
+        slot), libpq's own (the connection died; it carries no SQLSTATE), or an end of stream."""
         pgconn = self.pgconn
         error: CdcError | None = None
         while (res := pgconn.get_result()) is not None:
             if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
                 exc = psycopg.errors.error_from_result(res)
                 error = translate(exc, slot=self.slot)
-        raise error or ConnectionLost("the server ended the replication stream")
+        raise error or ConnectionLost(f"the server ended the replication stream (slot {self.slot})")
 
     # -- stopping -------------------------------------------------------------------------
     def stop(self) -> None:
