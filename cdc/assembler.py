@@ -73,6 +73,7 @@ class Transaction:
     origin: str | None = None
     changes: list[RowChange] = field(default_factory=list)
     messages: list[LogicalMessage] = field(default_factory=list)
+    truncated: tuple[str, ...] = ()  # tables a TRUNCATE emptied, in order
 
     @property
     def commit_time(self) -> datetime:
@@ -155,12 +156,15 @@ class Assembler:
 
     ``primary_keys`` maps a schema-qualified table to its primary-key columns (the stream
     cannot tell them under REPLICA IDENTITY FULL, where every column is flagged).
+    ``on_relation`` sees each Relation message with the transaction it arrived in (pgoutput
+    sends one before a table's first change, so before any change it describes is assembled):
+    raising there abandons that transaction.
     """
 
     def __init__(
         self,
         primary_keys: dict[str, tuple[str, ...]] | None = None,
-        on_relation: Callable[[Relation], None] | None = None,
+        on_relation: Callable[[Relation, Transaction | None], None] | None = None,
     ) -> None:
         self.primary_keys = primary_keys or {}
         self.shapes: dict[int, RowShape] = {}
@@ -219,12 +223,13 @@ class Assembler:
         elif type(msg) is Relation:
             self.shapes[msg.oid] = RowShape(msg, self.primary_keys.get(msg.qualified_name))
             if self._on_relation is not None:
-                self._on_relation(msg)
+                self._on_relation(msg, self._tx)
         elif type(msg) is Truncate:
             tx = self._require_tx()
             for oid in msg.relation_oids:
                 table = self._shape(oid).table
                 tx.changes.append(RowChange(table, "truncate", None, None, len(tx.changes)))
+                tx.truncated += (table,)
         elif type(msg) is LogicalMessage:
             # Non-transactional messages are not ours (heartbeats are transactional).
             if self._tx is not None and msg.transactional:

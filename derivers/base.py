@@ -13,11 +13,15 @@ text, varchar, enums → ``str``; arrays → lists; SQL NULL → ``None``.
 Reference state is applied *before* the derivers see a transaction: a status created in
 the same transaction as the ticket that moves to it is visible.  The before-images of the
 transaction show what a reference row was before it.
+
+Each deriver declares what its rules read (:data:`Reads`: table → column → the event types
+that depend on it), so that the watcher can tell, when a column is renamed or dropped, which
+events it can no longer derive — and withhold them rather than emit them from a guessed value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, Protocol
@@ -28,6 +32,24 @@ Op = Literal["insert", "update", "delete", "truncate"]
 Image = Mapping[str, Any]
 
 TimerState = Literal["armed", "paused", "fired", "settled"]
+
+Reads = Mapping[str, Mapping[str, frozenset[str]]]
+"""What a deriver's rules read: schema-qualified table → column → the event types whose
+existence or payload depends on that column (reference tables read through the state included)."""
+
+
+def declare_reads(*rules: tuple[str, Iterable[str], Iterable[str]]) -> Reads:
+    """A :data:`Reads` from ``(table, columns, event types)`` rows, one per rule or group of
+    rules: every column of a row feeds every event type of that row (rows add up)."""
+    out: dict[str, dict[str, frozenset[str]]] = {}
+    for table, columns, event_types in rules:
+        if isinstance(columns, str) or isinstance(event_types, str):
+            raise TypeError(f"declare_reads: columns and event types of {table} are collections, not a str")
+        types = frozenset(event_types)
+        by_column = out.setdefault(table, {})
+        for column in columns:
+            by_column[column] = by_column.get(column, frozenset()) | types
+    return out
 
 
 class Change(Protocol):
@@ -107,6 +129,7 @@ class TimerOps(Protocol):
         self,
         key: str,
         *,
+        table: str,
         tenant: str,
         subject_id: str,
         stage: str,
@@ -114,7 +137,9 @@ class TimerOps(Protocol):
         data: Mapping[str, Any] | None = None,
     ) -> None:
         """Create the timer, or move an armed/paused one to ``due_at`` (state becomes armed).
-        A fired or settled timer is left alone: exactly one verdict per stage instance."""
+        A fired or settled timer is left alone: exactly one verdict per stage instance.
+        ``table`` is the table of the row the timer is about (the timer event's source names
+        it): a TRUNCATE of that table forgets the timer, as a DELETE of the row would."""
         ...
 
     def pause(self, key: str) -> None:
@@ -146,6 +171,7 @@ class Deriver(Protocol):
     name: str
     tables: frozenset[str]  # tables whose changes trigger derive(); others are skipped
     state_tables: frozenset[str]  # reference tables it reads through StateView
+    reads: Reads  # every column its rules read, with the event types that depend on it
 
     def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
         """The drafts of one transaction. Their payloads are handed over: the watcher's envelopes

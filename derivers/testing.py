@@ -62,6 +62,7 @@ class FakeState:
 class FakeTimers:
     timers: dict[str, Timer] = field(default_factory=dict)
     deriver: str = "tickets"
+    tables: dict[str, str] = field(default_factory=dict)  # timer key → the table that armed it
 
     def get(self, key: str) -> Timer | None:
         return self.timers.get(key)
@@ -70,6 +71,7 @@ class FakeTimers:
         self,
         key: str,
         *,
+        table: str = "",
         tenant: str,
         subject_id: str,
         stage: str,
@@ -82,6 +84,7 @@ class FakeTimers:
         self.timers[key] = Timer(
             key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {})
         )
+        self.tables[key] = table
 
     def pause(self, key: str) -> None:
         t = self.timers.get(key)

@@ -15,12 +15,21 @@ A bundle action is one transaction, so the rules read the whole of it:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .base import Change
+from .tables import BUNDLE_SETTINGS, TICKETS
 
 if TYPE_CHECKING:
     from .tickets import TicketTx
+
+BUNDLE_EVENTS: Final = ("TICKET_MERGED", "TICKET_SPLIT")
+
+#: What these rules read (see ``derivers.base.Reads``); the actor is declared with the ticket rules.
+READS: Final = (
+    (TICKETS, ("tenant", "ticket_id", "master_ticket_id", "updated_by"), BUNDLE_EVENTS),
+    (BUNDLE_SETTINGS, ("tenant", "master_ticket_id", "mode"), BUNDLE_EVENTS),
+)
 
 # (change, tenant, ticket, master before or after)
 _Move = tuple[Change, str, str, str]

@@ -17,12 +17,43 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .base import Change, Image
+from .tables import AUDIT_LOGS, BUNDLE_MIRRORS, COMMENTS, USERS
 
 if TYPE_CHECKING:
     from .tickets import Actor, TicketTx
 
-USERS: Final = "public.users"
-BUNDLE_MIRRORS: Final = "public.ticket_bundle_mirrors"
+COMMENT_EVENTS: Final = (
+    "TICKET_MESSAGE_ADDED",
+    "TICKET_INTERNAL_NOTE_ADDED",
+    "TICKET_CUSTOMER_REPLIED",
+    "TICKET_COMMENT_ADDED",
+)
+_CHANNEL_EVENTS: Final = ("TICKET_MESSAGE_ADDED", "TICKET_CUSTOMER_REPLIED")
+
+#: What these rules read (see ``derivers.base.Reads``); the actor is declared with the ticket rules.
+READS: Final = (
+    (
+        COMMENTS,
+        (
+            "tenant",
+            "comment_id",
+            "ticket_id",
+            "publish_state",
+            "deleted_at",
+            "is_internal",
+            "user_id",
+            "contact_id",
+            "author_type",
+            "created_at",
+            "published_at",
+        ),
+        COMMENT_EVENTS,
+    ),
+    (COMMENTS, ("metadata",), _CHANNEL_EVENTS),
+    (AUDIT_LOGS, ("source",), _CHANNEL_EVENTS),
+    (BUNDLE_MIRRORS, ("tenant", "child_comment_id"), COMMENT_EVENTS),
+    (USERS, ("tenant", "user_id", "user_type", "contact_id"), COMMENT_EVENTS),
+)
 
 _RESPONSE_SOURCE_CHANNEL: Final = {"inbound_email": "email", "client_portal": "portal"}
 _AUDIT_SOURCE_CHANNEL: Final = {"api": "api", "inbound_email": "email", "client_portal": "portal"}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 from catalog.envelope import EventDraft
 
 from .base import Change, Timer, canonical_time, parse_time
+from .tables import TICKETS
 
 if TYPE_CHECKING:
     from .tickets import Actor, TicketTx
@@ -38,6 +39,29 @@ POLICY_STAGES: Final = (
 ITIL_TARGET_HOURS: Final = {1: 1, 2: 4, 3: 24, 4: 72, 5: 168}
 ITIL_DEFAULT_HOURS: Final = 24
 ITIL_STAGE: Final = "resolution"
+
+SLA_EVENTS: Final = ("TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_MET", "TICKET_SLA_STAGE_BREACHED")
+TIMER_EVENTS: Final = ("TICKET_SLA_STAGE_BREACHED",)  # fired by timers, not by a row change
+
+#: What these rules read (see ``derivers.base.Reads``). The actor and the close of a ticket, which
+#: the MET rules also use, are declared with the ticket rules.
+READS: Final = (
+    (
+        TICKETS,
+        (
+            "tenant",
+            "ticket_id",
+            "sla_policy_id",
+            "sla_started_at",
+            "sla_paused_at",
+            *(column for _, *columns in POLICY_STAGES for column in columns),
+            "itil_priority_level",
+            "entered_at",
+            "is_closed",
+        ),
+        SLA_EVENTS,
+    ),
+)
 
 
 def policy_timer_key(tenant: str, ticket_id: str, stage: str) -> str:
@@ -71,6 +95,7 @@ def _enter(
 ) -> None:
     ctx.timers.arm(
         key,
+        table=TICKETS,
         tenant=tenant,
         subject_id=ticket_id,
         stage=stage,
@@ -136,6 +161,7 @@ def _met(
 def _arm(ctx: TicketTx, tenant: str, ticket_id: str, key: str, stage: str, due: str, policy_id: str) -> None:
     ctx.timers.arm(
         key,
+        table=TICKETS,
         tenant=tenant,
         subject_id=ticket_id,
         stage=stage,

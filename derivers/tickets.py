@@ -24,21 +24,23 @@ from typing import Any, Final
 
 from catalog.envelope import EventDraft
 
-from .base import Change, Derived, Image, StateView, Timer, TimerOps, TxView
+from . import ticket_bundles, ticket_comments, ticket_sla, time_entries
+from .base import Change, Derived, Image, StateView, Timer, TimerOps, TxView, declare_reads
+from .tables import (
+    AUDIT_LOGS,
+    BUNDLE_MIRRORS,
+    BUNDLE_SETTINGS,
+    COMMENTS,
+    STATUSES,
+    TICKET_RESOURCES,
+    TICKETS,
+    TIME_ENTRIES,
+    USERS,
+)
 from .ticket_bundles import bundle_events
 from .ticket_comments import comment_events
-from .ticket_sla import sla_breach, sla_on_delete, sla_on_insert, sla_on_update
+from .ticket_sla import TIMER_EVENTS, sla_breach, sla_on_delete, sla_on_insert, sla_on_update
 from .time_entries import time_entry_events
-
-TICKETS: Final = "public.tickets"
-COMMENTS: Final = "public.comments"
-TICKET_RESOURCES: Final = "public.ticket_resources"
-BUNDLE_SETTINGS: Final = "public.ticket_bundle_settings"
-BUNDLE_MIRRORS: Final = "public.ticket_bundle_mirrors"
-AUDIT_LOGS: Final = "public.ticket_audit_logs"
-TIME_ENTRIES: Final = "public.time_entries"
-STATUSES: Final = "public.statuses"
-USERS: Final = "public.users"
 
 Actor = Mapping[str, str]
 """The base-payload actor fields (``actorType`` and ``actorUserId`` / ``actorContactId``)."""
@@ -708,6 +710,83 @@ def additional_agent_events(ctx: TicketTx) -> None:
         )
 
 
+# --- what the rules read ---------------------------------------------------------------------------
+
+# The events of a ticket row update: the transitions, the lifecycle verdict, the response state.
+UPDATE_EVENTS: Final = (
+    "TICKET_STATUS_CHANGED",
+    "TICKET_PRIORITY_CHANGED",
+    "TICKET_UNASSIGNED",
+    "TICKET_QUEUE_CHANGED",
+    "TICKET_REOPENED",
+    "TICKET_ESCALATED",
+    "TICKET_CLOSED",
+    "TICKET_ASSIGNED",
+    "TICKET_UPDATED",
+    "TICKET_RESPONSE_STATE_CHANGED",
+)
+# What depends on whether an update closes or reopens the ticket: the verdict (a close wins over an
+# assignment or an edit), the response-state trigger, and the ITIL stage's MET (or its breach).
+CLOSE_EVENTS: Final = (
+    "TICKET_REOPENED",
+    "TICKET_CLOSED",
+    "TICKET_ASSIGNED",
+    "TICKET_UPDATED",
+    "TICKET_RESPONSE_STATE_CHANGED",
+    "TICKET_SLA_STAGE_MET",
+    "TICKET_SLA_STAGE_BREACHED",
+)
+
+#: What the rules of this module read (see ``derivers.base.Reads``): a row per rule, columns first.
+READS: Final = (
+    (TICKETS, ("tenant", "ticket_id"), ("TICKET_CREATED", *UPDATE_EVENTS)),
+    (
+        TICKETS,
+        ("entered_by", "entered_at", "board_id", "priority_id", "client_id", "source"),
+        ("TICKET_CREATED",),
+    ),
+    (TICKETS, ("assigned_to", "assigned_team_id"), ("TICKET_ASSIGNED", "TICKET_UNASSIGNED")),
+    # the actor of a created ticket's events
+    (TICKETS, ("entered_by",), ("TICKET_ASSIGNED", "TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_MET")),
+    # the actor of an update's events, and sync_updates propagation (emits none of them)
+    (
+        TICKETS,
+        ("updated_by", "closed_by", "master_ticket_id"),
+        (*UPDATE_EVENTS, "TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_MET"),
+    ),
+    (BUNDLE_SETTINGS, ("tenant", "master_ticket_id", "mode"), UPDATE_EVENTS),
+    # updatedFields / changes of the verdict
+    (TICKETS, TRACKED_COLUMNS, ("TICKET_CLOSED", "TICKET_ASSIGNED", "TICKET_UPDATED")),
+    (TICKETS, ("status_id",), ("TICKET_STATUS_CHANGED",)),
+    (TICKETS, ("status_id", "is_closed"), CLOSE_EVENTS),
+    (STATUSES, ("tenant", "status_id", "is_closed"), CLOSE_EVENTS),
+    (TICKETS, ("closed_at",), ("TICKET_CLOSED", "TICKET_SLA_STAGE_MET")),
+    (TICKETS, ("priority_id",), ("TICKET_PRIORITY_CHANGED",)),
+    (TICKETS, ("board_id",), ("TICKET_QUEUE_CHANGED", "TICKET_ESCALATED")),
+    (TICKETS, ("escalated", "escalated_at"), ("TICKET_ESCALATED",)),
+    (TICKETS, ("response_state",), ("TICKET_RESPONSE_STATE_CHANGED",)),
+    (
+        TICKET_RESOURCES,
+        ("tenant", "ticket_id", "additional_user_id", "assigned_to", "assigned_at"),
+        ("TICKET_ADDITIONAL_AGENT_ASSIGNED",),
+    ),
+)
+
+_RULE_READS: Final = (
+    *READS,
+    *ticket_sla.READS,
+    *ticket_bundles.READS,
+    *ticket_comments.READS,
+    *time_entries.READS,
+)
+# The actor rule: the transaction's audit row names the actor of every change-driven event.
+_ACTOR_READS: Final = (
+    AUDIT_LOGS,
+    ("tenant", "ticket_id", "actor_type", "actor_user_id", "actor_contact_id"),
+    sorted({t for _, _, types in _RULE_READS for t in types} - set(TIMER_EVENTS)),
+)
+
+
 # --- the deriver -----------------------------------------------------------------------------------
 
 
@@ -720,6 +799,7 @@ class TicketDeriver:
         {TICKETS, COMMENTS, TICKET_RESOURCES, BUNDLE_SETTINGS, BUNDLE_MIRRORS, AUDIT_LOGS, TIME_ENTRIES}
     )
     state_tables = frozenset({STATUSES, USERS, BUNDLE_SETTINGS, BUNDLE_MIRRORS})
+    reads = declare_reads(*_RULE_READS, _ACTOR_READS)
 
     def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
         ctx = TicketTx(tx, state, timers)

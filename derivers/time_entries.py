@@ -10,12 +10,32 @@ with both times truncated to the minute, as the application computes it. ``billa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .base import Change, parse_time
+from .tables import TIME_ENTRIES
 
 if TYPE_CHECKING:
     from .tickets import TicketTx
+
+#: What these rules read (see ``derivers.base.Reads``); the actor is declared with the ticket rules.
+READS: Final = (
+    (
+        TIME_ENTRIES,
+        (
+            "tenant",
+            "entry_id",
+            "start_time",
+            "end_time",
+            "work_item_type",
+            "work_item_id",
+            "billable_duration",
+            "user_id",
+            "created_at",
+        ),
+        ("TICKET_TIME_ENTRY_ADDED",),
+    ),
+)
 
 
 def time_entry_events(ctx: TicketTx) -> None:

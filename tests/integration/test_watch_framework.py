@@ -13,7 +13,16 @@ from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
 from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
-from derivers.base import Derived, StateView, Timer, TimerOps, TxView, canonical_time, parse_time
+from derivers.base import (
+    Derived,
+    StateView,
+    Timer,
+    TimerOps,
+    TxView,
+    canonical_time,
+    declare_reads,
+    parse_time,
+)
 
 from .conftest import run_sql
 
@@ -31,6 +40,15 @@ class StatusDeriver:
     name = "test-status"
     tables = frozenset({"public.tickets"})
     state_tables = frozenset({"public.statuses"})
+    reads = declare_reads(
+        (
+            "public.tickets",
+            ("tenant", "ticket_id", "due_date"),
+            ("TICKET_STATUS_CHANGED", "TICKET_SLA_STAGE_BREACHED"),
+        ),
+        ("public.tickets", ("status_id",), ("TICKET_STATUS_CHANGED",)),
+        ("public.statuses", ("tenant", "status_id", "is_closed"), ("TICKET_SLA_STAGE_BREACHED",)),
+    )
 
     def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
         out = []
@@ -42,6 +60,7 @@ class StatusDeriver:
             if row["due_date"] is not None:
                 timers.arm(
                     key,
+                    table=c.table,
                     tenant=row["tenant"],
                     subject_id=row["ticket_id"],
                     stage="resolution",
