@@ -18,18 +18,23 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from . import queries
+from . import faults, queries
+from .connect import connect as open_connection
 from .errors import (
     CdcError,
     InsufficientPrivilege,
     NoPrimaryKey,
     SlotInUse,
+    SlotInvalidated,
+    SlotNotLost,
+    SlotOfAnotherDatabase,
+    SlotStillActive,
     TableMissing,
     WalLevelNotLogical,
     translate,
 )
 from .lsn import format_lsn, parse_lsn
-from .stream import connect_replication
+from .values import canonical_timestamp
 
 if TYPE_CHECKING:
     from .state import BootstrapContext
@@ -68,11 +73,10 @@ class SetupReport:
         self.changes.append(text)
 
 
-def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(dsn, autocommit=True, **kwargs)
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
+def connect(dsn: str, purpose: str = "setup") -> psycopg.Connection[Any]:
+    """An ordinary connection for setup, teardown and the table checks, its statements bounded
+    by the statement timeout (a held lock ends the command rather than hangs it; cdc/connect.py)."""
+    return open_connection(dsn, purpose=purpose, bounded=True)
 
 
 def check_server(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -102,8 +106,8 @@ def table_facts(conn: psycopg.Connection[Any], names: tuple[str, ...]) -> list[T
     return out
 
 
-def primary_keys(dsn: str, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    with connect(dsn) as conn:
+def primary_keys(dsn: str, names: tuple[str, ...], purpose: str = "setup") -> dict[str, tuple[str, ...]]:
+    with connect(dsn, purpose) as conn:
         return {t.qualified: t.primary_key for t in table_facts(conn, names)}
 
 
@@ -112,10 +116,10 @@ def _q(name: str, schema: str, **more: sql.Composable) -> sql.Composed | sql.SQL
 
 
 def _store(
-    conn: psycopg.Connection[Any], store_dsn: str | None
+    conn: psycopg.Connection[Any], store_dsn: str | None, purpose: str = "setup"
 ) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
     """The connection to the database of the watcher's own schema: ``conn`` unless elsewhere."""
-    return connect(store_dsn) if store_dsn else contextlib.nullcontext(conn)
+    return connect(store_dsn, f"{purpose}: store") if store_dsn else contextlib.nullcontext(conn)
 
 
 def slot_facts(conn: psycopg.Connection[Any], slot: str) -> dict[str, Any] | None:
@@ -125,6 +129,14 @@ def slot_facts(conn: psycopg.Connection[Any], slot: str) -> dict[str, Any] | Non
         return None
     cols = [d.name for d in cur.description or ()]
     return dict(zip(cols, row, strict=True))
+
+
+def refuse_foreign_slot(existing: dict[str, Any] | None, slot: str, database: str) -> None:
+    """A logical slot serves only the database it was created in: never act on another's."""
+    if existing is not None and existing["database"] != database:
+        raise SlotOfAnotherDatabase(
+            f"replication slot {slot} belongs to database {existing['database']}, not {database}"
+        )
 
 
 def setup(
@@ -138,18 +150,36 @@ def setup(
     bootstrap: BootstrapHook | None = None,
     create_slot: bool = True,
     store_dsn: str | None = None,
+    recreate_lost_slot: bool = False,
 ) -> SetupReport:
     """Make the database ready for streaming; with ``check_only`` just report what is missing.
 
     ``store_dsn`` names the database that keeps the watcher's own schema when it is not the
     watched one (an outbox in another database, ``--sink postgresql://…``): the schema, the
     slot record, the checkpoint check and the state bootstrap go there.
+
+    A slot the server invalidated (``wal_status`` lost) is a problem to fix, never "in
+    place": it is replaced only with ``recreate_lost_slot``, which records the range of
+    changes that were lost in ``slot_gaps`` (see :func:`_close_gap`).
     """
     report = SetupReport()
     with connect(dsn) as conn, _store(conn, store_dsn) as store:
         facts = check_server(conn)
         if not facts["can_replicate"]:
             raise InsufficientPrivilege("the role has neither REPLICATION nor superuser")
+        # The slot is judged before anything changes: a refusal leaves the database as it was.
+        existing = slot_facts(conn, slot)
+        refuse_foreign_slot(existing, slot, facts["database"])
+        lost = existing is not None and existing["wal_status"] == "lost"
+        if lost and not recreate_lost_slot:
+            if not check_only:
+                raise SlotInvalidated(f"replication slot {slot} was invalidated (wal_status lost)")
+            report.problems.append(
+                f"replication slot {slot} was invalidated (wal_status lost): the changes since its "
+                "checkpoint are gone — run `cdc setup --recreate-slot`"
+            )
+        if recreate_lost_slot and existing is not None and not lost:
+            raise SlotNotLost(f"replication slot {slot} is not lost (wal_status {existing['wal_status']})")
         watched = table_facts(conn, tables)
         schema_exists = store.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)
@@ -195,7 +225,6 @@ def setup(
                         queries.query("setup", "set_publication_tables", publication=pub, tables=table_list)
                     )
 
-        existing = slot_facts(conn, slot)
         recorded = None
         if not check_only or (schema_exists and schema_exists[0]):
             try:
@@ -208,12 +237,24 @@ def setup(
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
                 recorded = None
         needs_bootstrap = bootstrap is not None and not (recorded and recorded[0])
-        if existing is not None and existing["database"] != facts["database"]:
-            raise CdcError(
-                f"slot {slot} belongs to database {existing['database']}",
-                hint="pass a different --slot",
-            )
-        if existing is not None and needs_bootstrap:
+        # A slot that replaces an earlier one of the same name leaves a gap: the changes
+        # between the earlier slot's last delivered position and the new slot's start.
+        gap_reason = "missing" if existing is None else None
+        interrupted = existing is not None and not lost and _gap_is_open(store, schema, slot)
+        if (lost and recreate_lost_slot) or interrupted:
+            if interrupted:  # a crash between dropping the lost slot and closing its gap
+                report.note(
+                    f"finish replacing slot {slot} (an earlier `cdc setup` stopped before recording where "
+                    "the new slot starts): drop and create it again"
+                )
+            else:
+                report.note(f"drop the invalidated slot {slot} and create it again")
+            if not check_only:
+                # The start of the gap is written before the old slot goes (kept if already open).
+                store.execute(_q("open_slot_gap", schema), {"slot": slot, "reason": "lost"})
+                drop_slot(conn, slot)
+                existing, gap_reason = None, "lost"
+        elif existing is not None and needs_bootstrap and not lost:
             # A slot without its bootstrapped state: nothing was consumed yet if the
             # checkpoint is empty, so it is safe to recreate it under a fresh snapshot.
             ck = (
@@ -229,7 +270,7 @@ def setup(
             if ck is not None:
                 raise CdcError(
                     f"slot {slot} has consumed changes but its reference state was never bootstrapped",
-                    hint="run `cdc teardown` then `cdc setup` and backfill",
+                    hint="run `cdc teardown` then `cdc setup` (the changes it consumed are not replayed)",
                 )
             report.note(f"recreate slot {slot} (its state bootstrap never completed)")
             if not check_only:
@@ -238,6 +279,12 @@ def setup(
         if existing is None and create_slot:
             report.note(f"create logical slot {slot} (pgoutput) with exported snapshot")
             if not check_only:
+                if gap_reason == "missing":  # a checkpoint or record of an earlier slot of this name
+                    store.execute(_q("open_slot_gap", schema), {"slot": slot, "reason": "missing"})
+
+                def close_gap(consistent_point: int) -> None:
+                    report.changes.extend(_close_gap(conn, store, schema, slot, consistent_point))
+
                 report.consistent_point = _create_slot_with_snapshot(
                     dsn,
                     conn,
@@ -247,23 +294,53 @@ def setup(
                     bootstrap,
                     tuple(t.qualified for t in watched),
                     writer=store,
+                    on_created=close_gap,
                 )
                 report.slot_created = True
-                # A checkpoint left from an earlier slot of this name (dropped, or lost in a
-                # failover) would make the new slot skip or never reach its changes: start
-                # over at the new slot's consistent point and say what cannot be replayed.
-                old = store.execute(
-                    sql.SQL("DELETE FROM {}.checkpoints WHERE slot_name = %s RETURNING lsn::text").format(
-                        sql.Identifier(schema)
-                    ),
-                    (slot,),
-                ).fetchone()
-                if old is not None:
-                    report.note(
-                        f"discard the old checkpoint {old[0]} of a previous slot {slot}: changes between it "
-                        f"and {format_lsn(report.consistent_point)} are not in the new slot (backfill them)"
-                    )
     return report
+
+
+def _gap_is_open(store: psycopg.Connection[Any], schema: str, slot: str) -> bool:
+    try:
+        row = store.execute(_q("slot_gap_is_open", schema), {"slot": slot}).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return False  # no slot_gaps table yet: no gap was ever opened
+    return bool(row and row[0])
+
+
+def _close_gap(
+    conn: psycopg.Connection[Any],
+    store: psycopg.Connection[Any],
+    schema: str,
+    slot: str,
+    consistent_point: int,
+) -> list[str]:
+    """Start a new slot at its consistent point, and say which changes it cannot deliver.
+
+    Runs as soon as the slot exists, before the bootstrap.  A checkpoint left from an earlier
+    slot of this name (invalidated, dropped, or lost in a failover) would make the new slot
+    skip or never reach its changes, so it goes, in the transaction that closes the gap opened
+    before the old slot went (``open_slot_gap``): the start of the lost range outlives the
+    checkpoint it came from.  Returns what to report.
+    """
+    row = conn.execute("SELECT now()").fetchone()  # the watched server's clock: commit times are its
+    assert row is not None
+    with store.transaction():
+        gaps = store.execute(
+            _q("close_slot_gap", schema),
+            {"slot": slot, "lsn": format_lsn(consistent_point), "time": row[0]},
+        ).fetchall()
+        store.execute(_q("forget_checkpoint", schema), {"slot": slot})
+    notes = []
+    for reason, from_lsn, from_time, to_lsn, to_time in gaps:
+        what = "was invalidated" if reason == "lost" else "was missing"
+        since = f" (commit time {canonical_timestamp(from_time)})" if from_time is not None else ""
+        notes.append(
+            f"discard the old checkpoint of slot {slot}, which {what}: changes committed after {from_lsn}"
+            f"{since} and before {to_lsn} ({canonical_timestamp(to_time)}) are not in the new slot; "
+            f"the range is kept in {schema}.slot_gaps"
+        )
+    return notes
 
 
 def _create_slot_with_snapshot(
@@ -276,11 +353,15 @@ def _create_slot_with_snapshot(
     tables: tuple[str, ...] = (),
     *,
     writer: psycopg.Connection[Any] | None = None,
+    on_created: Callable[[int], None] | None = None,
 ) -> int:
     """Create the slot; bootstrap the state and record the slot through ``writer`` (the
-    connection to the database of the watcher's own schema; ``conn`` when None)."""
+    connection to the database of the watcher's own schema; ``conn`` when None).
+
+    ``on_created`` gets the consistent point as soon as the slot exists (other connections
+    may work while the replication connection waits)."""
     writer = writer if writer is not None else conn
-    repl = connect_replication(dsn)
+    repl = open_connection(dsn, purpose="setup", replication=True, slot=slot)
     try:
         try:
             row = repl.execute(
@@ -291,8 +372,14 @@ def _create_slot_with_snapshot(
         assert row is not None
         consistent_point = parse_lsn(str(row[1]))
         snapshot = str(row[2])
+        faults.reached("setup.after_slot_created")  # a crash before the gap is closed (tests)
+        if on_created is not None:
+            on_created(consistent_point)
         # The replication connection must stay idle from here until the snapshot is used.
-        with psycopg.connect(dsn) as snap_conn, snap_conn.transaction():
+        with (
+            open_connection(dsn, purpose="setup: snapshot", autocommit=False) as snap_conn,
+            snap_conn.transaction(),
+        ):
             snap_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snap_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             copied: Sequence[str] | None = None
@@ -330,11 +417,18 @@ def teardown(
 ) -> list[str]:
     """Drop the slot (so no WAL is retained) and the publication; keep the cdc schema.
 
-    The slot's record and checkpoint are forgotten in ``store_dsn`` when the watcher's own
-    schema lives there (see :func:`setup`)."""
+    Only the DSN's own database is touched: a slot of that name created in another database
+    (slot names are cluster-wide) or one a process is streaming from is refused before
+    anything is dropped, so the publication and the checkpoint stay as they were too.  The
+    slot's record and checkpoint are forgotten in ``store_dsn`` when the watcher's own schema
+    lives there (see :func:`setup`); the ``slot_gaps`` history is kept."""
     done: list[str] = []
-    with connect(dsn) as conn, _store(conn, store_dsn) as store:
-        if slot_facts(conn, slot) is not None:
+    with connect(dsn, "teardown") as conn, _store(conn, store_dsn, "teardown") as store:
+        existing = slot_facts(conn, slot)
+        refuse_foreign_slot(existing, slot, conn.info.dbname)
+        if existing is not None and existing["active_pid"] is not None:
+            raise SlotStillActive(f"replication slot {slot} is in use by process {existing['active_pid']}")
+        if existing is not None:
             drop_slot(conn, slot)
             done.append(f"dropped slot {slot}")
         exists_row = conn.execute(
@@ -345,10 +439,7 @@ def teardown(
             done.append(f"dropped publication {publication}")
         try:
             store.execute(_q("forget_slot", schema), {"slot": slot})
-            store.execute(
-                sql.SQL("DELETE FROM {}.checkpoints WHERE slot_name = %s").format(sql.Identifier(schema)),
-                (slot,),
-            )
+            store.execute(_q("forget_checkpoint", schema), {"slot": slot})
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             pass
     return done

@@ -3,26 +3,40 @@
 Each line is ``{"lsn","xid","commitTime","table","op","before","after","unknown"}`` with
 ``lsn`` the transaction's end LSN.  A transaction's lines are written and flushed
 before its end LSN is confirmed to the server (like pg_recvlogical), so a crash between
-the two repeats at most the unconfirmed transactions.  With ``--temporary`` a temporary
-slot at the current WAL position is used: a live view that consumes nothing.
+the two repeats at most the unconfirmed transactions.
+
+A debugging command must never take a watcher's changes.  By default tail reads through a
+temporary slot created at the current WAL position: a live view that consumes nothing and
+disappears with the connection.  Consuming a durable slot takes an explicit slot name, and
+:func:`preflight` refuses one that the watcher's own schema names (its slot record or its
+checkpoint), one of another database, and one the server invalidated.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
 
 import psycopg
+from psycopg import sql
 
 from . import faults, queries
 from .assembler import Assembler, RowChange, Transaction
-from .errors import SlotMissing, WalLevelNotLogical, translate
+from .connect import connect
+from .errors import (
+    SlotInvalidated,
+    SlotMissing,
+    SlotOfWatcher,
+    translate,
+)
 from .lsn import format_lsn
 from .pgoutput import Decoder
+from .provision import check_server, refuse_foreign_slot, slot_facts
 from .stream import ReplicationStream
 from .values import canonical_timestamp, dumps
 
@@ -30,9 +44,10 @@ from .values import canonical_timestamp, dumps
 @dataclass
 class TailOptions:
     dsn: str
-    slot: str
+    slot: str | None  # a durable slot to consume; None: a temporary slot that consumes nothing
     publication: str
-    temporary: bool = False
+    temporary: bool = False  # make ``slot`` a temporary slot of that name
+    schema: str = "cdc"  # the watcher's own schema, whose slot tail must never consume
     max_changes: int | None = None
     idle_exit: float | None = None
     binary: bool = False
@@ -76,21 +91,47 @@ def encode_transaction(tx: Transaction) -> bytes:
     return b"".join([dumps(change_record(tx, c, lsn, commit_time)) + b"\n" for c in tx.changes])
 
 
-def preflight(dsn: str, slot: str, temporary: bool) -> None:
-    """Clear errors before opening the replication connection."""
+def preflight(dsn: str, slot: str, temporary: bool, schema: str = "cdc") -> None:
+    """Clear errors before opening the replication connection; refuse a slot tail must not consume."""
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            row = conn.execute("SHOW wal_level").fetchone()
-            if row is None or row[0] != "logical":
-                raise WalLevelNotLogical(
-                    f"the server's wal_level is {row[0] if row else '?'!r}, not 'logical'"
-                )
+        with connect(dsn, purpose="tail", bounded=True) as conn:
+            database = check_server(conn)["database"]  # and wal_level = logical
             if not temporary:
-                found = conn.execute(queries.raw("setup", "slot_facts"), {"slot": slot}).fetchone()
-                if found is None:
-                    raise SlotMissing(f"replication slot {slot} does not exist")
+                _check_durable_slot(conn, slot, schema, database)
     except psycopg.Error as exc:
         raise translate(exc, slot=slot) from exc
+
+
+def _check_durable_slot(conn: psycopg.Connection[Any], slot: str, schema: str, database: str) -> None:
+    facts = slot_facts(conn, slot)
+    if facts is None:
+        raise SlotMissing(
+            f"replication slot {slot} does not exist",
+            hint="create it (pg_create_logical_replication_slot(name, 'pgoutput')), "
+            "or leave out --slot to read through a temporary slot",
+        )
+    refuse_foreign_slot(facts, slot, database)
+    try:
+        named = conn.execute(
+            queries.query("setup", "slot_is_recorded", schema=sql.Identifier(schema)), {"slot": slot}
+        ).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        named = None  # no watcher's schema in this database: no watcher of this slot here
+    if named is not None and named[0]:
+        raise SlotOfWatcher(
+            f"replication slot {slot} is a watcher's slot ({schema}.slots or {schema}.checkpoints names it)"
+        )
+    if facts["wal_status"] == "lost":
+        raise SlotInvalidated(
+            f"replication slot {slot} was invalidated (wal_status lost)",
+            hint="drop it (pg_drop_replication_slot) and create it again, "
+            "or leave out --slot to read through a temporary slot",
+        )
+
+
+def temporary_slot_name() -> str:
+    """A name no other tail of the cluster uses (temporary slots are cluster-wide too)."""
+    return f"cdc_tail_{uuid.uuid4().hex[:12]}"
 
 
 def run_tail(
@@ -100,17 +141,20 @@ def run_tail(
     on_transaction: Callable[[Transaction], None] | None = None,
 ) -> int:
     """Stream until a stop condition; return the number of changes printed."""
-    preflight(opts.dsn, opts.slot, opts.temporary)
+    temporary = opts.temporary or opts.slot is None
+    slot = opts.slot or temporary_slot_name()
+    preflight(opts.dsn, slot, temporary, opts.schema)
     stop = stop or StopFlag()
     decoder = Decoder()
     assembler = Assembler()
     stream = ReplicationStream(
         opts.dsn,
-        opts.slot,
+        slot,
         opts.publication,
         binary=opts.binary,
-        temporary=opts.temporary,
+        temporary=temporary,
         status_interval=opts.status_interval,
+        purpose="tail",
     )
     printed = 0
     last_tx = time.monotonic()

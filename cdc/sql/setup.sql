@@ -7,8 +7,29 @@ SELECT current_setting('wal_level') AS wal_level,
        current_database() AS database,
        (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS can_replicate
 
+-- name: schema_exists
+SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s)
+
 -- name: create_schema
-CREATE SCHEMA IF NOT EXISTS {schema}
+-- Only when it is missing: even with IF NOT EXISTS the statement needs CREATE on the database,
+-- which a least-privilege watcher with a schema of its own does not have.
+CREATE SCHEMA {schema}
+
+-- name: tables_for_the_schema_owner
+-- Tables of the watcher's schema that the current role made but the schema's owner does not
+-- own (`cdc setup` run by the tables' owner into a schema made for the watcher's role), where
+-- the current role may give them away.
+SELECT c.relname, pg_get_userbyid(n.nspowner)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s
+  AND c.relkind IN ('r', 'p')
+  AND c.relowner <> n.nspowner
+  AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  AND pg_has_role(current_user, n.nspowner, 'USAGE')
+
+-- name: give_table_to
+ALTER TABLE {table} OWNER TO {owner}
 
 -- name: create_checkpoints
 -- One row per slot.  ``lsn`` is the end LSN (Commit.end_lsn) of the last transaction whose
@@ -78,6 +99,59 @@ UPDATE {schema}.slots
 -- name: forget_slot
 DELETE FROM {schema}.slots WHERE slot_name = %(slot)s
 
+-- name: forget_checkpoint
+DELETE FROM {schema}.checkpoints WHERE slot_name = %(slot)s RETURNING lsn::text
+
+-- name: slot_is_recorded
+-- Whether the watcher's own schema names this slot: its slot record or its checkpoint.
+SELECT EXISTS (SELECT 1 FROM {schema}.slots WHERE slot_name = %(slot)s)
+    OR EXISTS (SELECT 1 FROM {schema}.checkpoints WHERE slot_name = %(slot)s)
+
+-- name: create_slot_gaps
+-- Changes a slot can no longer deliver, because the server invalidated it (reason 'lost':
+-- max_slot_wal_keep_size) or it disappeared (reason 'missing': dropped, or a failover), and
+-- `cdc setup` made a new slot of the same name.  ``from_lsn``/``from_time``: the last position
+-- delivered (the checkpoint's end LSN and commit time; the old slot's consistent point and
+-- creation time when nothing was delivered yet), written before the old slot is dropped so
+-- the start survives a crash.  ``to_lsn``/``to_time``: the new slot's consistent point and
+-- when it was made (NULL until then).  Changes committed after ``from`` and before ``to``
+-- were never delivered; the times bound their commit times.
+CREATE TABLE IF NOT EXISTS {schema}.slot_gaps (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    slot_name   text        NOT NULL,
+    reason      text        NOT NULL CHECK (reason IN ('lost', 'missing')),
+    from_lsn    pg_lsn      NOT NULL,
+    from_time   timestamptz,
+    to_lsn      pg_lsn,
+    to_time     timestamptz,
+    opened_at   timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: create_slot_gaps_open
+-- At most one gap per slot waits for its new slot.
+CREATE UNIQUE INDEX IF NOT EXISTS slot_gaps_open ON {schema}.slot_gaps (slot_name) WHERE to_lsn IS NULL
+
+-- name: open_slot_gap
+-- A gap left open by an earlier attempt that crashed keeps its (earlier) start.
+INSERT INTO {schema}.slot_gaps (slot_name, reason, from_lsn, from_time)
+SELECT %(slot)s, %(reason)s, COALESCE(c.lsn, s.consistent_point),
+       CASE WHEN c.lsn IS NOT NULL THEN c.commit_time ELSE s.created_at END
+  FROM (SELECT) AS one
+  LEFT JOIN {schema}.checkpoints c ON c.slot_name = %(slot)s
+  LEFT JOIN {schema}.slots s ON s.slot_name = %(slot)s
+ WHERE COALESCE(c.lsn, s.consistent_point) IS NOT NULL
+ON CONFLICT (slot_name) WHERE to_lsn IS NULL DO NOTHING
+
+-- name: slot_gap_is_open
+-- An open gap on an existing slot: `cdc setup` stopped between dropping the invalidated slot
+-- and recording where its replacement starts.
+SELECT EXISTS (SELECT 1 FROM {schema}.slot_gaps WHERE slot_name = %(slot)s AND to_lsn IS NULL)
+
+-- name: close_slot_gap
+UPDATE {schema}.slot_gaps SET to_lsn = %(lsn)s::pg_lsn, to_time = %(time)s
+ WHERE slot_name = %(slot)s AND to_lsn IS NULL
+RETURNING reason, from_lsn::text, from_time, to_lsn::text, to_time
+
 -- name: table_facts
 -- For each requested name: does it exist, its primary key columns, its replica identity.
 SELECT t.name,
@@ -116,6 +190,8 @@ ALTER PUBLICATION {publication} SET TABLE {tables}
 DROP PUBLICATION IF EXISTS {publication}
 
 -- name: slot_facts
+-- ``database``: the database the slot was created in (a logical slot serves only that one);
+-- ``wal_status`` 'lost': the server removed WAL the slot still needed (max_slot_wal_keep_size).
 SELECT slot_name, plugin, slot_type, database, temporary, active, active_pid,
        restart_lsn::text, confirmed_flush_lsn::text, wal_status
   FROM pg_replication_slots WHERE slot_name = %(slot)s

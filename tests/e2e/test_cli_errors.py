@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cdc.localpg import LocalPostgres, free_port
-from tests.integration.conftest import BackgroundTail, do_setup, run_sql, wait_for
+from tests.integration.conftest import TAIL_SLOT, BackgroundTail, run_sql, setup_for_tail, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -49,12 +49,12 @@ def test_bad_dsn(dsn: str) -> None:
 
 def test_slot_missing(db_dsn: str) -> None:
     assert_one_line_error(
-        cdc("tail", "--dsn", db_dsn, "--slot", "no_such_slot"), "does not exist", "cdc setup"
+        cdc("tail", "--dsn", db_dsn, "--slot", "no_such_slot"), "does not exist", "temporary slot"
     )
 
 
 def test_slot_active_in_another_process(db_dsn: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     with BackgroundTail(db_dsn, idle_exit=30):
 
         def active() -> bool:
@@ -62,12 +62,12 @@ def test_slot_active_in_another_process(db_dsn: str) -> None:
 
             with psycopg.connect(db_dsn) as c:
                 r = c.execute(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_events'"
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (TAIL_SLOT,)
                 ).fetchone()
                 return bool(r and r[0])
 
         assert wait_for(active)
-        res = cdc("tail", "--dsn", db_dsn, "--idle-exit", "1")
+        res = cdc("tail", "--dsn", db_dsn, "--slot", TAIL_SLOT, "--idle-exit", "1")
     assert_one_line_error(res, "active in another process")
 
 

@@ -17,6 +17,8 @@ from cdc.tail import StopFlag, TailOptions, run_tail
 
 SLOT = "cdc_events"
 PUB = "cdc_events"
+#: A durable slot of the tests' own for `cdc tail --slot`: tail refuses the watcher's slot.
+TAIL_SLOT = "cdc_tail"
 
 
 def run_sql(dsn: str, *statements: str, params: Any = None) -> None:
@@ -36,10 +38,16 @@ def do_setup(dsn: str, extra_tables: tuple[str, ...] = (), tables: tuple[str, ..
     setup(dsn, slot=SLOT, publication=PUB, tables=(tables or DEFAULT_TABLES) + extra_tables)
 
 
+def setup_for_tail(dsn: str, extra_tables: tuple[str, ...] = ()) -> None:
+    """The publication and a durable slot (TAIL_SLOT) no watcher's records name, for tail to consume."""
+    setup(dsn, slot=SLOT, publication=PUB, tables=DEFAULT_TABLES + extra_tables, create_slot=False)
+    run_sql(dsn, f"SELECT pg_create_logical_replication_slot('{TAIL_SLOT}', 'pgoutput')")
+
+
 def tail_lines(
     dsn: str,
     *,
-    slot: str = SLOT,
+    slot: str | None = TAIL_SLOT,
     max_changes: int | None = None,
     idle_exit: float | None = 1.5,
     binary: bool = False,
@@ -70,7 +78,7 @@ class BackgroundTail:
         self.stop = StopFlag()
         self.error: BaseException | None = None
         opts = TailOptions(
-            dsn, kw.pop("slot", SLOT), PUB, status_interval=kw.pop("status_interval", 1.0), **kw
+            dsn, kw.pop("slot", TAIL_SLOT), PUB, status_interval=kw.pop("status_interval", 1.0), **kw
         )
 
         def target() -> None:

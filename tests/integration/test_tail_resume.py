@@ -10,7 +10,7 @@ import orjson
 import psycopg
 import pytest
 
-from .conftest import BackgroundTail, do_setup, run_sql, tail_lines, wait_for
+from .conftest import TAIL_SLOT, BackgroundTail, run_sql, setup_for_tail, tail_lines, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def _insert_boards(dsn: str, tenant: str, names: list[str]) -> None:
 
 
 def test_restart_yields_exactly_the_unacknowledged_transactions(db_dsn: str, tenant: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     names = [f"b{i}" for i in range(10)]
     _insert_boards(db_dsn, tenant, names)
     first = tail_lines(db_dsn, max_changes=4)
@@ -40,14 +40,23 @@ def _cdc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_kill_9_between_print_and_ack_repeats_only_that_transaction(db_dsn: str, tenant: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     names = [f"k{i}" for i in range(6)]
     _insert_boards(db_dsn, tenant, names)
-    killed = _cdc("tail", "--dsn", db_dsn, "--idle-exit", "2", env={"CDC_FAULT": "tail.after_print:3"})
+    killed = _cdc(
+        "tail",
+        "--dsn",
+        db_dsn,
+        "--slot",
+        TAIL_SLOT,
+        "--idle-exit",
+        "2",
+        env={"CDC_FAULT": "tail.after_print:3"},
+    )
     assert killed.returncode == -9
     printed = [orjson.loads(x) for x in killed.stdout.splitlines()]
     assert [x["after"]["board_name"] for x in printed] == names[:3]
-    again = _cdc("tail", "--dsn", db_dsn, "--idle-exit", "1.5")
+    again = _cdc("tail", "--dsn", db_dsn, "--slot", TAIL_SLOT, "--idle-exit", "1.5")
     assert again.returncode == 0, again.stderr
     resumed = [orjson.loads(x) for x in again.stdout.splitlines()]
     assert [x["after"]["board_name"] for x in resumed] == names[2:]
@@ -56,7 +65,7 @@ def test_kill_9_between_print_and_ack_repeats_only_that_transaction(db_dsn: str,
 
 
 def test_idle_slot_follows_the_server_wal_position(db_dsn: str, tenant: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     with BackgroundTail(db_dsn, idle_exit=60):
         run_sql(
             db_dsn,
@@ -69,8 +78,8 @@ def test_idle_slot_follows_the_server_wal_position(db_dsn: str, tenant: str) -> 
 
             def caught_up() -> bool:
                 r = conn.execute(
-                    "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = 'cdc_events'",
-                    (target,),
+                    "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+                    (target, TAIL_SLOT),
                 ).fetchone()
                 return bool(r and r[0])
 

@@ -7,7 +7,7 @@ import base64
 import psycopg
 import pytest
 
-from .conftest import BackgroundTail, do_setup, in_one_transaction, run_sql, tail_lines, wait_for
+from .conftest import BackgroundTail, in_one_transaction, run_sql, setup_for_tail, tail_lines, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ INSERT INTO public.all_types VALUES (
 
 def test_every_column_type_insert_update_delete_truncate(db_dsn: str) -> None:
     run_sql(db_dsn, ALL_TYPES)
-    do_setup(db_dsn, ("public.all_types",))
+    setup_for_tail(db_dsn, ("public.all_types",))
     run_sql(
         db_dsn,
         INSERT,
@@ -119,7 +119,7 @@ def test_every_column_type_insert_update_delete_truncate(db_dsn: str) -> None:
 
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 def test_application_tables_and_multi_statement_transactions(db_dsn: str, tenant: str, binary: bool) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     in_one_transaction(
         db_dsn,
         f"INSERT INTO boards (tenant, board_name) VALUES ('{tenant}', 'Service Desk')",
@@ -138,7 +138,7 @@ def test_application_tables_and_multi_statement_transactions(db_dsn: str, tenant
 
 
 def test_rolled_back_and_unpublished_changes_never_arrive(db_dsn: str, tenant: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     with psycopg.connect(db_dsn) as conn:
         conn.execute(f"INSERT INTO boards (tenant, board_name) VALUES ('{tenant}', 'Rolled back')")
         conn.rollback()
@@ -149,7 +149,7 @@ def test_rolled_back_and_unpublished_changes_never_arrive(db_dsn: str, tenant: s
 
 
 def test_alter_table_add_and_drop_column_while_streaming(db_dsn: str, tenant: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     ins = f"INSERT INTO boards (tenant, board_name) VALUES ('{tenant}', %s)"
     with BackgroundTail(db_dsn, max_changes=3) as bg:
         run_sql(db_dsn, ins, params=("before",))
@@ -172,7 +172,7 @@ def test_alter_table_add_and_drop_column_while_streaming(db_dsn: str, tenant: st
 
 
 def test_temporary_slot_consumes_nothing(db_dsn: str, tenant: str) -> None:
-    do_setup(db_dsn)
+    setup_for_tail(db_dsn)
     with BackgroundTail(db_dsn, slot="cdc_tmp_view", temporary=True, max_changes=1) as bg:
         # the temporary slot starts at the current position: wait until it exists
         def slot_exists() -> bool:
