@@ -24,6 +24,7 @@ from derivers.base import Deriver, Image, Timer, TimerState
 
 from . import queries
 from .assembler import RowChange
+from .connect import connect
 from .lsn import format_lsn, parse_lsn
 from .pgoutput.messages import Column, Relation
 from .values import JsonRowView, Row, RowShape
@@ -35,16 +36,36 @@ def _q(name: str, schema: str) -> sql.Composed | sql.SQL:
     return queries.query("state", name, schema=sql.Identifier(schema))
 
 
+def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the watcher's schema unless it exists (see the create_schema query for why)."""
+    row = conn.execute(queries.raw("setup", "schema_exists"), {"schema": schema}).fetchone()
+    if not (row and row[0]):
+        conn.execute(queries.query("setup", "create_schema", schema=sql.Identifier(schema)))
+
+
 def create_tables(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Every table of the watcher's own schema (idempotent)."""
+    """Every table of the watcher's own schema (idempotent).
+
+    Tables are owned by the schema's owner: when the tables' owner runs `cdc setup` into a
+    schema made for a least-privilege watcher role, the new tables are handed to that role, so
+    the watcher may write them and add what a later version needs."""
     ident = sql.Identifier(schema)
-    conn.execute(queries.query("setup", "create_schema", schema=ident))
+    ensure_schema(conn, schema)
     conn.execute(queries.query("setup", "create_checkpoints", schema=ident))
     conn.execute(queries.query("setup", "create_slots", schema=ident))
     conn.execute(queries.query("setup", "add_bootstrapped_tables", schema=ident))
     conn.execute(_q("create_state", schema))
     conn.execute(_q("create_timers", schema))
     conn.execute(queries.query("dead_letters", "create_dead_letters", schema=ident))
+    conn.execute(queries.query("relations", "create_derivation_gaps", schema=ident))
+    conn.execute(queries.query("setup", "create_slot_gaps", schema=ident))
+    conn.execute(queries.query("setup", "create_slot_gaps_open", schema=ident))
+    for table, owner in conn.execute(queries.raw("setup", "tables_for_the_schema_owner"), {"schema": schema}):
+        conn.execute(
+            queries.query(
+                "setup", "give_table_to", table=sql.Identifier(schema, table), owner=sql.Identifier(owner)
+            )
+        )
 
 
 class StateStore:
@@ -172,7 +193,8 @@ def _hashable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class ArmedBy:
-    """The change that armed a timer: the timer event's source."""
+    """The change that armed a timer: the timer event's source. ``table`` is the table of the
+    row the timer is about (``TimerOps.arm``); a TRUNCATE of it forgets the timer."""
 
     lsn: int
     xid: int
@@ -190,7 +212,8 @@ class TimerStore:
         self.armed_by: dict[str, ArmedBy] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
-        self.context: ArmedBy | None = None  # set by the watcher per derived change
+        # The transaction being derived (lsn, xid, commit time), set by the watcher.
+        self.context: tuple[int, int, datetime] | None = None
         self.deriver = ""
         # (due_at, key) of armed timers; stale entries (moved, paused, settled) are skipped
         # when they surface, so arming is O(log n) and finding due timers is not a scan.
@@ -204,6 +227,7 @@ class TimerStore:
         self,
         key: str,
         *,
+        table: str,
         tenant: str,
         subject_id: str,
         stage: str,
@@ -225,7 +249,7 @@ class TimerStore:
         )
         heapq.heappush(self._heap, (due_at, key))
         if self.context is not None:
-            self.armed_by[key] = self.context
+            self.armed_by[key] = ArmedBy(*self.context, table)
         self._touch(key)
 
     def pause(self, key: str) -> None:
@@ -239,6 +263,14 @@ class TimerStore:
             self.armed_by.pop(key, None)
             self._dirty.discard(key)
             self._deleted.add(key)
+
+    def forget_table(self, table: str) -> int:
+        """A TRUNCATE of ``table``: every timer its rows armed goes, whatever its state (the
+        rows are gone, as if each was deleted). Returns how many."""
+        keys = [key for key, by in self.armed_by.items() if by.table == table]
+        for key in keys:
+            self.forget(key)
+        return len(keys)
 
     def _set_state(self, key: str, state: TimerState, allowed: tuple[str, ...]) -> None:
         t = self.timers.get(key)
@@ -428,7 +460,10 @@ def bootstrap_late(
     changes, which are applied as usual (a row image replayed over the same or a newer
     image converges to the stream's order). Returns the number of rows copied.
     """
-    with psycopg.connect(source_dsn) as source, source.transaction():
+    with (
+        connect(source_dsn, purpose=f"watch {slot}: bootstrap", autocommit=False) as source,
+        source.transaction(),
+    ):
         source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         store = _read_tables(source, slot, schema, (table,))
     with store_conn.transaction():

@@ -6,14 +6,22 @@ For each committed transaction, in commit order:
    fires first (so a watcher that was down at a due time reports it on catch-up, before
    later transactions, and one that is behind never reports a breach that a resolution
    committed before the due time prevents);
-2. its reference-table changes are applied to the state store;
+2. its reference-table changes are applied to the state store, and a TRUNCATE forgets the
+   timers the truncated table's rows armed;
 3. the derivers turn the folded transaction into drafts, which the catalog validates into
    envelopes (failures become dead letters).
 
-Transactions are grouped into batches (by event count, transaction count and age).  A
-batch is made durable by the sink, then the state, timers, dead letters and the checkpoint
-(the batch's last end LSN) commit in one transaction of the watcher's own schema, and only
-then is the end LSN confirmed to the server.  A transaction at or below the checkpoint
+Before that, while the transaction is received, each Relation message is checked
+(:mod:`cdc.relations`): a watched table that is not REPLICA IDENTITY FULL stops the watcher
+before anything of the transaction is derived, and columns the derivers read that the table
+lacks withhold the events that depend on them, recorded as a derivation gap.
+
+Transactions are grouped into batches (by event count, transaction count and age).  An
+event larger than the sink takes (its ``max_event_bytes``) becomes a dead letter rather than
+a write that could never succeed; the rest of the
+batch is made durable by the sink, then the state, timers, dead letters, derivation gaps and
+the checkpoint (the batch's last end LSN) commit in one transaction of the watcher's own
+schema, and only then is the end LSN confirmed to the server.  A transaction at or below the checkpoint
 (resent after a crash between checkpoint and confirmation) is skipped.
 
 The watermark comes from transactions' commit times and from the watcher's own
@@ -39,21 +47,23 @@ import psycopg
 from apscheduler.jobstores.base import JobLookupError
 from psycopg import sql
 
-from catalog.dead_letters import dead_letter
+from catalog.dead_letters import dead_letter, too_large
 from catalog.envelope import EventDraft, EventValidationError, build_envelope, envelope_source, fast_envelope
 from derivers import default_derivers
 from derivers.base import Derived, Deriver, TxView
 
 from . import faults, queries
 from .assembler import Assembler, RowChange, Transaction
+from .connect import connect
 from .errors import CdcError, SlotMissing, translate
 from .lsn import format_lsn, parse_lsn
 from .pgoutput import Decoder
 from .pgoutput.decoder import changed_names
+from .pgoutput.messages import Relation
 from .provision import check_server, primary_keys, slot_facts
-from .sinks.base import Batch, Sink
+from .relations import RelationGuard, merge_reads, require_full_identity, table_shapes
+from .sinks.base import Batch, Sink, take_oversized
 from .state import (
-    ArmedBy,
     StateStore,
     TimerStore,
     bootstrap_late,
@@ -141,11 +151,12 @@ _POSITION = itemgetter(1)  # Derived.position, without a Python frame per item
 class Heartbeat:
     """Emits the watcher's transactional heartbeat message from a background scheduler."""
 
-    def __init__(self, dsn: str, interval: float) -> None:
+    def __init__(self, dsn: str, interval: float, purpose: str = "heartbeat") -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.dsn = dsn
         self.interval = interval
+        self.purpose = purpose
         self._conn: psycopg.Connection[Any] | None = None
         self._scheduler = BackgroundScheduler(daemon=True)
         self._wake_at: datetime | None = None
@@ -161,11 +172,10 @@ class Heartbeat:
     def _emit(self) -> None:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-                self._conn.execute("SET statement_timeout = 10000")  # never hang a stop on a partition
+                self._conn = connect(self.dsn, purpose=self.purpose, bounded=True)
             self._conn.execute("SELECT pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))
-        except psycopg.Error as exc:  # the loop notices a dead server on its own
-            log.warning("heartbeat failed: %s", translate(exc).one_line())
+        except (psycopg.Error, CdcError) as exc:  # the loop notices a dead server on its own
+            log.warning("heartbeat failed (the next one connects again): %s", translate(exc))
             self._conn = None
 
     def start(self) -> None:
@@ -213,7 +223,7 @@ class Watcher:
     def _prepare(self) -> None:
         opts = self.opts
         try:
-            with psycopg.connect(opts.dsn, autocommit=True) as source:
+            with connect(opts.dsn, purpose=f"watch {opts.slot}: preflight", bounded=True) as source:
                 check_server(source)
                 if slot_facts(source, opts.slot) is None:
                     raise SlotMissing(f"replication slot {opts.slot} does not exist")
@@ -223,8 +233,14 @@ class Watcher:
                         queries.raw("setup", "publication_tables"), {"publication": opts.publication}
                     )
                 )
+                # Changes written from now on must carry whole before-images (cdc.relations).
+                require_full_identity(table_shapes(source, watched_tables))
             # The watcher's own tables live where the outbox is, so they commit with it.
-            self.conn = psycopg.connect(getattr(self.sink, "store_dsn", None) or opts.dsn, autocommit=True)
+            self.conn = connect(
+                getattr(self.sink, "store_dsn", None) or opts.dsn,
+                purpose=f"watch {opts.slot}: store",
+                bounded=True,
+            )
         except psycopg.Error as exc:
             raise translate(exc, slot=opts.slot) from exc
         conn = self.conn
@@ -239,7 +255,7 @@ class Watcher:
         if not (row and row[0]):
             raise SlotNotBootstrapped(f"slot {opts.slot} has no bootstrapped reference state")
         watched = watched_tables
-        pks = primary_keys(opts.dsn, watched)
+        pks = primary_keys(opts.dsn, watched, f"watch {opts.slot}: preflight")
         self.primary_keys = pks
         wanted_state: set[str] = set()
         for d in self.derivers:
@@ -282,11 +298,28 @@ class Watcher:
         self.state.load(conn)
         self.timers = TimerStore(opts.slot, opts.schema)
         self.timers.load(conn)
+        self.relations = RelationGuard(opts.slot, opts.schema, merge_reads(d.reads for d in self.derivers))
+        self.relations.load(conn)
         ck = conn.execute(
             queries.query("setup", "read_checkpoint", schema=sql.Identifier(opts.schema)), {"slot": opts.slot}
         ).fetchone()
         self.checkpoint = parse_lsn(ck[0]) if ck else 0
         self.stats.checkpoint = self.checkpoint
+
+    def _on_relation(self, relation: Relation, tx: Transaction | None) -> None:
+        """A watched table's definition, as the changes that follow it were written: a table
+        not FULL now stops the watcher before anything of ``tx`` is derived (cdc.relations)."""
+        at = tx.begin_lsn if tx is not None else self.checkpoint
+        self.relations.observe(relation, at, self._identity_now)
+
+    def _identity_now(self, table: str) -> str:
+        """The table's replica identity in the catalog now ('f' for a table dropped since)."""
+        try:
+            with connect(self.opts.dsn, purpose=f"watch {self.opts.slot}: preflight", bounded=True) as source:
+                shapes = table_shapes(source, (table,))
+        except psycopg.Error as exc:
+            raise translate(exc, slot=self.opts.slot) from exc
+        return shapes[0].replica_identity if shapes else "f"
 
     # -- per transaction -----------------------------------------------------------------------
     def _envelope(
@@ -349,11 +382,15 @@ class Watcher:
     def _fire_due(self) -> None:
         if self.watermark is None:
             return
+        relations = self.relations
         for timer in self.timers.due(self.watermark):
             deriver = self.by_name.get(timer.deriver)
             by = self.timers.armed_by[timer.key]
             if deriver is not None:
                 for draft in deriver.fire(timer, self.state):
+                    # Whether the verdict still holds is unknown while its inputs are (cdc.relations).
+                    if draft.event_type in relations.blocked or by.table in relations.withheld:
+                        continue
                     self._envelope(draft, by.lsn, by.xid, by.commit_time, by.table, True)
             self.timers.mark_fired(timer.key)
             self.stats.timers_fired += 1
@@ -365,10 +402,18 @@ class Watcher:
         self._fire_due()
         if tx.changes:
             self.state.apply_all(tx.changes)
+            for table in tx.truncated:
+                # The rows are gone, and with them the timers they armed (a DELETE's rules forget them).
+                self.timers.forget_table(table)
+            relations = self.relations
             tables = tx.tables()
+            if relations.withheld:
+                tables -= relations.withheld
             active = [d for d in self.derivers if d.tables & tables]
             if active:
                 folded = tx.folded()
+                if relations.withheld:  # written without before-images: nothing is derived from them
+                    folded = [c for c in folded if c.table not in relations.withheld]
                 view = TxView(
                     tx.xid,
                     tx.end_lsn,
@@ -377,11 +422,12 @@ class Watcher:
                     [(m.prefix, m.content) for m in tx.messages],
                 )
                 derived: list[Derived] = []
+                self.timers.context = (tx.end_lsn, tx.xid, commit_time)
                 for d in active:
-                    first = next((c.table for c in folded if c.table in d.tables), "")
                     self.timers.deriver = d.name
-                    self.timers.context = ArmedBy(tx.end_lsn, tx.xid, commit_time, first)
                     derived.extend(d.derive(view, self.state, self.timers))
+                if relations.blocked:  # columns they read are missing: never emit from a guessed value
+                    derived = [item for item in derived if item.draft.event_type not in relations.blocked]
                 derived.sort(key=_POSITION)  # stable: within a row, the deriver's order
                 self._envelopes(derived, tx.end_lsn, tx.xid, commit_time)
         self.stats.transactions += 1
@@ -391,10 +437,20 @@ class Watcher:
         self._last_commit = commit_time
 
     # -- delivery -------------------------------------------------------------------------------
+    def _set_aside_too_large(self, batch: Batch) -> None:
+        """An event larger than the sink takes becomes a dead letter (with the flush's
+        checkpoint), so that it is never retried for ever and the rest of the stream goes on."""
+        for env, reason in take_oversized(batch, self.sink):
+            self._dead.append(too_large(env, reason).params())
+            self.stats.dead_letters += 1
+            self.stats.by_type[env.event_type] -= 1
+            log.warning("dead letter %s: %s", env.idempotency_key, reason)
+
     def flush(self) -> None:
         batch = self._batch
         if batch.transactions == 0:
             return
+        self._set_aside_too_large(batch)
         conn = self.conn
         assert conn is not None
         in_transaction = getattr(self.sink, "write_in", None)
@@ -407,6 +463,7 @@ class Watcher:
                 in_transaction(conn, batch)  # the outbox: events and checkpoint commit together
             self.state.flush(conn)
             self.timers.flush(conn)
+            self.relations.flush(conn, batch.end_lsn)
             if self._dead:
                 with conn.cursor() as cur:
                     cur.executemany(
@@ -423,6 +480,7 @@ class Watcher:
             )
         self.state.committed()
         self.timers.committed()
+        self.relations.committed()
         faults.reached("watch.after_checkpoint")
         self._dead = []
         self.checkpoint = batch.end_lsn
@@ -455,19 +513,19 @@ class Watcher:
         heartbeat: Heartbeat | None = None
         try:  # whatever fails from here on, the connections and the sink are closed
             self._prepare()
-            heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval)
+            heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval, f"watch {opts.slot}: heartbeat")
             heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
             target: int | None = None
             if opts.once:  # the watched server's position (the store may be another server)
                 try:
-                    with psycopg.connect(opts.dsn, autocommit=True) as source:
+                    with connect(opts.dsn, purpose=f"watch {opts.slot}: preflight", bounded=True) as source:
                         row = source.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
                 except psycopg.Error as exc:
                     raise translate(exc, slot=opts.slot) from exc
                 target = parse_lsn(row[0]) if row else 0
             heartbeat.start()
             decoder = Decoder()
-            assembler = Assembler(self.primary_keys)
+            assembler = Assembler(self.primary_keys, self._on_relation)
             feed, decode = assembler.feed, decoder.decode
             self.stream = ReplicationStream(
                 opts.dsn,
@@ -475,6 +533,7 @@ class Watcher:
                 opts.publication,
                 start_lsn=self.checkpoint,
                 status_interval=opts.status_interval,
+                purpose=f"watch {opts.slot}",
             )
             if hasattr(self.sink, "keepalive"):
                 # A sink retrying through an outage keeps the replication connection alive.

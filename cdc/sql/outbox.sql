@@ -9,7 +9,7 @@
 -- lease on a row it is publishing (see claim_batch / mark_published below).
 
 -- name: create_outbox
-CREATE SCHEMA IF NOT EXISTS {schema};
+-- The schema exists already (cdc.state.ensure_schema).
 CREATE TABLE IF NOT EXISTS {schema}.outbox (
     seq             bigint      GENERATED ALWAYS AS IDENTITY,
     id              uuid        NOT NULL PRIMARY KEY,   -- the envelope id

@@ -35,6 +35,7 @@ def test_failed_draft_is_dead_lettered_once(db_dsn: str) -> None:
         build_envelope(draft, **source)
     letter = dead_letter(draft, info.value, **source)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
         for _ in range(2):  # DDL is idempotent, a replayed draft adds nothing
             conn.execute(queries.query("dead_letters", "create_dead_letters", schema=schema))
             conn.execute(queries.query("dead_letters", "insert_dead_letter", schema=schema), letter.params())
