@@ -1,7 +1,10 @@
 """``cdc catalog``: list the event catalog, export its JSON Schemas, sync it into Postgres.
 
 ``app`` is mounted by ``cdc/cli.py`` as the ``catalog`` sub-command and also runs on its own
-(``python -m catalog.cli``). Failures print one line to stderr, naming the cause and what to do,
+(``python -m catalog.cli``). Which types a registered deriver emits is not the catalog's
+knowledge (derivers depend on the catalog, not the reverse): the command that mounts ``app``
+puts an :class:`Emitted` into the root context object, and ``list`` shows its answer in the
+``derived`` column (``?`` when run on its own). Failures print one line to stderr, naming the cause and what to do,
 and exit with status 1; no traceback.
 """
 
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Set
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -25,7 +30,15 @@ from catalog.registry import specs
 from catalog.sync import CatalogSyncError
 from catalog.sync import sync as sync_catalog
 
-__all__ = ["app"]
+__all__ = ["Emitted", "app"]
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """The event types the registered derivers emit, asked only when needed."""
+
+    types: Callable[[], Set[str]]
+
 
 app = typer.Typer(
     name="catalog",
@@ -33,6 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, like the cdc command's
 )
 
 CONNECT_TIMEOUT_S = 10
@@ -54,9 +68,12 @@ def _one_line(exc: BaseException) -> str:
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
 ) -> None:
-    """List every catalogued event type."""
+    """List every catalogued event type; `derived`: a registered deriver emits it."""
+    given = ctx.find_root().obj
+    emitted = given.types() if isinstance(given, Emitted) else None
     rows: list[dict[str, Any]] = [
         {
             "eventType": s.event_type,
@@ -67,7 +84,8 @@ def list_(
             "family": s.family,
             "schemaSource": s.schema_source,
             "inAppCatalog": s.in_app_catalog,
-            "derived": s.derived,
+            "derivable": s.derivable,
+            "derived": None if emitted is None else s.event_type in emitted,
         }
         for s in specs()
     ]
@@ -75,7 +93,15 @@ def list_(
         sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     table = Table(title=f"{len(rows)} event types")
-    for column in ("event type", "category", "payload schema ref", "schema", "app catalog", "derived"):
+    for column in (
+        "event type",
+        "category",
+        "payload schema ref",
+        "schema",
+        "app catalog",
+        "derivable",
+        "derived",
+    ):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -84,7 +110,8 @@ def list_(
             r["payloadSchemaRef"],
             r["schemaSource"],
             "yes" if r["inAppCatalog"] else "no",
-            "yes" if r["derived"] else "no",
+            "yes" if r["derivable"] else "no",
+            "?" if r["derived"] is None else "yes" if r["derived"] else "no",
         )
     Console(width=max(160, Console().width)).print(table)
 

@@ -143,7 +143,7 @@ def _index() -> dict[str, Any]:
                 "category": s.category,
                 "schemaSource": s.schema_source,
                 "inAppCatalog": s.in_app_catalog,
-                "derived": s.derived,
+                "derivable": s.derivable,
             }
             for s in specs()
         ],

@@ -1,14 +1,16 @@
 """The event-type registry: for each event type of the ticket, scheduling, project and
 time-entry families, its catalog name, category, description, ``payload_schema_ref``, payload
 model, which schema governs it, whether the application's ``system_event_catalog`` has a row
-for it, and whether a deriver emits it.
+for it, and whether the data can show it at all (``derivable``). Whether a registered deriver
+actually emits a type is not the catalog's to say: ``cdc catalog list`` computes it from the
+derivers it is handed.
 
 Names and categories follow SPEC §6.3 (Title Case of the type, with the listed exceptions).
 Descriptions of types that have an application catalog row are the application's own
 (``server/migrations/20260123150000_upsert_domain_workflow_event_catalog_v2.cjs`` and
 ``20260715150000_seed_project_billing_event_catalog.cjs``), so that ``cdc catalog sync`` leaves
 those rows as the application wrote them; bus-only types get descriptions in the same style.
-``derived=False`` marks the types the events.md Derivability column marks NONE (the
+``derivable=False`` marks the types the events.md Derivability column marks NONE (the
 application never emits them): they stay in the catalog so that workflows can name them.
 
 The registry is checked once at import: a duplicate event type or ref, a model used twice or a
@@ -74,7 +76,7 @@ class EventSpec:
     family: Family
     schema_source: SchemaSource
     in_app_catalog: bool
-    derived: bool
+    derivable: bool  # the data can show it (false: the application never emits it, no row shows it)
 
 
 def pascal_case(event_type: str) -> str:
@@ -122,7 +124,7 @@ def _spec(
     *,
     app: bool,
     source: SchemaSource = "runtime",
-    derived: bool = True,
+    derivable: bool = True,
     category: str | None = None,
 ) -> EventSpec:
     return EventSpec(
@@ -135,7 +137,7 @@ def _spec(
         family=family,
         schema_source=source,
         in_app_catalog=app,
-        derived=derived,
+        derivable=derivable,
     )
 
 
@@ -146,9 +148,9 @@ def _ticket(
     *,
     app: bool = True,
     source: SchemaSource = "runtime",
-    derived: bool = True,
+    derivable: bool = True,
 ) -> EventSpec:
-    return _spec("tickets", event_type, model, description, app=app, source=source, derived=derived)
+    return _spec("tickets", event_type, model, description, app=app, source=source, derivable=derivable)
 
 
 def _sched(
@@ -157,9 +159,9 @@ def _sched(
     description: str,
     *,
     app: bool = True,
-    derived: bool = True,
+    derivable: bool = True,
 ) -> EventSpec:
-    return _spec("scheduling", event_type, model, description, app=app, derived=derived)
+    return _spec("scheduling", event_type, model, description, app=app, derivable=derivable)
 
 
 def _project(
@@ -169,9 +171,9 @@ def _project(
     *,
     app: bool = True,
     source: SchemaSource = "runtime",
-    derived: bool = True,
+    derivable: bool = True,
 ) -> EventSpec:
-    return _spec("projects", event_type, model, description, app=app, source=source, derived=derived)
+    return _spec("projects", event_type, model, description, app=app, source=source, derivable=derivable)
 
 
 def _billing(event_type: str, model: type[DomainPayload], description: str) -> EventSpec:
@@ -215,7 +217,7 @@ _SPECS: tuple[EventSpec, ...] = (
         "TICKET_TAGS_CHANGED",
         T.TicketTagsChanged,
         "Tags applied/removed on ticket.",
-        derived=False,
+        derivable=False,
     ),
     _ticket(
         "TICKET_MESSAGE_ADDED",
@@ -240,10 +242,10 @@ _SPECS: tuple[EventSpec, ...] = (
         "TICKET_APPROVAL_REQUESTED",
         T.TicketApprovalRequested,
         "Request approval (access/spend/change).",
-        derived=False,
+        derivable=False,
     ),
-    _ticket("TICKET_APPROVAL_GRANTED", T.TicketApprovalGranted, "Approval granted.", derived=False),
-    _ticket("TICKET_APPROVAL_REJECTED", T.TicketApprovalRejected, "Approval rejected.", derived=False),
+    _ticket("TICKET_APPROVAL_GRANTED", T.TicketApprovalGranted, "Approval granted.", derivable=False),
+    _ticket("TICKET_APPROVAL_REJECTED", T.TicketApprovalRejected, "Approval rejected.", derivable=False),
     _ticket(
         "TICKET_ADDITIONAL_AGENT_ASSIGNED",
         T.TicketAdditionalAgentAssigned,
@@ -318,7 +320,7 @@ _SPECS: tuple[EventSpec, ...] = (
         S.AppointmentRequestCreated,
         "Client requested an appointment (legacy request flow).",
         app=False,
-        derived=False,
+        derivable=False,
     ),
     _sched(
         "APPOINTMENT_REQUEST_APPROVED",
@@ -337,7 +339,7 @@ _SPECS: tuple[EventSpec, ...] = (
         S.AppointmentRequestCancelled,
         "Appointment request cancelled (legacy request flow).",
         app=False,
-        derived=False,
+        derivable=False,
     ),
     _sched(
         "SCHEDULE_ENTRY_CREATED",
@@ -379,10 +381,10 @@ _SPECS: tuple[EventSpec, ...] = (
         "PROJECT_APPROVAL_REQUESTED",
         P.ProjectApprovalRequested,
         "Scope/budget/change approval request.",
-        derived=False,
+        derivable=False,
     ),
-    _project("PROJECT_APPROVAL_GRANTED", P.ProjectApprovalGranted, "Approval granted.", derived=False),
-    _project("PROJECT_APPROVAL_REJECTED", P.ProjectApprovalRejected, "Approval rejected.", derived=False),
+    _project("PROJECT_APPROVAL_GRANTED", P.ProjectApprovalGranted, "Approval granted.", derivable=False),
+    _project("PROJECT_APPROVAL_REJECTED", P.ProjectApprovalRejected, "Approval rejected.", derivable=False),
     _project("PROJECT_CLOSED", P.ProjectClosed, "Project closed.", app=False),
     _project("PROJECT_ASSIGNED", P.ProjectAssigned, "Project assigned to a user or team.", app=False),
     _project("PROJECT_TASK_UPDATED", P.ProjectTaskUpdated, "Task fields changed.", app=False),

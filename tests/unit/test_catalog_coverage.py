@@ -1,6 +1,6 @@
 """The catalog against the project's own copy of the SPEC facts (catalog/facts/): every
 ``payload.*.v1`` ref of SPEC §4.1 and every event type of the four families of SPEC §2.2 is
-registered, with the SPEC's fields, required-ness, formats and bounds, and the derived flag
+registered, with the SPEC's fields, required-ness, formats and bounds, and the derivable flag
 follows the events.md Derivability column. The expected lists come from the facts files, never
 from the registry."""
 
@@ -64,7 +64,7 @@ def test_catalog_flags_follow_the_facts(event_type: str) -> None:
     family, app_catalog, derivability = FAMILY_TYPES[event_type]
     spec = REGISTRY[event_type]
     assert spec.family == family
-    assert spec.derived == (derivability != "NONE")
+    assert spec.derivable == (derivability != "NONE")
     assert spec.in_app_catalog == (app_catalog != "bus")
     if app_catalog != "bus":
         assert spec.category == app_catalog
