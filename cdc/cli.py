@@ -13,8 +13,19 @@ from typing import Annotated
 
 import typer
 
-from .config import DEFAULT_PUBLICATION, DEFAULT_SCHEMA, DEFAULT_SLOT, Settings, check_dsn
-from .errors import CdcError, ConfigError, translate
+from .config import (
+    DEFAULT_BATCH_DELAY_S,
+    DEFAULT_BATCH_EVENTS,
+    DEFAULT_BATCH_TRANSACTIONS,
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_PUBLICATION,
+    DEFAULT_SCHEMA,
+    DEFAULT_SLOT,
+    Settings,
+    check_dsn,
+    load_settings,
+)
+from .errors import CdcError, translate
 from .lsn import parse_lsn
 
 app = typer.Typer(
@@ -23,36 +34,81 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich's panels label every flag `<bool>`
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cdc {version('alga-cdc')}")
+        raise typer.Exit()
+
+
+def _emitted_types() -> frozenset[str]:
+    """Every event type a registered deriver can emit: those its declared reads feed."""
+    from derivers import default_derivers
+
+    return frozenset(
+        event_type
+        for deriver in default_derivers()
+        for columns in deriver.reads.values()
+        for event_types in columns.values()
+        for event_type in event_types
+    )
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Derive Alga PSA domain events from the Postgres write-ahead log."""
+    from catalog.cli import Emitted
+
+    ctx.obj = Emitted(_emitted_types)  # for `cdc catalog list`
+
+
+# Options that are settings default to None: an option left out falls through to CDC_*
+# variables, the CDC_CONFIG file and the defaults (cdc/config.py), in that order.
 DsnOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--dsn", envvar="CDC_DSN", help="libpq connection string or URI (PG* variables also apply)."
+        "--dsn", help="libpq connection string or URI; PG* variables fill in what it leaves out. [CDC_DSN]"
     ),
 ]
-SlotOpt = Annotated[str, typer.Option("--slot", envvar="CDC_SLOT", help="Logical replication slot.")]
-PubOpt = Annotated[str, typer.Option("--publication", envvar="CDC_PUBLICATION", help="Publication name.")]
+SlotOpt = Annotated[
+    str | None, typer.Option("--slot", help=f"Logical replication slot. [CDC_SLOT; default: {DEFAULT_SLOT}]")
+]
+PubOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--publication", help=f"Publication name. [CDC_PUBLICATION; default: {DEFAULT_PUBLICATION}]"
+    ),
+]
 SchemaOpt = Annotated[
-    str, typer.Option("--schema", envvar="CDC_SCHEMA", help="Schema of the watcher's own tables.")
+    str | None,
+    typer.Option(
+        "--schema", help=f"Schema of the watcher's own tables. [CDC_SCHEMA; default: {DEFAULT_SCHEMA}]"
+    ),
 ]
 TablesOpt = Annotated[
     str | None,
-    typer.Option(
-        "--tables",
-        envvar="CDC_TABLES",
-        help="Comma-separated watched tables (default: the PSA set).",
-    ),
+    typer.Option("--tables", help="Comma-separated watched tables. [CDC_TABLES; default: the PSA set]"),
 ]
 
 SinkOpt = Annotated[
     str | None,
     typer.Option(
         "--sink",
-        envvar="CDC_SINK",
         help="Where events go: postgres (the outbox in the watched database, the default), "
         "postgresql://… (an outbox in another database, which then also keeps the watcher's own "
-        "schema), redis://host:port/db, nats://host:port, jsonl:PATH (- for stdout). See docs/sinks.md.",
+        "schema), redis://host:port/db, nats://host:port, jsonl:PATH (- for stdout), discard. "
+        "See docs/sinks.md. [CDC_SINK]",
     ),
 ]
 
@@ -66,18 +122,15 @@ def _store_dsn(sink: str | None) -> str | None:
     return store
 
 
-def _settings(**kw: object) -> Settings:
-    from pydantic import ValidationError
+def _settings(**flags: object) -> Settings:
+    from .connect import set_defaults
 
-    clean = {k: v for k, v in kw.items() if v is not None}
-    if isinstance(clean.get("dsn"), str):
-        check_dsn(str(clean["dsn"]))
-    try:
-        return Settings(**clean)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+    settings = load_settings(**flags)
+    # for every connection the command opens
+    set_defaults(
+        connect_timeout_s=settings.connect_timeout_s, statement_timeout_s=settings.statement_timeout_s
+    )
+    return settings
 
 
 def _echo(line: str) -> None:
@@ -86,21 +139,28 @@ def _echo(line: str) -> None:
 
 @app.command()
 def setup(
-    dsn: DsnOpt = "",
-    slot: SlotOpt = DEFAULT_SLOT,
-    publication: PubOpt = DEFAULT_PUBLICATION,
-    schema: SchemaOpt = DEFAULT_SCHEMA,
+    dsn: DsnOpt = None,
+    slot: SlotOpt = None,
+    publication: PubOpt = None,
+    schema: SchemaOpt = None,
     tables: TablesOpt = None,
     check: Annotated[bool, typer.Option("--check", help="Only report what would change.")] = False,
     sink: SinkOpt = None,
+    recreate_slot: Annotated[
+        bool,
+        typer.Option(
+            "--recreate-slot",
+            help="Replace a slot the server invalidated (wal_status lost) with a new one, printing and "
+            "recording in <schema>.slot_gaps the range of changes that were lost.",
+        ),
+    ] = False,
 ) -> None:
     """Create the cdc schema, publication, REPLICA IDENTITY FULL and the slot (idempotent)."""
     from .provision import setup as do_setup
     from .state import bootstrap_hook
 
-    store_dsn = _store_dsn(sink)
-
-    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, tables=tables)
+    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, tables=tables, sink=sink)
+    store_dsn = _store_dsn(s.sink)
     report = do_setup(
         s.dsn.get_secret_value(),
         slot=s.slot,
@@ -110,29 +170,35 @@ def setup(
         check_only=check,
         bootstrap=bootstrap_hook,  # the reference-state copy under the slot's snapshot
         store_dsn=store_dsn,
+        recreate_lost_slot=recreate_slot,
     )
     verb = "would" if check else "did"
-    if not report.changes:
+    if not report.changes and not report.problems:
         _echo("nothing to do: schema, publication, replica identity and slot are in place")
     for line in report.changes:
         _echo(f"{verb}: {line}")
-    if check and report.changes:
+    for line in report.problems:  # only --check gets here with problems; setup itself refuses them
+        _echo(f"problem: {line}")
+    if check and (report.changes or report.problems):
         raise typer.Exit(1)
 
 
 @app.command()
 def teardown(
-    dsn: DsnOpt = "",
-    slot: SlotOpt = DEFAULT_SLOT,
-    publication: PubOpt = DEFAULT_PUBLICATION,
-    schema: SchemaOpt = DEFAULT_SCHEMA,
+    dsn: DsnOpt = None,
+    slot: SlotOpt = None,
+    publication: PubOpt = None,
+    schema: SchemaOpt = None,
     sink: SinkOpt = None,
 ) -> None:
-    """Drop the slot and the publication, so the server retains no WAL for us."""
+    """Drop the slot and the publication, so the server retains no WAL for us.
+
+    Only those of the DSN's own database: a slot of another database, or one in use, is refused
+    and nothing is dropped."""
     from .provision import teardown as do_teardown
 
-    store_dsn = _store_dsn(sink)
-    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema)
+    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, sink=sink)
+    store_dsn = _store_dsn(s.sink)
     done = do_teardown(
         s.dsn.get_secret_value(),
         slot=s.slot,
@@ -146,12 +212,24 @@ def teardown(
 
 @app.command()
 def tail(
-    dsn: DsnOpt = "",
-    slot: SlotOpt = DEFAULT_SLOT,
-    publication: PubOpt = DEFAULT_PUBLICATION,
+    dsn: DsnOpt = None,
+    slot: Annotated[
+        str | None,
+        typer.Option(
+            "--slot",
+            help="Consume this durable slot (what is printed is acknowledged); refused if it is the slot "
+            "a watcher records in --schema. Without it, tail reads through a temporary slot from the "
+            "current position, which consumes nothing. [CDC_SLOT does not apply: it names the watcher's slot]",
+        ),
+    ] = None,
+    publication: PubOpt = None,
+    schema: SchemaOpt = None,
     temporary: Annotated[
         bool,
-        typer.Option("--temporary", help="Use a temporary slot at the current position; consumes nothing."),
+        typer.Option(
+            "--temporary",
+            help="Make the slot temporary: the default without --slot; with --slot, a temporary slot of that name.",
+        ),
     ] = False,
     max_changes: Annotated[
         int | None,
@@ -166,30 +244,31 @@ def tail(
         typer.Option("--idle-exit", min=0.0, help="Stop when no transaction arrived for this many seconds."),
     ] = None,
     binary: Annotated[
-        bool, typer.Option("--binary/--text", help="pgoutput binary or text value format.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--binary/--text", help="pgoutput binary or text value format. [CDC_BINARY; default: text]"
+        ),
+    ] = None,
     endpos: Annotated[
         str | None, typer.Option("--endpos", help="Stop once this LSN (X/Y) is reached, like pg_recvlogical.")
     ] = None,
 ) -> None:
-    """Print decoded row changes as JSON lines."""
-    import uuid
-
+    """Print decoded row changes as JSON lines (a live view that consumes nothing, unless --slot)."""
     from .tail import StopFlag, TailOptions, run_tail
 
-    s = _settings(dsn=dsn, slot=slot, publication=publication)
-    slot_name = f"cdc_tail_{uuid.uuid4().hex[:12]}" if temporary and slot == DEFAULT_SLOT else s.slot
+    s = _settings(dsn=dsn, publication=publication, schema_name=schema, binary=binary)
     stop = StopFlag()
     stop.install()
     run_tail(
         TailOptions(
             dsn=s.dsn.get_secret_value(),
-            slot=slot_name,
+            slot=slot,
             publication=s.publication,
             temporary=temporary,
+            schema=s.schema_name,
             max_changes=max_changes,
             idle_exit=idle_exit,
-            binary=binary,
+            binary=s.binary,
             status_interval=s.status_interval_s,
             endpos=parse_lsn(endpos) if endpos else None,
         ),
@@ -201,10 +280,10 @@ def tail(
 @app.command()
 def watch(
     sink: SinkOpt = None,
-    dsn: DsnOpt = "",
-    slot: SlotOpt = DEFAULT_SLOT,
-    publication: PubOpt = DEFAULT_PUBLICATION,
-    schema: SchemaOpt = DEFAULT_SCHEMA,
+    dsn: DsnOpt = None,
+    slot: SlotOpt = None,
+    publication: PubOpt = None,
+    schema: SchemaOpt = None,
     once: Annotated[
         bool, typer.Option("--once", help="Deliver everything up to the WAL position at start, then exit.")
     ] = False,
@@ -213,32 +292,40 @@ def watch(
         typer.Option("--idle-exit", min=0.0, help="Exit when no transaction arrived for this long."),
     ] = None,
     heartbeat_interval: Annotated[
-        float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between watermark heartbeats.")
-    ] = 5.0,
-    batch_events: Annotated[
-        int,
+        float | None,
         typer.Option(
-            "--batch-events", min=1, envvar="CDC_BATCH_EVENTS", help="Deliver once this many events wait."
+            "--heartbeat-interval",
+            min=0.1,
+            help="Seconds between watermark heartbeats. "
+            f"[CDC_HEARTBEAT_INTERVAL_S; default: {DEFAULT_HEARTBEAT_INTERVAL_S}]",
         ),
-    ] = 5000,
+    ] = None,
+    batch_events: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-events",
+            min=1,
+            help=f"Deliver once this many events wait. [CDC_BATCH_EVENTS; default: {DEFAULT_BATCH_EVENTS}]",
+        ),
+    ] = None,
     batch_transactions: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--batch-transactions",
             min=1,
-            envvar="CDC_BATCH_TRANSACTIONS",
-            help="Deliver once this many source transactions wait.",
+            help="Deliver once this many source transactions wait. "
+            f"[CDC_BATCH_TRANSACTIONS; default: {DEFAULT_BATCH_TRANSACTIONS}]",
         ),
-    ] = 1000,
+    ] = None,
     batch_delay: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--batch-delay",
             min=0.0,
-            envvar="CDC_BATCH_DELAY",
-            help="Deliver once the oldest waiting transaction is this many seconds old.",
+            help="Deliver once the oldest waiting transaction is this many seconds old. "
+            f"[CDC_BATCH_DELAY_S; default: {DEFAULT_BATCH_DELAY_S}]",
         ),
-    ] = 0.5,
+    ] = None,
 ) -> None:
     """Run the derivers over the stream and deliver their events (the daemon)."""
     import logging
@@ -249,7 +336,17 @@ def watch(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema)
+    s = _settings(
+        dsn=dsn,
+        slot=slot,
+        publication=publication,
+        schema_name=schema,
+        sink=sink,
+        heartbeat_interval_s=heartbeat_interval,
+        batch_events=batch_events,
+        batch_transactions=batch_transactions,
+        batch_delay_s=batch_delay,
+    )
     stop = StopFlag()
     stop.install()
     stats = run_watch(
@@ -260,13 +357,13 @@ def watch(
             schema=s.schema_name,
             once=once,
             idle_exit=idle_exit,
-            heartbeat_interval=heartbeat_interval,
+            heartbeat_interval=s.heartbeat_interval_s,
             status_interval=s.status_interval_s,
-            batch_max_events=batch_events,
-            batch_max_transactions=batch_transactions,
-            batch_max_delay=batch_delay,
+            batch_max_events=s.batch_events,
+            batch_max_transactions=s.batch_transactions,
+            batch_max_delay=s.batch_delay_s,
         ),
-        open_sink(sink, schema=s.schema_name, stop=stop),
+        open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
         stop,
     )
     typer.echo(

@@ -1,18 +1,23 @@
-"""Configuration: CLI flags over ``CDC_*`` variables over an optional TOML file, validated.
+"""Configuration: CLI flags over ``CDC_*`` variables over an optional TOML file over defaults.
 
-``Settings`` is frozen and built once per command.  libpq's own ``PG*`` variables keep
-working because an empty DSN lets libpq fill in host, port, user and database.
+``Settings`` is frozen and built once per command by :func:`load_settings`, which is handed
+only the flags the user gave (a flag left out must not hide the layers below it).  The TOML
+file named by ``CDC_CONFIG`` uses the field names below as keys; a missing or malformed file,
+or a key that is not a setting, is a :class:`ConfigError` naming the file (and the line).
+libpq's own ``PG*`` variables keep working because an empty DSN lets libpq fill in host,
+port, user and database.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,11 +26,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import BadDsn
+from .connect import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
+from .errors import BadDsn, ConfigError
 
 DEFAULT_SLOT: Final = "cdc_events"
 DEFAULT_PUBLICATION: Final = "cdc_events"
 DEFAULT_SCHEMA: Final = "cdc"
+DEFAULT_HEARTBEAT_INTERVAL_S: Final = 5.0
+DEFAULT_BATCH_EVENTS: Final = 5000
+DEFAULT_BATCH_TRANSACTIONS: Final = 1000
+DEFAULT_BATCH_DELAY_S: Final = 0.5
+DEFAULT_STATUS_INTERVAL_S: Final = 10.0
+#: The cap on one event's envelope JSON, for every sink: NATS's default max_payload.
+DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
 
 #: The tables events come from, and the reference tables the derivers look things up in.
 DEFAULT_TABLES: Final[tuple[str, ...]] = (
@@ -72,18 +85,52 @@ def _toml_path() -> Path | None:
     return Path(p) if p else None
 
 
+def _check_toml(path: Path, known: set[str]) -> None:
+    """Refuse a config file that is missing, unreadable, malformed or names no setting."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} (CDC_CONFIG) does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} (CDC_CONFIG) cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:  # its text ends with "(at line L, column C)"
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting {', '.join(unknown)}",
+            hint=f"use the keys {', '.join(sorted(known))}",
+        )
+
+
 class Settings(BaseSettings):
     """Every knob the commands share."""
 
     model_config = SettingsConfigDict(env_prefix="CDC_", frozen=True, extra="ignore", populate_by_name=True)
+
+    # Every field is a key of the config file and a CDC_<NAME> variable (CDC_SCHEMA for schema_name).
 
     dsn: SecretStr = Field(default=SecretStr(""), description="libpq DSN or URI of the watched database")
     slot: str = DEFAULT_SLOT
     publication: str = DEFAULT_PUBLICATION
     schema_name: str = Field(default=DEFAULT_SCHEMA, validation_alias="CDC_SCHEMA")
     tables: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TABLES
-    status_interval_s: float = Field(default=10.0, gt=0)
+    status_interval_s: float = Field(default=DEFAULT_STATUS_INTERVAL_S, gt=0)
     binary: bool = False
+    #: ``--sink`` text; None is the Postgres outbox in the watched database.
+    sink: str | None = None
+    heartbeat_interval_s: float = Field(default=DEFAULT_HEARTBEAT_INTERVAL_S, ge=0.1)
+    batch_events: int = Field(default=DEFAULT_BATCH_EVENTS, ge=1)
+    batch_transactions: int = Field(default=DEFAULT_BATCH_TRANSACTIONS, ge=1)
+    batch_delay_s: float = Field(default=DEFAULT_BATCH_DELAY_S, ge=0)
+    #: An event whose envelope is larger goes to the dead letters (a sink option may lower it).
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
+    #: libpq's connect_timeout of every connection whose DSN (or PGCONNECT_TIMEOUT) sets none;
+    #: whole seconds, at least 2 (libpq's minimum). See cdc/connect.py.
+    connect_timeout_s: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, ge=2)
+    #: statement_timeout of the watcher's own-table, preflight, setup and teardown connections.
+    statement_timeout_s: float = Field(default=DEFAULT_STATEMENT_TIMEOUT_S, gt=0)
 
     @field_validator("dsn")
     @classmethod
@@ -117,8 +164,24 @@ class Settings(BaseSettings):
         sources = [init_settings, env_settings]
         path = _toml_path()
         if path is not None:
+            _check_toml(path, set(settings_cls.model_fields))
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
     def qualified_tables(self) -> tuple[str, ...]:
         return tuple(t if "." in t else f"public.{t}" for t in self.tables)
+
+
+def load_settings(**flags: Any) -> Settings:
+    """The settings of one command: ``flags`` are the options given on the command line
+    (None for an option left out, which then falls through to the variables, the file and
+    the defaults)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if isinstance(given.get("dsn"), str):
+        check_dsn(given["dsn"])
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
