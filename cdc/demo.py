@@ -7,11 +7,13 @@ background writing JSON lines; a scripted ticket workload written the way the ap
 writes (``cdc/sql/sample/workload.sql``: create, assign, additional agent, status, priority,
 internal note, portal reply, time entry, bundle, close, reopen, and a ticket whose SLA due
 time passes while it is open) runs; then the derived events are printed as a table.
-Everything is removed at the end.
+Everything is removed at the end: the server, its data directory and the events file
+(``--keep`` leaves the server running and the events file in place, and prints both).
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import time
@@ -19,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
 from . import queries
 from .config import DEFAULT_PUBLICATION, DEFAULT_SLOT, DEFAULT_TABLES
+from .connect import connect
 from .localpg import LocalPostgres
 from .provision import setup
 from .sample import schema_sql
@@ -62,7 +64,7 @@ _KEY_FIELDS = (
 
 
 def run_step(dsn: str, name: str) -> None:
-    with psycopg.connect(dsn) as conn, conn.transaction():
+    with connect(dsn, purpose="demo", autocommit=False) as conn, conn.transaction():
         conn.execute(queries.raw("sample/workload", name))
 
 
@@ -84,7 +86,7 @@ def run_demo(keep: bool = False) -> None:
         console.print("[bold]1.[/] throwaway Postgres (wal_level=logical), sample PSA schema and seed data")
         pg.start()
         dsn = pg.dsn("postgres")
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with connect(dsn, purpose="demo") as conn:
             conn.execute(schema_sql())
             conn.execute(queries.raw("sample/workload", "seed"))
         console.print("[bold]2.[/] cdc setup: publication, REPLICA IDENTITY FULL, slot + state bootstrap")
@@ -132,6 +134,8 @@ def run_demo(keep: bool = False) -> None:
         console.print(f"done in {time.monotonic() - started:.1f} s")
         if keep:
             console.print(f"server kept running: {dsn}")
+            console.print(f"events file kept: {out}")
     finally:
         if not keep:
             pg.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
