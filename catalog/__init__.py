@@ -3,9 +3,10 @@
 It owns the event-type registry (:mod:`catalog.registry`), the pydantic payload models
 (:mod:`catalog.payloads`), the canonical text forms and field types (:mod:`catalog.base`), the
 envelope with its idempotency keys and event ids (:mod:`catalog.envelope`), dead letters
-(:mod:`catalog.dead_letters`), the JSON Schema export (:mod:`catalog.jsonschema_export`) and the
-sync into the application's ``system_event_catalog`` (:mod:`catalog.sync`, the only module here
-that does I/O). Derivers depend on this package, never the other way round. See docs/catalog.md.
+(:mod:`catalog.dead_letters`) and the JSON Schema export (:mod:`catalog.jsonschema_export`).
+Nothing here does I/O or imports another package of this project; derivers and the engine
+depend on it (the sync into the application's ``system_event_catalog`` and the ``cdc catalog``
+commands are the engine's: :mod:`cdc.catalog_sync`, :mod:`cdc.catalog_cli`). See docs/catalog.md.
 """
 
 from catalog.base import CatalogError, canonical_lsn, canonical_ts, canonical_uuid

@@ -4,7 +4,7 @@ Two kinds: a draft that :func:`catalog.envelope.build_envelope` rejects (DESIGN 
 :func:`dead_letter`), and a valid envelope larger than its sink takes (:func:`too_large`: the
 JSON is over the sink's ``max_event_bytes``, e.g. NATS's ``max_payload``), which no retry could
 ever deliver. The engine writes a :class:`DeadLetter` with the ``insert_dead_letter`` query of
-``cdc/sql/dead_letters.sql``, in the same transaction as the checkpoint, and counts it. The row is
+``sql/dead_letters.sql``, in the same transaction as the checkpoint, and counts it. The row is
 keyed by the idempotency key the event would have had, so replaying the same history (restart,
 backfill) does not add a second row. The payload is stored as the deriver gave it (for a large
 envelope: its payload); the error list holds field paths and reasons only.

@@ -46,31 +46,14 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _emitted_types() -> frozenset[str]:
-    """Every event type a registered deriver can emit: those its declared reads feed."""
-    from derivers import default_derivers
-
-    return frozenset(
-        event_type
-        for deriver in default_derivers()
-        for columns in deriver.reads.values()
-        for event_types in columns.values()
-        for event_type in event_types
-    )
-
-
 @app.callback()
 def _root(
-    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Derive Alga PSA domain events from the Postgres write-ahead log."""
-    from catalog.cli import Emitted
-
-    ctx.obj = Emitted(_emitted_types)  # for `cdc catalog list`
 
 
 # Options that are settings default to None: an option left out falls through to CDC_*
@@ -386,10 +369,8 @@ def demo(
 
 
 def _mount_catalog() -> None:
-    try:
-        from catalog.cli import app as catalog_app
-    except ImportError:  # pragma: no cover - the catalog package ships with this one
-        return
+    from .catalog_cli import app as catalog_app
+
     app.add_typer(catalog_app, name="catalog", help="The event catalog: list, export, sync.")
 
 

@@ -4,7 +4,7 @@ A throwaway local Postgres (the launcher the tests use) gets the sample PSA sche
 data (a tenant, boards and statuses, users and a portal contact); ``cdc setup`` creates the
 publication and the slot with the reference-state bootstrap; ``cdc watch`` runs in the
 background writing JSON lines; a scripted ticket workload written the way the application
-writes (``cdc/sql/sample/workload.sql``: create, assign, additional agent, status, priority,
+writes (``sql/sample/workload.sql``: create, assign, additional agent, status, priority,
 internal note, portal reply, time entry, bundle, close, reopen, and a ticket whose SLA due
 time passes while it is open) runs; then the derived events are printed as a table.
 Everything is removed at the end: the server, its data directory and the events file

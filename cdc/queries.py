@@ -1,4 +1,5 @@
-"""Named SQL queries loaded from the ``cdc/sql/`` directory shipped with the package.
+"""Named SQL queries loaded from the top-level ``sql/`` folder, shipped inside the package as
+``cdc.sql`` (``pyproject.toml`` maps it).
 
 Each ``.sql`` file holds one or more statements introduced by a ``-- name: <query_name>``
 line; everything up to the next ``-- name:`` line belongs to that query.  Files are read
@@ -19,9 +20,14 @@ _NAME_RE = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$", re.MULTILIN
 
 
 def sql_dir() -> Path:
-    """Where the .sql files live: ``cdc/sql``, package data beside this module (found from the
-    module's own path, so a stray ``cdc`` directory elsewhere on sys.path cannot shadow it)."""
-    return Path(__file__).resolve().parent / "sql"
+    """Where the .sql files live: ``sql/`` beside this module once installed from a wheel
+    (package data), else the checkout's top-level ``sql/`` (an editable install or the source
+    tree). Found from this module's own path, so no other ``sql`` folder on sys.path is read."""
+    here = Path(__file__).resolve().parent
+    installed = here / "sql"
+    if installed.is_dir():
+        return installed
+    return here.parent / "sql"
 
 
 def parse(text: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ the changes that follow them carry.
   types that can no longer be derived; events of those types are not emitted (never from a
   guessed value) while every other event streams on; a Relation with the columns back closes it.
 
-Gaps are rows of ``<schema>.derivation_gaps`` (``cdc/sql/relations.sql``), written in the
+Gaps are rows of ``<schema>.derivation_gaps`` (``sql/relations.sql``), written in the
 checkpoint's transaction, so after a restart they are exactly as of the checkpoint: what an
 operator reads, and what a backfill would have to derive again.
 """

@@ -22,7 +22,7 @@ Named crash point (:mod:`cdc.faults`): ``outbox.after_insert`` — the batch is 
 transaction that also moves the checkpoint has not committed yet.
 
 Relays consume the table with the ``claim_batch`` / ``mark_published`` queries of
-``cdc/sql/outbox.sql`` (documented in docs/sinks.md).
+``sql/outbox.sql`` (documented in docs/sinks.md).
 """
 
 from __future__ import annotations

@@ -85,3 +85,13 @@ def _help_options(command: str) -> set[str]:
 )
 def test_readme_shows_every_option_of_every_command(command: str) -> None:
     assert _readme_synopsis(command) == _help_options(command)
+
+
+def test_catalog_export_to_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
+    from tests.e2e.test_cli_errors import assert_one_line_error
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    res = cdc("catalog", "export", "--out", str(blocker / "sub"))
+    assert_one_line_error(res, "cannot write to", "writable --out")
+    assert res.returncode == 1

@@ -1,4 +1,4 @@
-"""``cdc/sql/dead_letters.sql`` on a real Postgres: idempotent DDL, one row per failed draft."""
+"""``sql/dead_letters.sql`` on a real Postgres: idempotent DDL, one row per failed draft."""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from catalog.cli import app
 from catalog.registry import REGISTRY
+from cdc.catalog_cli import app
+from tests.e2e.test_cli_errors import assert_one_line_error, cdc
 
 pytestmark = pytest.mark.integration
 
@@ -74,10 +75,9 @@ def test_sync_without_the_application_table_writes_the_watchers_copy(db_dsn: str
 def test_sync_refuses_an_application_table_without_schema_refs(db_dsn: str) -> None:
     with psycopg.connect(db_dsn) as conn:
         conn.execute("ALTER TABLE system_event_catalog DROP COLUMN payload_schema_ref")
-    result = CliRunner().invoke(app, ["sync", "--dsn", db_dsn])
-    assert result.exit_code == 1
-    assert "payload_schema_ref" in result.stderr and "migrations" in result.stderr
-    assert result.stderr.count("\n") == 1
+    res = cdc("catalog", "sync", "--dsn", db_dsn)
+    assert_one_line_error(res, "payload_schema_ref", "migrations")
+    assert res.returncode == 1
 
 
 def _closed_port() -> int:
@@ -87,13 +87,14 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "dsn",
-    [f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres", "host=localhost port"],
+    ("dsn", "code", "needle"),
+    [
+        (f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres", 3, "cannot reach the server"),
+        ("host=localhost port", 1, "connection string"),
+    ],
     ids=["unreachable", "malformed"],
 )
-def test_sync_connection_errors_are_one_line(dsn: str) -> None:
-    result = CliRunner().invoke(app, ["sync", "--dsn", dsn])
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-    assert "CDC_DSN" in result.stderr
-    assert "Traceback" not in result.output
+def test_sync_connection_errors_are_one_line(dsn: str, code: int, needle: str) -> None:
+    res = cdc("catalog", "sync", "--dsn", dsn)
+    assert_one_line_error(res, needle)
+    assert res.returncode == code

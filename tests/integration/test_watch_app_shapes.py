@@ -1,4 +1,4 @@
-"""Each application write shape (cdc/sql/sample/workload.sql) through a real Postgres and the
+"""Each application write shape (sql/sample/workload.sql) through a real Postgres and the
 watch loop: exactly these events with these payload fields, and nothing else."""
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ def test_dead_letter_keeps_payload_as_given() -> None:
 
 
 def test_sql_files_are_packaged_with_the_catalog() -> None:
-    root = Path(catalog.__file__).resolve().parent.parent / "cdc" / "sql"
+    root = Path(catalog.__file__).resolve().parent.parent / "sql"
     for name in ("catalog.sql", "dead_letters.sql"):
         assert "-- name:" in (root / name).read_text(encoding="utf-8")
 

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import catalog
-from catalog.cli import app
 from catalog.jsonschema_export import INDEX_FILE, dump, envelope_schema, export, payload_schema
 from catalog.registry import REGISTRY, specs
+from cdc.catalog_cli import app
 from tests.unit.catalog_cases import EVENT_TYPES, Case, invalid_cases, null_cases, valid_cases
 
 COMMITTED = Path(catalog.__file__).resolve().parent / "schemas"
@@ -113,15 +113,6 @@ def test_cli_export_writes_one_schema_per_ref_and_an_index(tmp_path: Path) -> No
         schema = json.loads((tmp_path / entry["file"]).read_text(encoding="utf-8"))
         assert schema["title"] == entry["payloadSchemaRef"]
     assert (tmp_path / index["envelope"]).is_file()
-
-
-def test_cli_export_to_unwritable_place_fails_in_one_line(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("x", encoding="utf-8")
-    result = CliRunner().invoke(app, ["export", "--out", str(blocker / "sub")])
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
-    assert "Traceback" not in result.output
 
 
 def test_cli_list() -> None:

@@ -1,4 +1,4 @@
-"""The relay side of the outbox: the named queries of cdc/sql/outbox.sql that docs/sinks.md documents."""
+"""The relay side of the outbox: the named queries of sql/outbox.sql that docs/sinks.md documents."""
 
 from __future__ import annotations
 

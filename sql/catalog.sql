@@ -1,4 +1,4 @@
--- Catalog sync (catalog/sync.py): upsert the event catalog into the application's
+-- Catalog sync (cdc/catalog_sync.py): upsert the event catalog into the application's
 -- system_event_catalog, or, where that table does not exist, into the watcher's own copy.
 -- {schema} and {table} are filled with psycopg.sql.Identifier.
 

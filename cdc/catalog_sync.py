@@ -21,9 +21,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from catalog.base import CatalogError
 from catalog.registry import specs
-from cdc import queries
+
+from . import queries
+from .errors import ConfigError
 
 __all__ = ["CatalogRow", "CatalogSyncError", "SyncPlan", "SyncResult", "catalog_rows", "plan", "sync"]
 
@@ -33,8 +34,10 @@ _REQUIRED_COLUMNS = frozenset(
 )
 
 
-class CatalogSyncError(CatalogError):
-    """The catalog cannot be synced; the message says why and what to do."""
+class CatalogSyncError(ConfigError):
+    """The catalog cannot be synced: the application's table lacks columns."""
+
+    hint = "run the application's migrations, then sync again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +97,7 @@ def _target(conn: psycopg.Connection[Any], schema: str) -> tuple[sql.Composable,
         missing = _REQUIRED_COLUMNS - set(columns)
         if missing:
             raise CatalogSyncError(
-                f"{table_schema}.{table_name} lacks column(s) {', '.join(sorted(missing))}; "
-                "run the application's migrations, then sync again"
+                f"{table_schema}.{table_name} lacks column(s) {', '.join(sorted(missing))}"
             )
         return sql.Identifier(table_schema, table_name), f"{table_schema}.{table_name}"
     conn.execute(queries.query("catalog", "create_event_catalog", schema=sql.Identifier(schema)))
