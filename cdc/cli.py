@@ -201,12 +201,11 @@ def tail(
         typer.Option(
             "--slot",
             help="Consume this durable slot (what is printed is acknowledged); refused if it is the slot "
-            "a watcher records in --schema. Without it, tail reads through a temporary slot from the "
+            "any watcher's slots or checkpoints table in the database names. Without it, tail reads through a temporary slot from the "
             "current position, which consumes nothing. [CDC_SLOT does not apply: it names the watcher's slot]",
         ),
     ] = None,
     publication: PubOpt = None,
-    schema: SchemaOpt = None,
     temporary: Annotated[
         bool,
         typer.Option(
@@ -239,7 +238,7 @@ def tail(
     """Print decoded row changes as JSON lines (a live view that consumes nothing, unless --slot)."""
     from .tail import StopFlag, TailOptions, run_tail
 
-    s = _settings(dsn=dsn, publication=publication, schema_name=schema, binary=binary)
+    s = _settings(dsn=dsn, publication=publication, binary=binary)
     stop = StopFlag()
     stop.install()
     run_tail(
@@ -248,7 +247,6 @@ def tail(
             slot=slot,
             publication=s.publication,
             temporary=temporary,
-            schema=s.schema_name,
             max_changes=max_changes,
             idle_exit=idle_exit,
             binary=s.binary,

@@ -183,5 +183,16 @@ def load_settings(**flags: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise ConfigError(f"invalid setting {field} ({_layer_of(field, given)}): {first['msg']}") from None
+
+
+def _layer_of(field: str, given: dict[str, Any]) -> str:
+    """Which layer gave ``field`` its value: the first of flag, variable, file."""
+    if field in given:
+        return "from the command line"
+    variable = "CDC_SCHEMA" if field == "schema_name" else f"CDC_{field.upper()}"
+    if variable in os.environ:
+        return f"from {variable}"
+    path = _toml_path()
+    return f"from config file {path}" if path is not None else "its default"

@@ -111,6 +111,12 @@ class SlotOfAnotherDatabase(CdcError):
     hint = "pass a --dsn naming the database that owns the slot, or a different --slot"
 
 
+class SlotExists(CdcError):
+    """``cdc tail --slot NAME --temporary`` named a slot that exists already."""
+
+    hint = "pass another --slot name for the temporary slot, or leave out --slot"
+
+
 class SlotOfWatcher(CdcError):
     """``cdc tail --slot`` named the slot a watcher consumes: tailing it would take its changes."""
 
@@ -147,7 +153,10 @@ class ReplicaIdentityNotFull(CdcError):
 
 
 class InsufficientPrivilege(CdcError):
-    hint = "grant the role REPLICATION and ownership of the watched tables, or run `cdc setup` as their owner"
+    hint = (
+        "run `cdc setup` as the owner of the watched tables; the watcher itself needs REPLICATION, "
+        "SELECT on the watched tables and a schema of its own (README: Least-privilege role)"
+    )
 
 
 class DecodeError(CdcError):

@@ -429,6 +429,14 @@ def teardown(
         if existing is not None and existing["active_pid"] is not None:
             raise SlotStillActive(f"replication slot {slot} is in use by process {existing['active_pid']}")
         if existing is not None:
+            if existing["wal_status"] == "lost":
+                # The changes since the checkpoint are gone with the slot's WAL: keep where that
+                # range starts (a later `cdc setup` closes it) before the checkpoint is forgotten.
+                from .state import create_tables
+
+                create_tables(store, schema)
+                store.execute(_q("open_slot_gap", schema), {"slot": slot, "reason": "lost"})
+                done.append(f"recorded in {schema}.slot_gaps where the changes slot {slot} lost begin")
             drop_slot(conn, slot)
             done.append(f"dropped slot {slot}")
         exists_row = conn.execute(

@@ -29,6 +29,7 @@ from . import faults, queries
 from .assembler import Assembler, RowChange, Transaction
 from .connect import connect
 from .errors import (
+    SlotExists,
     SlotInvalidated,
     SlotMissing,
     SlotOfWatcher,
@@ -47,7 +48,6 @@ class TailOptions:
     slot: str | None  # a durable slot to consume; None: a temporary slot that consumes nothing
     publication: str
     temporary: bool = False  # make ``slot`` a temporary slot of that name
-    schema: str = "cdc"  # the watcher's own schema, whose slot tail must never consume
     max_changes: int | None = None
     idle_exit: float | None = None
     binary: bool = False
@@ -91,18 +91,37 @@ def encode_transaction(tx: Transaction) -> bytes:
     return b"".join([dumps(change_record(tx, c, lsn, commit_time)) + b"\n" for c in tx.changes])
 
 
-def preflight(dsn: str, slot: str, temporary: bool, schema: str = "cdc") -> None:
+def preflight(dsn: str, slot: str, temporary: bool) -> None:
     """Clear errors before opening the replication connection; refuse a slot tail must not consume."""
     try:
         with connect(dsn, purpose="tail", bounded=True) as conn:
             database = check_server(conn)["database"]  # and wal_level = logical
             if not temporary:
-                _check_durable_slot(conn, slot, schema, database)
+                _check_durable_slot(conn, slot, database)
+            elif slot_facts(conn, slot) is not None:
+                raise SlotExists(f"replication slot {slot} already exists")
     except psycopg.Error as exc:
         raise translate(exc, slot=slot) from exc
 
 
-def _check_durable_slot(conn: psycopg.Connection[Any], slot: str, schema: str, database: str) -> None:
+def _watcher_naming(conn: psycopg.Connection[Any], slot: str) -> str | None:
+    """The first watcher table (``schema.slots`` or ``schema.checkpoints``, any schema) that
+    names ``slot``. A table this role may not read counts as naming it: tail cannot tell."""
+    tables = conn.execute(queries.raw("setup", "watcher_record_tables")).fetchall()
+    for schema, table in tables:
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    queries.query("setup", "names_slot", table=sql.Identifier(schema, table)), {"slot": slot}
+                ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return f"{schema}.{table} (not readable by this role)"
+        if row is not None and row[0]:
+            return f"{schema}.{table}"
+    return None
+
+
+def _check_durable_slot(conn: psycopg.Connection[Any], slot: str, database: str) -> None:
     facts = slot_facts(conn, slot)
     if facts is None:
         raise SlotMissing(
@@ -111,16 +130,9 @@ def _check_durable_slot(conn: psycopg.Connection[Any], slot: str, schema: str, d
             "or leave out --slot to read through a temporary slot",
         )
     refuse_foreign_slot(facts, slot, database)
-    try:
-        named = conn.execute(
-            queries.query("setup", "slot_is_recorded", schema=sql.Identifier(schema)), {"slot": slot}
-        ).fetchone()
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        named = None  # no watcher's schema in this database: no watcher of this slot here
-    if named is not None and named[0]:
-        raise SlotOfWatcher(
-            f"replication slot {slot} is a watcher's slot ({schema}.slots or {schema}.checkpoints names it)"
-        )
+    named_in = _watcher_naming(conn, slot)
+    if named_in is not None:
+        raise SlotOfWatcher(f"replication slot {slot} is a watcher's slot ({named_in} names it)")
     if facts["wal_status"] == "lost":
         raise SlotInvalidated(
             f"replication slot {slot} was invalidated (wal_status lost)",
@@ -143,7 +155,7 @@ def run_tail(
     """Stream until a stop condition; return the number of changes printed."""
     temporary = opts.temporary or opts.slot is None
     slot = opts.slot or temporary_slot_name()
-    preflight(opts.dsn, slot, temporary, opts.schema)
+    preflight(opts.dsn, slot, temporary)
     stop = stop or StopFlag()
     decoder = Decoder()
     assembler = Assembler()

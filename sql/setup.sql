@@ -102,10 +102,16 @@ DELETE FROM {schema}.slots WHERE slot_name = %(slot)s
 -- name: forget_checkpoint
 DELETE FROM {schema}.checkpoints WHERE slot_name = %(slot)s RETURNING lsn::text
 
--- name: slot_is_recorded
--- Whether the watcher's own schema names this slot: its slot record or its checkpoint.
-SELECT EXISTS (SELECT 1 FROM {schema}.slots WHERE slot_name = %(slot)s)
-    OR EXISTS (SELECT 1 FROM {schema}.checkpoints WHERE slot_name = %(slot)s)
+-- name: watcher_record_tables
+-- Every table in this database that could be a watcher's slot record or checkpoint, whatever
+-- the schema is called (`cdc tail --slot` must not consume a slot any of them names).
+SELECT table_schema, table_name
+FROM information_schema.columns
+WHERE table_name IN ('slots', 'checkpoints') AND column_name = 'slot_name'
+ORDER BY 1, 2
+
+-- name: names_slot
+SELECT EXISTS (SELECT 1 FROM {table} WHERE slot_name = %(slot)s)
 
 -- name: create_slot_gaps
 -- Changes a slot can no longer deliver, because the server invalidated it (reason 'lost':

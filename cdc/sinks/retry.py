@@ -12,7 +12,7 @@ is retried the same way (the NATS sink connects to learn its server's limit).  A
 batch is harmless: the Redis and NATS sinks de-duplicate by idempotency key.
 
 While it retries, the wrapper keeps :class:`SinkHealth` (healthy, consecutive failures, the
-last error, failing since when) for ``/healthz`` and calls ``keepalive`` (if the watcher set
+last error, failing since when; the future ``/healthz`` will report it) and calls ``keepalive`` (if the watcher set
 one) between attempts, so the replication connection can keep reporting its position.
 """
 
@@ -64,7 +64,7 @@ class StopSignal(Protocol):
 
 @dataclass
 class SinkHealth:
-    """What ``/healthz`` reports about a sink."""
+    """How the sink is doing (kept for the metrics and ``/healthz`` that are not built yet)."""
 
     healthy: bool = True
     consecutive_failures: int = 0
@@ -107,8 +107,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    if isinstance(exc, CdcError):
-        return exc.one_line()
+    """The cause alone (a CdcError's hint would promise retries that have just ended)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 

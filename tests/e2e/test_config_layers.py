@@ -86,5 +86,13 @@ def test_an_unknown_key_is_an_error(tmp_path: Path) -> None:
 
 def test_a_bad_value_from_a_variable_is_an_error(db_dsn: str) -> None:
     res = cdc("watch", "--dsn", db_dsn, "--once", env={"CDC_BATCH_EVENTS": "many"})
-    assert_one_line_error(res, "invalid setting batch_events")
+    assert_one_line_error(res, "invalid setting batch_events (from CDC_BATCH_EVENTS)")
+    assert res.returncode == 1
+
+
+def test_a_bad_value_in_the_file_names_the_file(tmp_path: Path, db_dsn: str) -> None:
+    path = tmp_path / "values.toml"
+    path.write_text("batch_events = 0\n")
+    res = cdc("watch", "--dsn", db_dsn, "--once", env={"CDC_CONFIG": str(path)})
+    assert_one_line_error(res, f"invalid setting batch_events (from config file {path})")
     assert res.returncode == 1

@@ -28,7 +28,7 @@ from cdc.lsn import parse_lsn
 from cdc.sample import schema_sql
 from cdc.stream import ReplicationStream
 from tests.e2e.test_cli_errors import assert_one_line_error, cdc
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import run_sql, wait_for
 from tests.pgharness import PgServer, drop_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -207,9 +207,20 @@ def test_tail_refuses_the_slot_a_watchers_checkpoint_names(db_dsn: str, tmp_path
 
 
 def test_tail_refuses_the_watchers_slot_in_a_schema_of_another_name(db_dsn: str) -> None:
+    """Whatever the watcher's schema is called: tail looks in every schema of the database."""
     setup_ok(db_dsn, "--schema", "ops")  # the slot is recorded, nothing delivered yet
-    res = cdc("tail", "--dsn", db_dsn, "--slot", "cdc_events", "--schema", "ops", "--idle-exit", "1")
-    assert_one_line_error(res, "ops.slots or ops.checkpoints")
+    confirmed = one(db_dsn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots")
+    run_sql(db_dsn, "UPDATE tickets SET title = title")
+    res = cdc("tail", "--dsn", db_dsn, "--slot", "cdc_events", "--idle-exit", "1")
+    assert_one_line_error(res, "cdc_events is a watcher's slot (ops.slots names it)")
+    assert res.returncode == 1
+    assert one(db_dsn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots") == confirmed
+
+
+def test_tail_refuses_an_existing_slot_as_a_temporary_name(db_dsn: str) -> None:
+    run_sql(db_dsn, "SELECT pg_create_logical_replication_slot('mine', 'pgoutput')")
+    res = cdc("tail", "--dsn", db_dsn, "--slot", "mine", "--temporary", "--idle-exit", "1")
+    assert_one_line_error(res, "replication slot mine already exists", "another --slot name")
     assert res.returncode == 1
 
 
@@ -301,6 +312,31 @@ def test_a_lost_slot_is_reported_refused_and_recreated_with_its_gap_recorded(
     after = watch_once(dsn, sink)
     assert "TICKET_CLOSED" in [e["eventType"] for e in after]
     assert min(parse_lsn(e["source"]["lsn"]) for e in after) > parse_lsn(new_start[0])
+
+
+def test_teardown_of_a_lost_slot_keeps_where_the_lost_range_begins(
+    small_wal_dsn: str, tmp_path: Path
+) -> None:
+    """Tearing down a lost slot forgets its checkpoint, but not the start of the changes it lost:
+    a later `cdc setup` reports the whole range."""
+    dsn, sink = small_wal_dsn, tmp_path / "events.jsonl"
+    step(dsn, "seed")
+    setup_ok(dsn)
+    step(dsn, "create_ticket")
+    assert watch_once(dsn, sink)
+    old_lsn = one(dsn, "SELECT lsn::text FROM cdc.checkpoints")
+    step(dsn, "status_in_progress")
+    invalidate_slot(dsn)
+
+    down = cdc("teardown", "--dsn", dsn)
+    assert down.returncode == 0, down.stderr
+    assert "recorded in cdc.slot_gaps" in down.stdout and "dropped slot cdc_events" in down.stdout
+    assert one(dsn, "SELECT count(*) FROM cdc.checkpoints") == 0
+    assert one(dsn, "SELECT from_lsn::text FROM cdc.slot_gaps WHERE to_lsn IS NULL") == old_lsn
+
+    again = setup_ok(dsn)
+    assert f"changes committed after {old_lsn}" in again.stdout
+    assert one(dsn, "SELECT count(*) FROM cdc.slot_gaps WHERE to_lsn IS NOT NULL") == 1
 
 
 def test_a_recreation_that_stopped_midway_is_finished_by_the_next_setup(small_wal_dsn: str) -> None:

@@ -161,6 +161,8 @@ def test_a_sink_that_stays_down_ends_watch_with_one_line(db_dsn: str) -> None:
     assert "Traceback" not in res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("cdc: error: sink redis failed for") and " — " in last, last
+    assert "retries with backoff" not in last  # it has just stopped retrying
+    assert last.count(" — ") == 1  # the cause, then the one hint: start it again
     assert checkpoint(db_dsn) is None, "nothing was checkpointed"
 
 
