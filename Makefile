@@ -19,8 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cdc demo
 
+# The whole suite on each implementation of the pgoutput decoder (cdc/pgoutput/decoder.py, CDC_IMPL).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	CDC_IMPL=python $(BIN)/python -m pytest -q
+	CDC_IMPL=c $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check cdc derivers catalog tests bench

@@ -264,7 +264,7 @@ class Row(Mapping[str, Any]):
 
 _MISSING: Final = object()
 
-# The compiled base of JsonRowView, when the extension is built (CDC_NO_SPEEDUPS: the twin).
+# The compiled base of JsonRowView, when the extension is built (CDC_IMPL=python: the twin).
 _RowReader: type | None = None
 if SPEEDUPS:
     from .pgoutput import _speedups

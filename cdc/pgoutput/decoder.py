@@ -9,7 +9,11 @@ With the compiled speedups (``SPEEDUPS``), a row message is decoded whole by one
 (``_speedups.decode_row``) and, when the message is a ``bytes`` object, each row image stays a
 ``Values``: offsets into the message that make a column's bytes only when it is read, and that
 answer ``len``, ``[i]``, slices, iteration, ``==`` and ``repr`` as the tuple would (not hashing).
-Without them (``CDC_NO_SPEEDUPS=1`` or no C compiler) the Python handlers below build tuples.
+Without them the Python handlers below build tuples.
+
+Which implementation runs is chosen by one switch, ``CDC_IMPL`` (as psycopg's ``PSYCOPG_IMPL``):
+``python`` — the pure-Python twins; ``c`` — the compiled one, and an error if it was not built;
+unset — the compiled one when it was built. ``make test`` runs the whole suite under each.
 """
 
 from __future__ import annotations
@@ -97,12 +101,19 @@ def _py_tuple(buf: bytes, pos: int) -> tuple[TupleData, int]:
     return TupleData(tuple(values), mask), pos
 
 
-try:  # the compiled twin of _py_tuple (cdc/pgoutput/_speedups.c), when it was built
-    if os.environ.get("CDC_NO_SPEEDUPS"):  # run the pure-Python twins (tests, diagnosis)
-        raise ImportError("CDC_NO_SPEEDUPS is set")
-    from . import _speedups
-except ImportError:  # a build without a C compiler
-    _speedups = None  # type: ignore[assignment]
+IMPL = os.environ.get("CDC_IMPL", "")
+if IMPL not in ("", "python", "c"):
+    raise ImportError(f"CDC_IMPL={IMPL!r}: use 'python' or 'c' (or leave it unset)")
+
+if IMPL == "python":
+    _speedups = None
+else:
+    try:  # the compiled twin of _py_tuple (cdc/pgoutput/_speedups.c), when it was built
+        from . import _speedups
+    except ImportError:  # a build without a C compiler
+        if IMPL == "c":
+            raise ImportError("CDC_IMPL=c but cdc/pgoutput/_speedups.c was not built (a C compiler?)") from None
+        _speedups = None  # type: ignore[assignment]
 
 SPEEDUPS = _speedups is not None
 """True when the compiled tuple splitter is in use (the pure-Python twin otherwise)."""

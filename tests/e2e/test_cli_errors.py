@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from cdc.localpg import LocalPostgres, free_port
+from tests.environ import command_env
 from tests.integration.conftest import TAIL_SLOT, BackgroundTail, run_sql, setup_for_tail, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
 def cdc(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    env = command_env()
     return subprocess.run(
         [sys.executable, "-m", "cdc.cli", *args],
         capture_output=True,

@@ -6,7 +6,6 @@ malformed file, or a key that is no setting, is one line naming the file, exit 1
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cli_errors import assert_one_line_error
+from tests.environ import command_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
 def cdc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    base = command_env()
     return subprocess.run(
         [sys.executable, "-m", "cdc.cli", *args],
         capture_output=True,

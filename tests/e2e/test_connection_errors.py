@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from cdc.localpg import LocalPostgres
 from cdc.sample import schema_sql
+from tests.environ import command_env
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -33,7 +33,7 @@ LONG_QUIET_WATCH = ("--sink", "discard", "--idle-exit", "600", "--heartbeat-inte
 
 
 def cdc_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    env = command_env()
     return {**env, **extra}
 
 

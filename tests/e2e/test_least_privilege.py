@@ -3,7 +3,6 @@ as a role with only REPLICATION, SELECT on the watched tables and its own `cdc` 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -13,13 +12,14 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from cdc import queries
+from tests.environ import command_env
 from tests.integration.conftest import run_sql
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
 def cdc(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    env = command_env()
     return subprocess.run(
         [sys.executable, "-m", "cdc.cli", *args], capture_output=True, text=True, timeout=120, env=env
     )

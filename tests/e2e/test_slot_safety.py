@@ -9,7 +9,6 @@ replaced by `cdc setup --recreate-slot`, which records the range of changes that
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -28,6 +27,7 @@ from cdc.lsn import parse_lsn
 from cdc.sample import schema_sql
 from cdc.stream import ReplicationStream
 from tests.e2e.test_cli_errors import assert_one_line_error, cdc
+from tests.environ import command_env
 from tests.integration.conftest import run_sql, wait_for
 from tests.pgharness import PgServer, drop_database
 
@@ -67,7 +67,7 @@ def setup_ok(dsn: str, *more: str) -> subprocess.CompletedProcess[str]:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    return command_env()
 
 
 STREAMING = """

@@ -4,7 +4,6 @@ loses REPLICA IDENTITY FULL (through the real ``cdc`` CLI), a TRUNCATE, a rename
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from datetime import datetime
@@ -21,6 +20,7 @@ from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
 from cdc.state import bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
+from tests.environ import command_env
 
 from .conftest import run_sql, wait_for
 
@@ -48,7 +48,7 @@ def fetch(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    return command_env()
 
 
 def cdc(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ crash point:
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -27,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.environ import command_env
 from tests.pgharness import PgServer, drop_database
 
 from .helpers import (
@@ -49,7 +49,7 @@ UPDATES = 24
 
 
 def cdc(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    env = command_env()
     if fault:
         env["CDC_FAULT"] = fault
     return subprocess.run(

@@ -8,7 +8,6 @@ sink retries, the watcher does not read the replication stream.  A sink that sta
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from cdc.state import make_bootstrap_hook
 from cdc.tail import StopFlag
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
+from tests.environ import command_env
 from tests.integration.conftest import SLOT, wait_for
 
 from .helpers import (
@@ -149,7 +149,7 @@ def test_a_sink_that_stays_down_ends_watch_with_one_line(db_dsn: str) -> None:
     setup(db_dsn, slot=SLOT, publication=SLOT, tables=DEFAULT_TABLES, bootstrap=make_bootstrap_hook())
     status_updates(db_dsn, ids, 2)
     nobody = f"redis://127.0.0.1:{free_port()}/0?retry_initial=0.1&retry_max_delay=0.2&retry_give_up=1"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    env = command_env()
     res = subprocess.run(
         [sys.executable, "-m", "cdc.cli", "watch", "--once", "--dsn", db_dsn, "--sink", nobody],
         capture_output=True,
