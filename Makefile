@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test bench lint venv clean
 
 # Reinstalled (and the C extensions rebuilt) whenever the project metadata or a C source changes.
-$(STAMP): pyproject.toml setup.py cdc/pgoutput/_speedups.c catalog/_speedups.c
+$(STAMP): pyproject.toml setup.py cdc/pgoutput/_speedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -33,7 +33,8 @@ from cdc.config import DEFAULT_TABLES
 from cdc.localpg import LocalPostgres
 from cdc.provision import setup
 from cdc.sample import schema_sql
-from cdc.state import bootstrap_hook
+from cdc.state import make_bootstrap_hook
+from derivers import default_derivers
 
 from .run import SETUP_SQL, recvlogical_argv
 
@@ -76,7 +77,11 @@ def main() -> None:
             slots = {"A": f"a{rep}", "B": f"b{rep}"}
             for slot in slots.values():
                 setup(
-                    dsn, slot=slot, publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook
+                    dsn,
+                    slot=slot,
+                    publication="cdc_events",
+                    tables=DEFAULT_TABLES,
+                    bootstrap=make_bootstrap_hook(default_derivers()),
                 )
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (f"r{rep}",))

@@ -41,30 +41,26 @@ _ROW_KINDS = frozenset(b"IUD")
 # code of the tree it runs in (so it names nothing of this benchmark's own checkout).
 CHILD = """
 import gc, pickle, sys
-from cdc.assembler import Assembler
 from cdc.pgoutput import Decoder
 from cdc.sinks.memory import DiscardSink
 from cdc.watch import GC_THRESHOLD, Watcher, WatchOptions
+from derivers import default_derivers
 
 dsn, slot, path, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 with open(path, "rb") as f:
     messages = pickle.load(f)[:count]
 sink = DiscardSink()
-watcher = Watcher(WatchOptions(dsn, slot=slot, batch_max_events=20000), sink)
-watcher._prepare()
+watcher = Watcher(WatchOptions(dsn, slot=slot, batch_max_events=20000), sink, default_derivers())
+watcher.prepare()
 gc.collect()
 gc.freeze()
 gc.set_threshold(*GC_THRESHOLD)
-decoder, assembler = Decoder(), Assembler(watcher.primary_keys)
-batch = watcher._batch
+decoder, assembler = Decoder(), watcher.assembler()
 for data in messages:
     tx = assembler.feed(decoder.decode(data))
     if tx is not None:
-        watcher.process(tx)
-        if len(batch.envelopes) >= 20000:
-            sink.write(batch)
-            batch.envelopes.clear()
-sink.write(batch)
+        watcher.process(tx)  # hands every 20,000 envelopes to the sink
+sink.write(watcher.delivery.chunk)
 """
 
 

@@ -23,7 +23,6 @@ import time
 import psycopg
 from rich.console import Console
 
-from cdc.assembler import Assembler
 from cdc.config import DEFAULT_TABLES
 from cdc.localpg import LocalPostgres
 from cdc.lsn import parse_lsn
@@ -31,9 +30,10 @@ from cdc.pgoutput import Decoder
 from cdc.provision import setup
 from cdc.sample import schema_sql
 from cdc.sinks.memory import DiscardSink
-from cdc.state import bootstrap_hook
+from cdc.state import make_bootstrap_hook
 from cdc.stream import ReplicationStream
 from cdc.watch import GC_THRESHOLD, Watcher, WatchOptions
+from derivers import default_derivers
 
 from .run import SETUP_SQL
 
@@ -64,7 +64,13 @@ def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[b
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema_sql())  # type: ignore[call-overload]
         conn.execute(SETUP_SQL)  # type: ignore[call-overload]
-    setup(dsn, slot="replay", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook)
+    setup(
+        dsn,
+        slot="replay",
+        publication="cdc_events",
+        tables=DEFAULT_TABLES,
+        bootstrap=make_bootstrap_hook(default_derivers()),
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CALL bench_tickets({ntx}, {per})")  # type: ignore[call-overload]
         row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
@@ -74,11 +80,12 @@ def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[b
 
 def replay(watcher: Watcher, messages: list[bytes]) -> tuple[float, int, int]:
     decoder = Decoder()
-    assembler = Assembler(watcher.primary_keys)
-    sink = DiscardSink()
-    watcher._batch.envelopes.clear()
+    assembler = watcher.assembler()
+    sink = watcher.sink  # process() hands it every batch_max_events envelopes
+    assert isinstance(sink, DiscardSink)
+    sink.count = 0
+    watcher.delivery.chunk.envelopes.clear()
     changes = 0
-    max_events = watcher.opts.batch_max_events
     gc.collect()
     t0 = time.perf_counter()
     for data in messages:
@@ -87,12 +94,8 @@ def replay(watcher: Watcher, messages: list[bytes]) -> tuple[float, int, int]:
             continue
         changes += len(tx.changes)
         watcher.process(tx)
-        batch = watcher._batch
-        if len(batch.envelopes) >= max_events:
-            sink.write(batch)
-            batch.envelopes.clear()
-    sink.write(watcher._batch)
-    watcher._batch.envelopes.clear()
+    sink.write(watcher.delivery.chunk)
+    watcher.delivery.chunk.envelopes.clear()
     return time.perf_counter() - t0, changes, sink.count
 
 
@@ -108,8 +111,10 @@ def main() -> None:
     console = Console()
     with LocalPostgres(settings=SETTINGS) as pg:
         dsn, messages = capture_workload(pg, args.ntx, args.per)
-        watcher = Watcher(WatchOptions(dsn, slot="replay", batch_max_events=20000), DiscardSink())
-        watcher._prepare()
+        watcher = Watcher(
+            WatchOptions(dsn, slot="replay", batch_max_events=20000), DiscardSink(), default_derivers()
+        )
+        watcher.prepare()
     if args.gc == "freeze":
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLD)

@@ -11,9 +11,9 @@ Two parts, in one run:
    goes last.  Wall time from process start to exit.
 2. **Write path only**: ``--envelopes`` envelopes built from the catalog's example payloads,
    written in batches of ``--batch`` straight into each sink's ``write`` — what the sink
-   itself costs — plus the two alternatives measured while choosing the implementation:
-   the outbox's ``unnest`` strategy against its ``COPY`` default, and NATS with an
-   ``asyncio.run`` (and a fresh connection) per batch against the private loop thread.
+   itself costs — plus the alternative measured while choosing the implementation: NATS
+   with an ``asyncio.run`` (and a fresh connection) per batch against the private loop
+   thread.  (The outbox's table shapes and write paths are compared by bench/outbox.py.)
 
 Redis and NATS are the local servers when they answer, otherwise throwaway ones started here;
 each run writes under its own prefix/stream and removes it afterwards.  Results: a table on
@@ -47,11 +47,13 @@ from cdc.config import DEFAULT_TABLES
 from cdc.localpg import LocalPostgres
 from cdc.provision import setup
 from cdc.sample import schema_sql
-from cdc.sinks.base import Batch, Sink, open_sink
+from cdc.sinks import open_sink
+from cdc.sinks.base import Batch, Sink
 from cdc.sinks.memory import DiscardSink
 from cdc.sinks.nats_jetstream import NatsConfig, NatsJetStreamSink
 from cdc.sinks.outbox import OutboxSink
-from cdc.state import bootstrap_hook
+from cdc.state import make_bootstrap_hook
+from derivers import default_derivers
 from tests.integration.sinks import helpers
 from tests.integration.sinks.helpers import make_envelopes, nats_cleanup, redis_cleanup
 from tests.integration.sinks.services import Service, find_or_start_nats, find_or_start_redis
@@ -61,11 +63,12 @@ from .run import RESULTS, SETUP_SQL
 WORKER = """
 import sys, time, orjson
 t0 = time.perf_counter()
-from cdc.sinks.base import open_sink
+from cdc.sinks import open_sink
 from cdc.watch import WatchOptions, run_watch
+from derivers import default_derivers
 dsn, slot, spec = sys.argv[1], sys.argv[2], sys.argv[3]
 sink = open_sink(spec)
-stats = run_watch(WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60), sink)
+stats = run_watch(WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60), sink, default_derivers())
 print(orjson.dumps({"events": stats.events, "transactions": stats.transactions, "batches": stats.batches,
                     "seconds": time.perf_counter() - t0}).decode())
 """
@@ -117,7 +120,7 @@ def full_path(
                     slot=f"s{rep}_{i}",
                     publication="cdc_events",
                     tables=DEFAULT_TABLES,
-                    bootstrap=bootstrap_hook,
+                    bootstrap=make_bootstrap_hook(default_derivers()),
                 )
             with psycopg.connect(dsn, autocommit=True) as conn:
                 t0 = time.perf_counter()
@@ -200,8 +203,7 @@ def write_path(
                 ("redis streams", lambda: open_sink(redis_spec(redis, ns))),  # noqa: B023
                 ("nats jetstream", lambda: open_sink(nats_spec(nats, ns, retry_give_up=30))),  # noqa: B023
                 ("nats: asyncio.run per batch", lambda: NatsPerBatch(nats_spec(nats, ns + "b"))),  # noqa: B023
-                ("postgres outbox (COPY)", lambda: OutboxSink(dsn)),
-                ("postgres outbox (unnest)", lambda: OutboxSink(dsn, schema="cdc_unnest", strategy="unnest")),
+                ("postgres outbox", lambda: OutboxSink(dsn)),
             ]
             try:
                 for name, make in makers:

@@ -18,8 +18,7 @@ from typing import Any
 
 import orjson
 
-from catalog.base import canonical_lsn, canonical_ts
-from catalog.envelope import Envelope, EventDraft, EventValidationError, Source
+from catalog.envelope import Envelope, EventDraft, EventValidationError, Source, envelope_source
 
 __all__ = ["TOO_LARGE", "DeadLetter", "dead_letter", "too_large"]
 
@@ -79,7 +78,7 @@ def dead_letter(
         event_type=error.event_type,
         payload_json=payload.decode(),
         errors_json=errors.decode(),
-        source=Source(slot, canonical_lsn(lsn), xid, canonical_ts(commit_time), table, timer),
+        source=envelope_source(slot, lsn, xid, commit_time, table, timer),
     )
 
 

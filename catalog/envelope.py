@@ -1,11 +1,11 @@
 """The event envelope (DESIGN §4): drafts in, validated and keyed envelopes out.
 
 A deriver hands an :class:`EventDraft`; :func:`build_envelope` validates its payload against the
-registered model, builds the idempotency key, derives the event id and returns an
+registered pydantic model, builds the idempotency key, derives the event id and returns an
 :class:`Envelope`, or raises :class:`EventValidationError` naming every failing field path
 (the draft then belongs in the dead-letter table, see :mod:`catalog.dead_letters`).
 
-Keys (DESIGN §4), with every part in canonical text form (:mod:`catalog.base`):
+Keys (DESIGN §4), with every part in canonical text form (:mod:`catalog.forms`):
 
 * change-driven: ``<EVENT_TYPE>:<tenant>:<subject id>[:<discriminator>]@<end LSN>``
 * timer-driven:  ``<EVENT_TYPE>:<tenant>:<subject id>:<stage>@<due time>``
@@ -14,61 +14,33 @@ The envelope ``id`` is the UUIDv5 of the key under :data:`NAMESPACE`, so a repla
 history yields the same ids, and ``timestamp`` is ``payload.occurredAt``. :meth:`Envelope.to_json_bytes`
 is byte-stable: orjson, keys sorted at every level, compact separators, UTF-8, no trailing
 newline; all values are already canonical text when the envelope is built.
+
+The payload models are the only definition of a payload: a payload is validated by its model,
+whose constraints run in pydantic-core (:mod:`catalog.base`); ids are hashlib's SHA-1 (uuid5)
+and JSON is orjson's. (Validating a transaction's drafts of one type in one
+``TypeAdapter(list[Model])`` call was measured: 2 % fewer instructions per row change with
+``python -m bench.instructions``, not worth a second way in.)
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import math
-import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from hashlib import sha1
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from pydantic_core import SchemaValidator, core_schema
 
-from catalog.base import (
-    _LOWER_UUID_PATTERN,
-    _VALID_TS,
-    UUID_PATTERN,
-    CatalogError,
-    _timestamp_text,
-    _utc_timestamp,
-    canonical_lsn,
-    canonical_ts,
-    canonical_uuid,
-)
+from catalog.errors import CatalogError, EventValidationError, FieldError, FormError, KeyFormatError
+from catalog.forms import format_lsn, format_timestamp, format_uuid
 from catalog.registry import REGISTRY
-
-#: The interface of catalog/_speedups.c this module calls (its API_VERSION).
-API_VERSION = 2
-
-try:  # the compiled fast paths (catalog/_speedups.c), when they were built
-    if os.environ.get("CDC_NO_SPEEDUPS"):  # pydantic and hashlib only (tests, diagnosis)
-        raise ImportError("CDC_NO_SPEEDUPS is set")
-    from . import _speedups
-
-    if getattr(_speedups, "API_VERSION", 1) != API_VERSION:
-        # Built from an older catalog/_speedups.c (a pull without a rebuild): correct but slower
-        # without it, wrong with it.
-        logging.getLogger(__name__).warning(
-            "catalog/_speedups was built from another version of its source: not used "
-            "(slower); run `make venv` to rebuild"
-        )
-        raise ImportError("stale catalog._speedups")
-except ImportError:
-    _speedups = None  # type: ignore[assignment]
-
-SPEEDUPS = _speedups is not None
-"""Whether payloads in canonical form skip pydantic and ids skip hashlib (same results)."""
 
 __all__ = [
     "NAMESPACE",
@@ -81,6 +53,7 @@ __all__ = [
     "build_envelope",
     "change_key",
     "draft_key",
+    "envelope_source",
     "envelopes_json",
     "event_id",
     "timer_key",
@@ -92,46 +65,6 @@ NAMESPACE = UUID("e02244fa-7d25-576d-9198-1badae528050")
 It is ``uuid5(NAMESPACE_URL, "urn:alga-cdc:event-id:v1")``; a unit test pins both. Changing it
 changes every event id, which Alga's runtime would take for new events: never change it.
 """
-_NAMESPACE_BYTES = NAMESPACE.bytes
-if _speedups is not None:
-    _speedups.set_namespace(_NAMESPACE_BYTES)
-_SPEC_OF = REGISTRY.get
-_UUID_MATCH = re.compile(UUID_PATTERN).fullmatch
-
-
-class KeyFormatError(CatalogError, ValueError):
-    """A key part that cannot be written canonically (not a uuid, empty, contains ``@``);
-    ``part`` names it as the draft does (``tenant``, ``subject_id``, ``discriminator``, ...)."""
-
-    def __init__(self, part: str, message: str) -> None:
-        self.part = part
-        super().__init__(f"{part} {message}")
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One failing field: ``path`` is dotted (``changes.status``, ``newTicketIds.0``)."""
-
-    path: str
-    type: str
-    message: str
-
-
-class EventValidationError(CatalogError, ValueError):
-    """A draft that cannot become an envelope. The message names each failing field path and
-    never a field's value; ``key`` is the idempotency key the event would have had (or its best
-    rendering when the key parts are themselves invalid), the dead-letter table's key."""
-
-    def __init__(self, event_type: str, key: str, errors: Sequence[FieldError]) -> None:
-        self.event_type = event_type
-        self.key = key
-        self.errors = tuple(errors)
-        detail = "; ".join(f"{e.path or '(payload)'}: {e.message}" for e in self.errors)
-        super().__init__(f"{event_type} draft is invalid: {detail}")
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(e.path for e in self.errors)
 
 
 class EventDraft(NamedTuple):
@@ -207,18 +140,6 @@ class Envelope:
 
     def to_json_bytes(self) -> bytes:
         """Byte-stable JSON: the same event always serialises to the same bytes."""
-        if _envelope_json is not None:
-            out: bytes | None = _envelope_json(
-                self.id,
-                self.event_type,
-                self.timestamp,
-                self.payload,
-                self.idempotency_key,
-                self.payload_schema_ref,
-                _source_serialised(self.source)[2],
-            )
-            if out is not None:
-                return out
         return orjson.dumps(self._with_source(_source_json(self.source)), option=orjson.OPT_SORT_KEYS)
 
     def _with_source(self, source: Any) -> dict[str, Any]:
@@ -254,22 +175,22 @@ class Envelope:
         )
 
 
-_last_source_json: tuple[Source, orjson.Fragment, bytes] | None = None
+def envelopes_json(envelopes: Sequence[Envelope]) -> list[bytes]:
+    """Each envelope's :meth:`~Envelope.to_json_bytes`, for a sink's batch."""
+    return [e.to_json_bytes() for e in envelopes]
+
+
+_last_source_json: tuple[Source, orjson.Fragment] | None = None
 
 
 def _source_json(source: Source) -> orjson.Fragment:
-    return _source_serialised(source)[1]
-
-
-def _source_serialised(source: Source) -> tuple[Source, orjson.Fragment, bytes]:
     # The events of a transaction share one Source: serialise it (keys sorted) once.
     global _last_source_json
     last = _last_source_json
-    if last is not None and last[0] is source:
-        return last
-    raw = orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS)
-    last = _last_source_json = (source, orjson.Fragment(raw), raw)
-    return last
+    if last is None or last[0] is not source:
+        raw = orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS)
+        last = _last_source_json = (source, orjson.Fragment(raw))
+    return last[1]
 
 
 # --- keys and ids ----------------------------------------------------------------------------
@@ -285,25 +206,9 @@ def _type_part(event_type: str) -> str:
 
 def _uuid_part(value: str | UUID, name: str) -> str:
     try:
-        return canonical_uuid(value)
-    except ValueError:
+        return format_uuid(value)
+    except FormError:
         raise KeyFormatError(name, "must be a uuid") from None
-
-
-# Tenants are few and repeat in every key: their canonical form is looked up, not re-checked.
-_TENANTS: dict[str, str] = {}
-
-
-def _tenant_part(value: str | UUID) -> str:
-    known = _TENANTS.get(value) if type(value) is str else None
-    if known is not None:
-        return known
-    canonical = _uuid_part(value, "tenant")
-    if type(value) is str:
-        if len(_TENANTS) >= 1024:
-            _TENANTS.clear()
-        _TENANTS[value] = canonical
-    return canonical
 
 
 def _text_part(value: str, name: str) -> str:
@@ -325,13 +230,13 @@ def change_key(
     one transaction yields two events of one type for one subject (one TECHNICIAN_DISPATCHED
     per technician).
     """
-    return _change_key(_type_part(event_type), tenant, subject_id, canonical_lsn(end_lsn), discriminator)
+    return _change_key(_type_part(event_type), tenant, subject_id, format_lsn(end_lsn), discriminator)
 
 
 def _change_key(
     event_type: str, tenant: str | UUID, subject_id: str | UUID, lsn: str, discriminator: str | None
 ) -> str:
-    head = f"{event_type}:{_tenant_part(tenant)}:{_uuid_part(subject_id, 'subject_id')}"
+    head = f"{event_type}:{_uuid_part(tenant, 'tenant')}:{_uuid_part(subject_id, 'subject_id')}"
     if discriminator is not None:
         head = f"{head}:{_text_part(discriminator, 'discriminator')}"
     return f"{head}@{lsn}"
@@ -344,46 +249,39 @@ def timer_key(event_type: str, tenant: str | UUID, subject_id: str | UUID, stage
 
 def _timer_key(event_type: str, tenant: str | UUID, subject_id: str | UUID, stage: str, due: datetime) -> str:
     try:
-        due_text = canonical_ts(due)
-    except (ValueError, AttributeError):
+        due_text = format_timestamp(due)
+    except FormError:
         raise KeyFormatError("due_at", "must be an aware datetime") from None
     return (
-        f"{event_type}:{_tenant_part(tenant)}:"
+        f"{event_type}:{_uuid_part(tenant, 'tenant')}:"
         f"{_uuid_part(subject_id, 'subject_id')}:{_text_part(stage, 'timer_stage')}@{due_text}"
     )
 
 
-# The RFC 4122 variant bits set on the 17th hex digit: 10xx.
-_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
-
-
-def _py_event_id(key: str) -> str:
-    h = sha1(_NAMESPACE_BYTES + key.encode()).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+# uuid5 is the SHA-1 of the namespace's bytes followed by the name: the namespace is hashed once
+# and copied per id (hashlib's documented use of copy()), and the text is written from the hex
+# digest. ``uuid.uuid5`` computes the same, but its UUID object costs three times the hashing.
+_NAMESPACE_SHA1 = hashlib.sha1(NAMESPACE.bytes)
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}  # RFC 4122 variant bits: 10xx
 
 
 def event_id(key: str) -> str:
-    """``str(uuid5(NAMESPACE, key))`` without building the intermediate UUID object: the
-    SHA-1 hex digest with the version digit set to 5 and the variant bits to 10."""
-    return _event_id(key)
-
-
-_event_id = _speedups.event_id if _speedups is not None else _py_event_id
+    """``str(uuid.uuid5(NAMESPACE, key))``: the SHA-1 with the version digit set to 5 and the
+    variant bits to 10 (RFC 4122 §4.3); a unit test holds the two equal."""
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(key.encode())
+    h = sha1.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def draft_key(draft: EventDraft, lsn: int, *, timer: bool = False) -> str:
     """The draft's idempotency key; :class:`EventValidationError` if its parts are invalid."""
-    return _draft_key(draft, canonical_lsn(lsn), timer)
+    return _draft_key(draft, format_lsn(lsn), timer)
 
 
 def _draft_key(draft: EventDraft, lsn: str, timer: bool) -> str:
     try:
-        # A catalogued type is well-formed already (the registry checks its names).
-        event_type = (
-            draft.event_type
-            if type(draft.event_type) is str and draft.event_type in REGISTRY
-            else _type_part(draft.event_type)
-        )
+        event_type = _type_part(draft.event_type)
         if timer:
             if draft.timer_stage is None or draft.due_at is None:
                 raise KeyFormatError("timer_stage", "and due_at are needed for a timer event")
@@ -411,8 +309,8 @@ def _raw_key(draft: EventDraft, lsn: str, timer: bool) -> str:
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
-class _NotJson(Exception):
-    pass
+class _NotJson(CatalogError):
+    """A payload value with no canonical JSON form (reported as a field error)."""
 
 
 def _json_value(value: Any) -> Any:
@@ -433,15 +331,16 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_value(v) for v in value]
     if isinstance(value, BaseModel):
-        return _json_value(_fields(value))
+        return _json_value(_given(value))
     if isinstance(value, Enum):
         return _json_value(value.value)
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise _NotJson("a naive datetime")
-        return canonical_ts(value)
+        try:
+            return format_timestamp(value)
+        except FormError:
+            raise _NotJson("a naive datetime") from None
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, UUID):
@@ -500,16 +399,10 @@ def _json_ready(event_type: str, key: str, payload: dict[str, Any]) -> dict[str,
     return out
 
 
-def _field_errors(exc: ValidationError) -> list[FieldError]:
-    return [
-        FieldError(".".join(str(p) for p in e["loc"]), e["type"], e["msg"])
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
-
-
-def _fields(model: BaseModel) -> dict[str, Any]:
-    # What model_dump(exclude_unset=True) returns, at half the cost: the fields given plus the
-    # extra keys. Nested models (legacy comment objects) are dumped by _json_value.
+def _given(model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump(exclude_unset=True)`` without its serialisation pass (the validated
+    values are canonical already; nested models and other values are converted by
+    :func:`_json_value`): the declared fields that were given, then the extra keys."""
     given = model.model_fields_set
     out = {k: v for k, v in model.__dict__.items() if k in given}
     if model.model_extra:
@@ -517,189 +410,22 @@ def _fields(model: BaseModel) -> dict[str, Any]:
     return out
 
 
-# --- payload validators ----------------------------------------------------------------------
-
-_VALIDATORS: dict[type[BaseModel], SchemaValidator] = {}
+# --- payload validation ----------------------------------------------------------------------
 
 
-def payload_validator(model: type[BaseModel]) -> SchemaValidator:
-    """The model's own validation, returning a plain dict instead of a model instance.
-
-    The model's core schema with its ``model`` node turned into a ``typed-dict`` node: the same
-    field schemas, config and extra-key behaviour, but fields without a value stay absent
-    (a model would fill defaults and record which were given). The result is exactly what
-    ``model_dump(exclude_unset=True)`` of the validated model returns, at a fraction of the
-    cost; a unit test holds the two equal, and their errors equal, for every catalogued type.
-    """
-    validator = _VALIDATORS.get(model)
-    if validator is None:
-        schema: Any = model.__pydantic_core_schema__
-        definitions = None
-        if schema["type"] == "definitions":
-            definitions, schema = schema["definitions"], schema["schema"]
-        if schema["type"] != "model" or schema["schema"]["type"] != "model-fields":
-            raise TypeError(f"{model.__name__}: no plain model schema to validate payloads with")
-        fields: dict[str, core_schema.TypedDictField] = {}
-        for name, spec in schema["schema"]["fields"].items():
-            inner = spec["schema"]
-            if inner["type"] == "default":
-                fields[name] = core_schema.typed_dict_field(inner["schema"], required=False)
-            else:
-                fields[name] = core_schema.typed_dict_field(inner, required=True)
-        config = schema.get("config")
-        extra = (config or {}).get("extra_fields_behavior", "ignore")
-        typed: core_schema.CoreSchema = core_schema.typed_dict_schema(
-            fields, extra_behavior=extra, config=config, ref=None
-        )
-        if definitions is not None:
-            typed = core_schema.definitions_schema(typed, definitions)
-        validator = _VALIDATORS[model] = SchemaValidator(typed, config)
-    return validator
+def _input(payload: Any) -> Any:
+    # A payload model instance stands for the fields it was given.
+    if type(payload) is not dict and isinstance(payload, BaseModel):
+        return _given(payload)
+    return payload
 
 
-# --- compiled plans for payloads in canonical form -------------------------------------------
-
-# Field kinds of catalog/_speedups.c (the numbers are its enum).
-_K_FALLBACK, _K_UUID, _K_TENANT, _K_TEXT, _K_NONEMPTY, _K_UTC_TS, _K_LITERAL = range(7)
-_K_BOOL, _K_INT, _K_RECORD, _K_CHANGES, _K_STRLIST, _K_UUIDLIST, _K_ANY = range(7, 14)
-_K_NULLABLE, _K_REQUIRED = 0x100, 0x200
-
-_PLANS: dict[type[BaseModel], Any] = {}
-
-
-def _is_str(schema: Any, **expected: Any) -> bool:
-    return bool(schema.get("type") == "str" and set(schema) - {"metadata"} == {"type", *expected}) and all(
-        schema[k] == v for k, v in expected.items()
-    )
-
-
-def _is_uuid_object(schema: Any) -> bool:
-    # no_info_after_validator_function(str, is_instance_schema(UUID)): a UUID becomes its text
-    return bool(
-        schema.get("type") == "function-after"
-        and schema["function"].get("function") is str
-        and schema["schema"].get("type") == "is-instance"
-        and schema["schema"].get("cls") is UUID
-    )
-
-
-def _field_kind(schema: Any) -> tuple[int, Any]:
-    """The compiled kind of one field's core schema; ``_K_FALLBACK`` for anything the fast path
-    does not know (such a field, when present, sends the payload to pydantic)."""
-    kind = schema.get("type")
-    if kind == "nullable":
-        inner, arg = _field_kind(schema["schema"])
-        return (inner | _K_NULLABLE, arg) if inner != _K_FALLBACK else (_K_FALLBACK, None)
-    if kind == "union" and schema.get("mode") == "left_to_right":
-        choices = [c if isinstance(c, dict) else c[0] for c in schema["choices"]]
-        if not choices or not _is_uuid_object(choices[-1]):
-            return _K_FALLBACK, None
-        head = choices[:-1]
-        lower = {"pattern": _LOWER_UUID_PATTERN}
-        any_case = {"pattern": UUID_PATTERN, "to_lower": True}
-        if len(head) == 2 and _is_str(head[0], **lower) and _is_str(head[1], **any_case):
-            return _K_UUID, None
-        if (
-            len(head) == 3
-            and _is_str(head[0], **lower)
-            and _is_str(head[1], **any_case)
-            and _is_str(head[2], min_length=1)
-        ):
-            return _K_TENANT, None
-        if len(head) == 1 and _is_str(head[0]):
-            return _K_TEXT, None
-        if len(head) == 1 and _is_str(head[0], min_length=1):
-            return _K_NONEMPTY, None
-        return _K_FALLBACK, None
-    if kind == "function-plain":
-        function = schema["function"].get("function")
-        if function is _utc_timestamp:
-            return _K_UTC_TS, None
-        if function is _timestamp_text:
-            return _K_TEXT, None
-        return _K_FALLBACK, None
-    if kind == "literal":
-        expected = schema["expected"]
-        if (
-            expected
-            and all(type(e) is str for e in expected)
-            and set(schema) - {"metadata"} == {"type", "expected"}
-        ):
-            return _K_LITERAL, tuple(expected)
-        return _K_FALLBACK, None
-    if kind == "bool" and schema.get("strict") and set(schema) - {"metadata"} == {"type", "strict"}:
-        return _K_BOOL, None
-    if (
-        kind == "int"
-        and schema.get("strict")
-        and set(schema) - {"metadata"} <= {"type", "strict", "ge", "gt", "le", "lt"}
-    ):
-        low = schema.get("ge", schema["gt"] + 1 if "gt" in schema else None)
-        high = schema.get("le", schema["lt"] - 1 if "lt" in schema else None)
-        if ("ge" in schema and "gt" in schema) or ("le" in schema and "lt" in schema):
-            return _K_FALLBACK, None
-        return _K_INT, (low, high)
-    if kind == "dict" and set(schema) - {"metadata"} == {"type", "keys_schema", "values_schema"}:
-        if not _is_str(schema["keys_schema"]):
-            return _K_FALLBACK, None
-        values = schema["values_schema"]
-        if values == {"type": "any"}:
-            return _K_RECORD, None
-        if (
-            values.get("type") == "dict"
-            and set(values) == {"type", "keys_schema", "values_schema"}
-            and _is_str(values["keys_schema"])
-            and values["values_schema"] == {"type": "any"}
-        ):
-            return _K_CHANGES, None
-        return _K_FALLBACK, None
-    if kind == "list" and set(schema) - {"metadata"} == {"type", "items_schema"}:
-        item, _ = (
-            _field_kind(schema["items_schema"]) if not _is_str(schema["items_schema"]) else (_K_TEXT, None)
-        )
-        if item == _K_TEXT and _is_str(schema["items_schema"]):
-            return _K_STRLIST, None
-        if item == _K_UUID:
-            return _K_UUIDLIST, None
-        return _K_FALLBACK, None
-    if kind == "any" and set(schema) - {"metadata"} == {"type"}:
-        return _K_ANY, None
-    return _K_FALLBACK, None
-
-
-def payload_plan(model: type[BaseModel]) -> Any:
-    """The compiled check of canonical payloads for ``model`` (see catalog/_speedups.c), or None
-    when the speedups are not built or the model has settings the check does not know. It
-    returns what :func:`payload_validator` returns, or None to say "ask pydantic"; a unit test
-    holds the two equal for every catalogued type."""
-    if _speedups is None:
-        return None
-    plan = _PLANS.get(model)
-    if plan is None:
-        schema: Any = model.__pydantic_core_schema__
-        if schema["type"] == "definitions":
-            schema = schema["schema"]
-        config = schema.get("config") or {}
-        if (
-            schema["type"] != "model"
-            or schema["schema"]["type"] != "model-fields"
-            or config.get("extra_fields_behavior") != "allow"
-            or set(config) - _PLAN_CONFIG
-        ):
-            plan = _PLANS[model] = False
-            return None
-        fields = []
-        for name, spec in schema["schema"]["fields"].items():
-            inner = spec["schema"]
-            required = inner["type"] != "default"
-            kind, arg = _field_kind(inner if required else inner["schema"])
-            fields.append((name, kind | (_K_REQUIRED if required else 0), arg))
-        plan = _PLANS[model] = _speedups.Plan(fields)
-    return plan or None
-
-
-# Model settings that do not change how a canonical payload validates.
-_PLAN_CONFIG = frozenset({"title", "extra_fields_behavior", "allow_inf_nan", "frozen", "defer_build"})
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    """Each failing field with its path dotted (``changes.status``, ``newTicketIds.0``)."""
+    return [
+        FieldError(".".join(str(p) for p in e["loc"]), e["type"], e["msg"])
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
 
 
 # --- the builder ---------------------------------------------------------------------------
@@ -708,19 +434,14 @@ _last_source: tuple[tuple[Any, ...], Source] | None = None
 
 
 def envelope_source(slot: str, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool) -> Source:
-    """The :class:`Source` of the events of one transaction's change to ``table`` (remembered
-    for the last transaction: its events share it)."""
-    return _source(slot, lsn, xid, commit_time, table, timer)
-
-
-def _source(slot: str, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool) -> Source:
-    # The events of one transaction share their source: build it once (Source is frozen).
+    """The :class:`Source` of the events of one transaction's change to ``table``: canonical
+    text, built once for the events of one transaction (Source is frozen)."""
     global _last_source
     args = (slot, lsn, xid, commit_time, table, timer)
     last = _last_source
     if last is not None and last[0] == args:
         return last[1]
-    source = Source(slot, canonical_lsn(lsn), xid, canonical_ts(commit_time), table, timer)
+    source = Source(slot, format_lsn(lsn), xid, format_timestamp(commit_time), table, timer)
     _last_source = (args, source)
     return source
 
@@ -741,101 +462,24 @@ def build_envelope(
     time; for a timer event (``timer=True``) they describe the change that armed the timer and
     the key uses ``draft.timer_stage`` and ``draft.due_at``. Raises :class:`EventValidationError`
     for anything wrong with the draft; a bad ``lsn`` or naive ``commit_time`` is a caller bug
-    and raises ``ValueError``.
+    and raises :class:`~catalog.errors.FormError` (a ``ValueError``).
     """
-    source = _source(slot, lsn, xid, commit_time, table, timer)
-    if _fast_envelope is not None and not timer:
-        env: Envelope | None = _fast_envelope(draft, source, source.lsn)
-        if env is not None:  # the common draft, built in one compiled call
-            return env
-    event_type, tenant, subject_id, payload_in, discriminator = draft[:5]
-    spec = _SPEC_OF(event_type) if type(event_type) is str else None
-    # The common case, checked inline (this runs once per event): a catalogued change-driven
-    # event whose tenant was seen before and whose subject is uuid text. Anything else takes
-    # the general key builder, which names the failing part.
-    canonical_tenant = _TENANTS.get(tenant) if type(tenant) is str else None
-    if (
-        spec is not None
-        and canonical_tenant is not None
-        and not timer
-        and discriminator is None
-        and type(subject_id) is str
-        and _UUID_MATCH(subject_id) is not None
-    ):
-        key = f"{event_type}:{canonical_tenant}:{subject_id.lower()}@{source.lsn}"
-    else:
-        key = _draft_key(draft, source.lsn, timer)
-        canonical_tenant = key[len(event_type) + 1 : len(event_type) + 37]
+    source = envelope_source(slot, lsn, xid, commit_time, table, timer)
+    key = _draft_key(draft, source.lsn, timer)
+    event_type = draft.event_type
+    spec = REGISTRY.get(event_type)
     if spec is None:
-        raise EventValidationError(
-            event_type, key, [FieldError("eventType", "unknown_event_type", "not in the catalog")]
-        )
-    model = spec.model
-    plan = _PLANS.get(model)
-    if plan is None:
-        plan = payload_plan(model)
-    if plan and event_type not in _FAST_TYPES:  # the compiled builder takes this type from now on
-        _FAST_TYPES[event_type] = (plan, spec.payload_schema_ref)
-    # Canonical, JSON-ready payloads (what derivers build from row images) pass the compiled
-    # check; anything else, and every error, is pydantic's.
-    payload: dict[str, Any] | None = plan(payload_in, _VALID_TS) if plan else None
-    ready = payload is not None
-    if payload is None:
-        validator = _VALIDATORS.get(model) or payload_validator(model)
-        if type(payload_in) is not dict and isinstance(payload_in, BaseModel):  # a model: its given fields
-            payload_in = _fields(payload_in)
-        try:
-            payload = validator.validate_python(payload_in)
-        except ValidationError as exc:
-            raise EventValidationError(event_type, key, _field_errors(exc)) from exc
-    if payload["tenantId"] != canonical_tenant:
-        raise EventValidationError(
-            event_type,
-            key,
-            [FieldError("tenantId", "tenant_mismatch", "differs from the draft's tenant")],
-        )
-    if not ready:
-        payload = _json_ready(event_type, key, payload)
+        error = FieldError("eventType", "unknown_event_type", "not in the catalog")
+        raise EventValidationError(event_type, key, [error])
+    try:
+        payload = _given(spec.model.model_validate(_input(draft.payload)))
+    except ValidationError as exc:
+        raise EventValidationError(event_type, key, _field_errors(exc)) from exc
+    # The key's tenant part is the draft's tenant in canonical form: the payload must name it.
+    if payload["tenantId"] != key[len(event_type) + 1 : len(event_type) + 37]:
+        error = FieldError("tenantId", "tenant_mismatch", "differs from the draft's tenant")
+        raise EventValidationError(event_type, key, [error])
+    payload = _json_ready(event_type, key, payload)
     return Envelope(
-        _event_id(key),
-        event_type,
-        payload["occurredAt"],
-        payload,
-        key,
-        spec.payload_schema_ref,
-        source,
+        event_id(key), event_type, payload["occurredAt"], payload, key, spec.payload_schema_ref, source
     )
-
-
-# The compiled builder (catalog/_speedups.c) takes the common draft whole: a type whose plan is
-# compiled (the general path adds it on first use), a tenant seen before, uuid subject text.
-_FAST_TYPES: dict[str, tuple[Any, str]] = {}
-_fast_envelope = _speedups.envelope if _speedups is not None else None
-fast_envelope: Callable[..., Envelope | None] | None = _fast_envelope
-"""``fast_envelope(draft, source, source.lsn, adopt=False)``: the compiled builder for the common
-change-driven draft, or None where it does not apply (then :func:`build_envelope`, which also
-names every error); None itself without the compiled speedups. ``source`` comes from
-:func:`envelope_source`. The envelope's payload is a copy, as pydantic's would be; with
-``adopt`` true it is the draft's own payload dict (and the lists and dicts in it) wherever no
-value needs converting: for a caller that owns the draft and drops it, such as the watcher,
-this saves a copy of every payload."""
-_envelope_json = _speedups.envelope_json if _speedups is not None else None
-_envelopes_json = _speedups.envelopes_json if _speedups is not None else None
-
-
-def envelopes_json(envelopes: Sequence[Envelope]) -> list[bytes]:
-    """``[e.to_json_bytes() for e in envelopes]``, for a sink's batch: one compiled call that
-    reads the envelopes' slots, when the speedups are built."""
-    if _envelopes_json is not None:
-        return _envelopes_json(envelopes, _source_bytes)
-    return [e.to_json_bytes() for e in envelopes]
-
-
-def _source_bytes(source: Source) -> bytes:
-    return _source_serialised(source)[2]
-
-
-if _speedups is not None:
-    # True: envelopes are filled in slot by slot (Envelope is a slotted dataclass of 7 fields)
-    _ENVELOPE_SLOTS = _speedups.configure_envelopes(_FAST_TYPES, _TENANTS, _VALID_TS, Envelope)
-    _speedups.configure_json(orjson.dumps, orjson.OPT_SORT_KEYS)

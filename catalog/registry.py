@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from catalog.base import CatalogError, DomainPayload
+from catalog.base import DomainPayload
+from catalog.errors import RegistryError, UnknownEventType
 from catalog.payloads import projects as P
 from catalog.payloads import scheduling as S
 from catalog.payloads import tickets as T
@@ -50,17 +51,6 @@ SchemaSource = Literal["runtime", "event-schemas", "bus"]
 """Which schema governs a payload: the workflow runtime registry's v1 schema (SPEC §4.1), a v1
 schema found only in the ``packages/event-schemas`` registry (project billing), or the legacy
 bus schema for types without any v1 ref (SPEC §4.2)."""
-
-
-class RegistryError(CatalogError):
-    """The registry table contradicts itself (raised at import)."""
-
-
-class UnknownEventType(CatalogError, KeyError):
-    """An event type that the catalog does not know."""
-
-    def __str__(self) -> str:
-        return f"unknown event type {self.args[0]!r}"
 
 
 @dataclass(frozen=True, slots=True)

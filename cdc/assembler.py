@@ -1,4 +1,4 @@
-"""Begin … Commit → :class:`Transaction`, and the folded per-row view of a transaction.
+"""Begin … Commit → :class:`Transaction`, whose changes can be folded per row.
 
 The assembler turns the decoded message stream into whole transactions: each row change
 gets its relation's :class:`~cdc.values.RowShape`, its before-image (REPLICA IDENTITY FULL
@@ -6,23 +6,19 @@ sends the whole old row) and its after-image, with unchanged-TOAST columns of th
 after-image filled from the before-image.  When neither image has the value it stays
 *unknown* (never NULL) and the column is listed in ``RowChange.unknown``.
 
-:meth:`Transaction.folded` collapses several changes of one row (the application often
-updates a row three times in one transaction) per (table, primary key):
-
-* insert + update(s)   → insert with the last after-image
-* insert + … + delete  → nothing
-* delete + insert      → update (before from the delete, after from the insert)
-* update + delete      → delete with the first before-image
-* update + update      → update, first before-image, last after-image
+A transaction's changes are a :class:`~cdc.changelog.ChangeLog`: in memory while small,
+spilled to a temporary file past :class:`~cdc.changelog.SpillLimits`, so a transaction of any
+size is assembled in bounded memory.  :meth:`Transaction.folded` is the net effect per
+(table, primary key) by the fold rules of :mod:`cdc.changelog`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
+from .changelog import ChangeLog, Op, RowChange, SpillLimits, fold
 from .errors import DecodeError
 from .pgoutput.decoder import has_unchanged
 from .pgoutput.messages import (
@@ -43,24 +39,7 @@ from .pgoutput.messages import (
 )
 from .values import Row, RowShape
 
-Op = Literal["insert", "update", "delete", "truncate"]
-
-
-@dataclass(slots=True)
-class RowChange:
-    """One change of one row, in the order the server sent it."""
-
-    table: str  # schema-qualified
-    op: Op
-    before: Row | None
-    after: Row | None
-    position: int = 0  # index of the change within its transaction
-    unknown: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> tuple[RawValue, ...]:
-        row = self.after if self.after is not None else self.before
-        return row.key() if row is not None else ()
+__all__ = ["Assembler", "Op", "RowChange", "Transaction", "fold"]
 
 
 @dataclass(slots=True)
@@ -71,7 +50,7 @@ class Transaction:
     end_lsn: int  # what is confirmed once delivered
     commit_ts: int  # microseconds since 2000-01-01 UTC
     origin: str | None = None
-    changes: list[RowChange] = field(default_factory=list)
+    changes: ChangeLog = field(default_factory=ChangeLog)
     messages: list[LogicalMessage] = field(default_factory=list)
     truncated: tuple[str, ...] = ()  # tables a TRUNCATE emptied, in order
 
@@ -79,58 +58,17 @@ class Transaction:
     def commit_time(self) -> datetime:
         return pg_timestamp(self.commit_ts)
 
-    def folded(self) -> list[RowChange]:
-        """Net effect per (table, primary key), ordered by each row's first change."""
-        return fold(self.changes)
+    def folded(self) -> Sequence[RowChange] | Iterator[RowChange]:
+        """Net effect per (table, primary key), ordered by each row's first change: a list
+        while the changes are in memory, an iterator over the spill file once spilled."""
+        return self.changes.folded()
 
     def tables(self) -> set[str]:
-        return {c.table for c in self.changes}
+        return self.changes.tables()
 
-
-def _merge(first: RowChange, last: RowChange) -> RowChange | None:
-    """Combine the net change so far (``first``) with a later change of the same row."""
-    a, b = first.op, last.op
-    if a == "insert":
-        if b == "delete":
-            return None
-        return RowChange(first.table, "insert", None, last.after, first.position, last.unknown)
-    if a == "delete":
-        if b == "insert":
-            return RowChange(first.table, "update", first.before, last.after, first.position, last.unknown)
-        return last  # a key reused after delete-insert-…: keep the latest
-    # a == "update"
-    if b == "delete":
-        return RowChange(first.table, "delete", first.before, None, first.position, ())
-    if b == "insert":  # cannot happen for one key without a delete between; keep newest
-        return last
-    return RowChange(first.table, "update", first.before, last.after, first.position, last.unknown)
-
-
-def fold(changes: list[RowChange]) -> list[RowChange]:
-    """The fold rules of the module docstring; truncates are kept as they come."""
-    net: dict[tuple[str, tuple[RawValue, ...]], RowChange | None] = {}
-    order: list[tuple[str, tuple[RawValue, ...]]] = []
-    truncates: list[RowChange] = []
-    for change in changes:
-        if change.op == "truncate":
-            truncates.append(change)
-            continue
-        row = change.after if change.after is not None else change.before
-        # RowChange.key inlined (this runs for every change): the primary key's raw values
-        k = (change.table, row.shape.key_of(row.data) if row is not None else ())
-        if k not in net:
-            net[k] = change
-            order.append(k)
-            continue
-        prev = net[k]
-        if prev is None:
-            # insert+delete vanished earlier; a new insert starts fresh at its own position
-            net[k] = change
-            continue
-        net[k] = _merge(prev, change)
-    out = [c for k in order if (c := net[k]) is not None] + truncates
-    out.sort(key=lambda c: c.position)
-    return out
+    def close(self) -> None:
+        """Give back the spill file, if any (the transaction is delivered)."""
+        self.changes.close()
 
 
 def _fill_toast(
@@ -158,15 +96,18 @@ class Assembler:
     cannot tell them under REPLICA IDENTITY FULL, where every column is flagged).
     ``on_relation`` sees each Relation message with the transaction it arrived in (pgoutput
     sends one before a table's first change, so before any change it describes is assembled):
-    raising there abandons that transaction.
+    raising there abandons that transaction.  ``spill``: when a transaction's changes go to
+    disk (:class:`~cdc.changelog.SpillLimits`).
     """
 
     def __init__(
         self,
         primary_keys: dict[str, tuple[str, ...]] | None = None,
         on_relation: Callable[[Relation, Transaction | None], None] | None = None,
+        spill: SpillLimits | None = None,
     ) -> None:
         self.primary_keys = primary_keys or {}
+        self.spill = spill or SpillLimits()
         self.shapes: dict[int, RowShape] = {}
         self._on_relation = on_relation
         self._tx: Transaction | None = None
@@ -186,7 +127,9 @@ class Assembler:
             raise DecodeError("row change outside a transaction")
         return self._tx
 
-    def feed(self, msg: Message) -> Transaction | None:
+    def feed(self, msg: Message, size: int = 0) -> Transaction | None:
+        """The transaction ``msg`` completes, if it is a Commit. ``size``: the message's bytes
+        on the wire, which the spill limit counts (0: estimated from the values)."""
         # `type(msg) is X` rather than isinstance: this runs once per message.
         if type(msg) is Update:
             tx = self._require_tx()
@@ -197,22 +140,24 @@ class Assembler:
             values, unknown = _fill_toast(shape, new, old if msg.old_kind == "O" else None)
             before = Row(shape, old.values, old.binary_mask) if old is not None else None
             after = Row(shape, values, new.binary_mask)
-            tx.changes.append(RowChange(shape.table, "update", before, after, len(tx.changes), unknown))
+            tx.changes.append(RowChange(shape.table, "update", before, after, len(tx.changes), unknown), size)
         elif type(msg) is Insert:
             tx = self._require_tx()
             shape = self._shape(msg.relation_oid)
             values, unknown = _fill_toast(shape, msg.new, None)
             after = Row(shape, values, msg.new.binary_mask)
-            tx.changes.append(RowChange(shape.table, "insert", None, after, len(tx.changes), unknown))
+            tx.changes.append(RowChange(shape.table, "insert", None, after, len(tx.changes), unknown), size)
         elif type(msg) is Delete:
             tx = self._require_tx()
             shape = self._shape(msg.relation_oid)
             before = Row(shape, msg.old.values, msg.old.binary_mask)
-            tx.changes.append(RowChange(shape.table, "delete", before, None, len(tx.changes)))
+            tx.changes.append(RowChange(shape.table, "delete", before, None, len(tx.changes)), size)
         elif type(msg) is Begin:
             if self._tx is not None:
                 raise DecodeError("Begin inside an open transaction")
-            self._tx = Transaction(msg.xid, msg.final_lsn, msg.final_lsn, 0, msg.commit_ts)
+            self._tx = Transaction(
+                msg.xid, msg.final_lsn, msg.final_lsn, 0, msg.commit_ts, changes=ChangeLog(self.spill)
+            )
         elif type(msg) is Commit:
             tx = self._require_tx()
             tx.commit_lsn = msg.commit_lsn

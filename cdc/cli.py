@@ -97,7 +97,7 @@ SinkOpt = Annotated[
 
 
 def _store_dsn(sink: str | None) -> str | None:
-    from .sinks.base import store_dsn_of
+    from .sinks.factory import store_dsn_of
 
     store = store_dsn_of(sink)
     if store is not None:
@@ -139,8 +139,10 @@ def setup(
     ] = False,
 ) -> None:
     """Create the cdc schema, publication, REPLICA IDENTITY FULL and the slot (idempotent)."""
+    from derivers import default_derivers
+
     from .provision import setup as do_setup
-    from .state import bootstrap_hook
+    from .state import make_bootstrap_hook
 
     s = _settings(dsn=dsn, slot=slot, publication=publication, schema_name=schema, tables=tables, sink=sink)
     store_dsn = _store_dsn(s.sink)
@@ -151,7 +153,8 @@ def setup(
         tables=s.qualified_tables(),
         schema=s.schema_name,
         check_only=check,
-        bootstrap=bootstrap_hook,  # the reference-state copy under the slot's snapshot
+        # the reference-state copy under the slot's snapshot, for the registry's derivers
+        bootstrap=make_bootstrap_hook(default_derivers()),
         store_dsn=store_dsn,
         recreate_lost_slot=recreate_slot,
     )
@@ -311,6 +314,8 @@ def watch(
     """Run the derivers over the stream and deliver their events (the daemon)."""
     import logging
 
+    from derivers import default_derivers
+
     from .sinks import open_sink
     from .tail import StopFlag
     from .watch import WatchOptions, run_watch
@@ -343,8 +348,11 @@ def watch(
             batch_max_events=s.batch_events,
             batch_max_transactions=s.batch_transactions,
             batch_max_delay=s.batch_delay_s,
+            spill_changes=s.spill_changes,
+            spill_bytes=s.spill_mb << 20,
         ),
         open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
+        default_derivers(),
         stop,
     )
     typer.echo(

@@ -37,6 +37,9 @@ DEFAULT_BATCH_EVENTS: Final = 5000
 DEFAULT_BATCH_TRANSACTIONS: Final = 1000
 DEFAULT_BATCH_DELAY_S: Final = 0.5
 DEFAULT_STATUS_INTERVAL_S: Final = 10.0
+#: A transaction's changes go to a temporary file past this many changes or MiB (cdc/changelog.py).
+DEFAULT_SPILL_CHANGES: Final = 50_000
+DEFAULT_SPILL_MB: Final = 64
 #: The cap on one event's envelope JSON, for every sink: NATS's default max_payload.
 DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
 
@@ -124,6 +127,8 @@ class Settings(BaseSettings):
     batch_events: int = Field(default=DEFAULT_BATCH_EVENTS, ge=1)
     batch_transactions: int = Field(default=DEFAULT_BATCH_TRANSACTIONS, ge=1)
     batch_delay_s: float = Field(default=DEFAULT_BATCH_DELAY_S, ge=0)
+    spill_changes: int = Field(default=DEFAULT_SPILL_CHANGES, ge=1)
+    spill_mb: int = Field(default=DEFAULT_SPILL_MB, ge=1)
     #: An event whose envelope is larger goes to the dead letters (a sink option may lower it).
     max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
     #: libpq's connect_timeout of every connection whose DSN (or PGCONNECT_TIMEOUT) sets none;

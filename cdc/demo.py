@@ -24,6 +24,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from derivers import default_derivers
+
 from . import queries
 from .config import DEFAULT_PUBLICATION, DEFAULT_SLOT, DEFAULT_TABLES
 from .connect import connect
@@ -31,7 +33,7 @@ from .localpg import LocalPostgres
 from .provision import setup
 from .sample import schema_sql
 from .sinks.jsonl import JsonLinesSink
-from .state import bootstrap_hook
+from .state import make_bootstrap_hook
 from .tail import StopFlag
 from .watch import Watcher, WatchOptions, WatchStats
 
@@ -95,7 +97,7 @@ def run_demo(keep: bool = False) -> None:
             slot=DEFAULT_SLOT,
             publication=DEFAULT_PUBLICATION,
             tables=DEFAULT_TABLES,
-            bootstrap=bootstrap_hook,
+            bootstrap=make_bootstrap_hook(default_derivers()),
         )
         out = workdir / "events.jsonl"
         console.print("[bold]3.[/] cdc watch --sink jsonl:… in the background")
@@ -104,6 +106,7 @@ def run_demo(keep: bool = False) -> None:
         watcher = Watcher(
             WatchOptions(dsn, heartbeat_interval=0.5, status_interval=1.0, batch_max_delay=0.1),
             JsonLinesSink(str(out)),
+            default_derivers(),
         )
         thread = threading.Thread(target=lambda: stats.append(watcher.run(stop)), daemon=True)
         thread.start()

@@ -1,9 +1,11 @@
-"""The one exception root of the project and the single place psycopg errors are translated.
+"""The engine's errors and the single place psycopg errors are translated.
 
 Every failure an operator can meet is a :class:`CdcError` subclass carrying a one-line
 ``hint`` (what to do) and a ``retryable`` flag (retry with backoff, or stop with a clear
 message).  Messages never contain row values.  :func:`translate` converts a psycopg
-exception into the matching subclass, chained with ``from exc`` by the caller.
+exception into the matching subclass, chained with ``from exc`` by the caller.  The root
+itself is :mod:`catalog.errors`'s (the lowest layer, so that the catalog's errors share it) and
+is re-exported here for the engine.
 """
 
 from __future__ import annotations
@@ -14,25 +16,7 @@ from typing import Final
 import psycopg
 from psycopg import errors as pgerr
 
-
-class CdcError(Exception):
-    """Root of every error this project raises on purpose."""
-
-    hint: str = ""
-    retryable: bool = False
-    sqlstate: str | None = None
-
-    def __init__(self, message: str, *, hint: str | None = None, sqlstate: str | None = None):
-        super().__init__(message)
-        if hint is not None:
-            self.hint = hint
-        if sqlstate is not None:
-            self.sqlstate = sqlstate
-
-    def one_line(self) -> str:
-        """The operator-facing line: cause, then what to do."""
-        text = str(self).strip().splitlines()[0] if str(self).strip() else type(self).__name__
-        return f"{text} — {self.hint}" if self.hint else text
+from catalog.errors import CdcError as CdcError
 
 
 class ConfigError(CdcError):

@@ -1,22 +1,13 @@
-"""Log sequence numbers: parsing and the canonical ``X/Y`` text form Postgres prints."""
+"""Log sequence numbers for the engine: the ``X/Y`` text form Postgres prints, and back.
+
+The one definition is :mod:`catalog.forms` (the lowest layer: keys and envelopes write LSNs
+too); this module re-exports it for the engine. A malformed or out-of-range LSN raises
+:class:`catalog.errors.FormError`, a :class:`~catalog.errors.CdcError`.
+"""
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from catalog.forms import format_lsn as format_lsn
+from catalog.forms import parse_lsn as parse_lsn
 
-
-def format_lsn(lsn: int) -> str:
-    """``0/16B3748``: upper-case hex halves, no leading zeros."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str) -> int:
-    """Parse Postgres's ``X/Y`` form."""
-    try:
-        hi, lo = text.strip().split("/")
-        value = (int(hi, 16) << 32) | int(lo, 16)
-    except ValueError as exc:
-        raise ConfigError(f"not an LSN: {text!r} (expected the X/Y form, e.g. 0/16B3748)") from exc
-    if not 0 <= value < 1 << 64 or int(lo, 16) > 0xFFFFFFFF:
-        raise ConfigError(f"LSN out of range: {text!r}")
-    return value
+__all__ = ["format_lsn", "parse_lsn"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -36,11 +36,21 @@ from .errors import (
 from .lsn import format_lsn, parse_lsn
 from .values import canonical_timestamp
 
-if TYPE_CHECKING:
-    from .state import BootstrapContext
+
+@dataclass(frozen=True)
+class BootstrapContext:
+    """What a bootstrap hook is handed (``cdc.state.make_bootstrap_hook`` is the watcher's)."""
+
+    snapshot_conn: psycopg.Connection[Any]  # REPEATABLE READ, under the slot's snapshot
+    writer_conn: psycopg.Connection[Any]  # autocommit, to write the watcher's own tables
+    slot: str
+    schema: str
+    consistent_point: int
+    tables: tuple[str, ...]  # the watched tables
+
 
 #: Called inside a REPEATABLE READ transaction that sees the slot's exported snapshot.
-BootstrapHook = Callable[["BootstrapContext"], Sequence[str] | None]
+BootstrapHook = Callable[[BootstrapContext], Sequence[str] | None]
 """Copies reference state under the slot's snapshot; returns the tables it copied (None: not
 known, taken as every reference table)."""
 
@@ -187,7 +197,7 @@ def setup(
         if not (schema_exists and schema_exists[0]):
             report.note(f"create schema {schema}")
         if not check_only:
-            from .state import create_tables
+            from .schema import create_tables
 
             create_tables(store, schema)
 
@@ -384,8 +394,6 @@ def _create_slot_with_snapshot(
             snap_conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             copied: Sequence[str] | None = None
             if bootstrap is not None:
-                from .state import BootstrapContext
-
                 copied = bootstrap(
                     BootstrapContext(snap_conn, writer, slot, schema, consistent_point, tables)
                 )
@@ -432,7 +440,7 @@ def teardown(
             if existing["wal_status"] == "lost":
                 # The changes since the checkpoint are gone with the slot's WAL: keep where that
                 # range starts (a later `cdc setup` closes it) before the checkpoint is forgotten.
-                from .state import create_tables
+                from .schema import create_tables
 
                 create_tables(store, schema)
                 store.execute(_q("open_slot_gap", schema), {"slot": slot, "reason": "lost"})

@@ -7,14 +7,19 @@ threads stay responsive), answers keepalives that ask for a reply, and sends sta
 status updates on its own timer (every ``min(10 s, wal_sender_timeout / 2)``), never
 one per message.
 
-Positions it reports:
+Positions it reports (:class:`FlushPosition`, a small state machine):
 
 * **write** — the highest LSN received (XLogData end or keepalive ``wal_end``);
 * **flush / apply** — the end LSN of the last transaction the consumer declared durable
   (:meth:`ReplicationStream.confirm`).  When the consumer has delivered everything it
   received, flush follows the keepalive ``wal_end`` so a slot on quiet tables never holds
-  WAL.  Confirming a commit record's *start* LSN instead would make the server resend that
-  transaction after every reconnect.
+  WAL; while anything handed out is not durable, a keepalive never moves it.  Confirming a
+  commit record's *start* LSN instead would make the server resend that transaction after
+  every reconnect.
+
+A consumer busy with one long transaction (spilling, deriving, delivering it in chunks) calls
+:meth:`ReplicationStream.keepalive` between its steps: a status update with the old flush
+position, so the server's ``wal_sender_timeout`` never drops the connection meanwhile.
 """
 
 from __future__ import annotations
@@ -64,6 +69,46 @@ def start_replication_command(
     )
 
 
+class FlushPosition:
+    """What a standby status update reports; the flush position never passes a transaction
+    that is not yet durable.
+
+    Two states. *Delivered*: everything handed to the consumer is durable, so a keepalive's
+    ``wal_end`` moves flush (no change of ours lies before it) and an idle slot holds no WAL.
+    *Pending*: something handed out is not durable yet, so flush moves only when the consumer
+    confirms an end LSN, and a keepalive moves ``write`` alone — also one that arrives in the
+    middle of a batch or of a transaction. Handing out data makes it pending; a confirmation
+    that says the consumer caught up makes it delivered. Neither position moves backward.
+    """
+
+    __slots__ = ("flush", "pending", "write")
+
+    def __init__(self, flush: int = 0) -> None:
+        self.write = 0  # the highest LSN received
+        self.flush = flush  # the highest LSN the server may forget
+        self.pending = False
+
+    def received(self, lsn: int) -> None:
+        if lsn > self.write:
+            self.write = lsn
+
+    def handed_out(self) -> None:
+        """Data went to the consumer: nothing follows keepalives until it is confirmed."""
+        self.pending = True
+
+    def keepalive(self, wal_end: int) -> None:
+        self.received(wal_end)
+        if not self.pending and wal_end > self.flush:
+            self.flush = wal_end
+
+    def confirm(self, lsn: int, *, caught_up: bool) -> None:
+        """Everything up to ``lsn`` is durable; ``caught_up``: nothing handed out after it is
+        still waiting (no later transaction, nor part of one, held by the consumer)."""
+        if lsn > self.flush:
+            self.flush = lsn
+        self.pending = not caught_up
+
+
 class ReplicationStream:
     """One START_REPLICATION session.  Not thread-safe; one consumer loop drives it."""
 
@@ -88,10 +133,8 @@ class ReplicationStream:
         self.temporary = temporary
         self.status_interval = status_interval
         self.conn: psycopg.Connection[tuple[object, ...]] | None = None
-        self.received_lsn = 0  # write position
-        self.flushed_lsn = 0  # flush = apply position
+        self.position = FlushPosition()
         self.server_wal_end = 0
-        self._caught_up = True  # everything received has been delivered
         self._next_status = 0.0
         self._force_status = False
 
@@ -117,7 +160,7 @@ class ReplicationStream:
         except BaseException:
             self._close_quietly()
             raise
-        self.flushed_lsn = max(self.flushed_lsn, self.start_lsn)
+        self.position.confirm(self.start_lsn, caught_up=not self.position.pending)
         self._next_status = time.monotonic() + self.status_interval
         return self
 
@@ -144,15 +187,30 @@ class ReplicationStream:
         return self.conn.pgconn
 
     # -- positions ----------------------------------------------------------------------
+    @property
+    def received_lsn(self) -> int:
+        """The write position."""
+        return self.position.write
+
+    @property
+    def flushed_lsn(self) -> int:
+        """The flush (= apply) position."""
+        return self.position.flush
+
     def confirm(self, lsn: int, *, caught_up: bool = True) -> None:
         """The consumer made everything up to ``lsn`` durable.
 
-        ``caught_up`` says nothing received so far is still waiting for delivery, so the
-        flush position may follow keepalives until the next change arrives.
+        ``caught_up`` says nothing handed out so far is still waiting for delivery (false
+        while the consumer holds later messages), so the flush position may follow
+        keepalives until the next change arrives (:class:`FlushPosition`).
         """
-        if lsn > self.flushed_lsn:
-            self.flushed_lsn = lsn
-        self._caught_up = caught_up
+        self.position.confirm(lsn, caught_up=caught_up)
+
+    def keepalive(self) -> None:
+        """A status update (with the flush position as it is) once the status interval has
+        passed: what a consumer busy with a long transaction calls between its steps."""
+        if time.monotonic() >= self._next_status:
+            self.send_status()
 
     # -- reading -------------------------------------------------------------------------
     def read(self, timeout: float) -> bytes | None:
@@ -174,7 +232,8 @@ class ReplicationStream:
         get = pgconn.get_copy_data
         out: list[bytes] = []
         append = out.append
-        received = self.received_lsn
+        position = self.position
+        received = position.write
         deadline = time.monotonic() + timeout
         polled = False
         try:
@@ -191,19 +250,19 @@ class ReplicationStream:
                             break
                         continue
                     if kind == _K:
-                        self.received_lsn = received
+                        position.received(received)
                         if out:  # undelivered changes: the flush position must not follow wal_end
-                            self._caught_up = False
+                            position.handed_out()
                         wal_end, ts, reply = _KEEPALIVE.unpack_from(buf, 1)
                         self._on_keepalive(wal_end, ts, reply)
-                        received = self.received_lsn
+                        received = position.write
                         continue
                     raise StreamProtocolError(f"unexpected CopyData frame kind 0x{kind:02x}")
                 if out:
                     break  # deliver these first; the end of the stream is seen at the next call
                 if n == -1:
                     self._raise_end_of_copy()
-                self._maybe_send_status()
+                self.keepalive()
                 now = time.monotonic()
                 if polled and now >= deadline:
                     return out
@@ -213,10 +272,9 @@ class ReplicationStream:
         except psycopg.Error as exc:  # get_copy_data: the connection died under libpq
             raise translate(exc, slot=self.slot) from exc
         finally:
-            self.received_lsn = received
-        self._caught_up = False
-        if time.monotonic() >= self._next_status:  # a busy stream still reports
-            self.send_status()
+            position.received(received)
+        position.handed_out()
+        self.keepalive()  # a busy stream still reports
         return out
 
     def _wait_readable(self, timeout: float) -> None:
@@ -237,23 +295,17 @@ class ReplicationStream:
 
     def _on_keepalive(self, wal_end: int, ts: int, reply: int) -> None:
         self.server_wal_end = max(self.server_wal_end, wal_end)
-        if wal_end > self.received_lsn:
-            self.received_lsn = wal_end
-        if self._caught_up and wal_end > self.flushed_lsn:
-            self.flushed_lsn = wal_end
+        self.position.keepalive(wal_end)
         if reply:
             self.send_status()
 
-    def _maybe_send_status(self) -> None:
-        if time.monotonic() >= self._next_status:
-            self.send_status()
-
     def send_status(self, reply: bool = False) -> None:
+        position = self.position
         data = _STATUS.pack(
             b"r",
-            self.received_lsn,
-            self.flushed_lsn,
-            self.flushed_lsn,
+            position.write,
+            position.flush,
+            position.flush,
             now_micros(),
             1 if reply else 0,
         )

@@ -24,6 +24,9 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
+from catalog.forms import format_timestamp
+
+from .errors import CdcError
 from .pgoutput.decoder import SPEEDUPS, changed_names, has_unchanged
 from .pgoutput.messages import UNCHANGED_TOAST, RawValue, Relation
 
@@ -33,7 +36,7 @@ FIRST_NORMAL_OID: Final = 16384
 _TEXT_OID: Final = 25
 
 
-class ValueUnknown(LookupError):
+class ValueUnknown(CdcError, LookupError):
     """A column whose value cannot be known (unchanged TOAST without a before-image)."""
 
 
@@ -359,19 +362,8 @@ _TIMESTAMP_OIDS = frozenset({1114, 1184})
 
 def _timestamp_text(shape: RowShape, i: int) -> Callable[[bytes], Any]:
     def convert(raw: bytes) -> Any:
-        # '2026-03-04 05:06:07.891234+00' (TimeZone=UTC on the replication session)
-        s = raw.decode()
-        body = s[:-3] if s.endswith("+00") else s
-        if (
-            len(body) >= 19
-            and body[4] == "-"
-            and body[10] == " "
-            and "+" not in body
-            and "-" not in body[11:]
-        ):
-            frac = body[20:23] if len(body) > 19 else ""
-            return f"{body[:10]}T{body[11:19]}.{frac:0<3}Z"
-        return shape.load(i, raw, False)  # other zones, BC, infinity: the loader decides
+        # psycopg's loader reads the server's text (any zone, BC, infinity is its to refuse)
+        return timestamp_json(shape.load(i, raw, False))
 
     return convert
 
@@ -392,16 +384,22 @@ def _json_converter(shape: RowShape, i: int, oid: int) -> JsonConverter:
     return lambda raw: orjson.loads(dumps(shape.load(i, raw, False)))
 
 
-def canonical_timestamp(value: datetime) -> str:
-    """UTC ISO-8601 with milliseconds and ``Z`` (naive values are taken as UTC)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+#: The canonical instant text (``2026-01-02T03:04:05.678Z``), for the engine's messages and
+#: records; the one definition is :mod:`catalog.forms` (a naive datetime is refused).
+canonical_timestamp = format_timestamp
+
+
+def timestamp_json(value: datetime) -> str:
+    """A column's timestamp in its JSON form, the canonical text: a ``timestamptz`` (aware) is
+    an instant; a ``timestamp without time zone`` (naive) is read as UTC — the replication
+    session runs with ``TimeZone=UTC`` and the application writes UTC — the documented
+    convention of ``cdc tail`` and of the row images derivers see (never the machine's zone)."""
+    return format_timestamp(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return canonical_timestamp(value)
+        return timestamp_json(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):

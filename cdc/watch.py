@@ -1,33 +1,39 @@
-"""``cdc watch``: the daemon loop — stream, state, derivers, catalog, sink, checkpoint, acknowledge.
+"""``cdc watch``: the daemon — the flow of DESIGN §3, one named step per part.
 
-For each committed transaction, in commit order:
+Start (:mod:`cdc.startup`): preflight, the store connection, the bootstrap reconciliation, and
+the state, timers, derivation gaps and checkpoint as the last checkpoint left them. Then, for
+each message of the stream, in commit order:
 
-1. the watermark moves to its commit time, and every armed timer whose due time it passed
-   fires first (so a watcher that was down at a due time reports it on catch-up, before
-   later transactions, and one that is behind never reports a breach that a resolution
-   committed before the due time prevents);
-2. its reference-table changes are applied to the state store, and a TRUNCATE forgets the
-   timers the truncated table's rows armed;
-3. the derivers turn the folded transaction into drafts, which the catalog validates into
-   envelopes (failures become dead letters).
+1. **stream** (:mod:`cdc.stream`) hands out pgoutput messages, decoded by :mod:`cdc.pgoutput`;
+2. **assembler** (:mod:`cdc.assembler`) gathers Begin … Commit into a
+   :class:`~cdc.assembler.Transaction` — its changes in memory, or spilled to a temporary file
+   past the spill limits (:mod:`cdc.changelog`), so a transaction of any size fits. Each
+   Relation message is checked on the way (:mod:`cdc.relations`): a watched table that is not
+   REPLICA IDENTITY FULL stops the watcher before anything of the transaction is derived, and
+   columns the derivers read that the table lacks withhold the events that depend on them.
+   A transaction at or below the checkpoint (resent after a crash between checkpoint and
+   confirmation) is skipped. Then :meth:`Watcher.process`:
+3. **timers** (:mod:`cdc.timers`): the watermark moves to the commit time, and every armed
+   timer it passed fires first, its events sourced at the change that armed it (so a watcher
+   that was down at a due time reports it on catch-up, before later transactions, and one that
+   is behind never reports a breach that a resolution committed before the due time prevents);
+4. **state** (:mod:`cdc.state`): the reference-table changes are applied, and a TRUNCATE
+   forgets the timers the truncated table's rows armed;
+5. **derivers** (:mod:`cdc.derive`): the folded changes become drafts — the whole transaction
+   at once, or window after window when it was spilled;
+6. **envelopes**: the catalog validates each draft into an envelope (a failure becomes a dead
+   letter);
+7. **sink** (:mod:`cdc.batch`): envelopes gather into a batch of whole transactions (by event
+   count, transaction count and age); a huge transaction's envelopes go to the sink in chunks
+   as they fill, inside one sink transaction for the outbox;
+8. **checkpoint** (:mod:`cdc.checkpoint`): when the batch is full, it is made durable — the
+   sink, then the state, timers, gaps, dead letters and the checkpoint (the batch's last end
+   LSN) in one transaction of the watcher's own schema — and only then is the end LSN
+   confirmed to the server. While one long transaction is worked through, the stream is kept
+   alive with status updates that report the old flush position.
 
-Before that, while the transaction is received, each Relation message is checked
-(:mod:`cdc.relations`): a watched table that is not REPLICA IDENTITY FULL stops the watcher
-before anything of the transaction is derived, and columns the derivers read that the table
-lacks withhold the events that depend on them, recorded as a derivation gap.
-
-Transactions are grouped into batches (by event count, transaction count and age).  An
-event larger than the sink takes (its ``max_event_bytes``) becomes a dead letter rather than
-a write that could never succeed; the rest of the
-batch is made durable by the sink, then the state, timers, dead letters, derivation gaps and
-the checkpoint (the batch's last end LSN) commit in one transaction of the watcher's own
-schema, and only then is the end LSN confirmed to the server.  A transaction at or below the checkpoint
-(resent after a crash between checkpoint and confirmation) is skipped.
-
-The watermark comes from transactions' commit times and from the watcher's own
-transactional heartbeat message (``pg_logical_emit_message(true, 'cdc.heartbeat', …)``),
-emitted every few seconds and right after the next timer's due time by an apscheduler
-background job — never from keepalives.
+The watermark also moves with the watcher's own transactional heartbeat (:mod:`cdc.heartbeat`),
+emitted every few seconds and right after the next timer's due time — never with keepalives.
 """
 
 from __future__ import annotations
@@ -35,56 +41,34 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from operator import itemgetter
+from datetime import datetime
 from typing import Any
 
 import psycopg
-from apscheduler.jobstores.base import JobLookupError
-from psycopg import sql
 
-from catalog.dead_letters import dead_letter, too_large
-from catalog.envelope import EventDraft, EventValidationError, build_envelope, envelope_source, fast_envelope
-from derivers import default_derivers
-from derivers.base import Derived, Deriver, TxView
+from derivers.base import Deriver
 
-from . import faults, queries
 from .assembler import Assembler, RowChange, Transaction
-from .connect import connect
-from .errors import CdcError, SlotMissing, translate
-from .lsn import format_lsn, parse_lsn
+from .batch import BatchLimits, Delivery
+from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
+from .checkpoint import Position
+from .config import DEFAULT_SPILL_CHANGES
+from .derive import Derivation
+from .envelopes import EnvelopeBuilder
+from .errors import CdcError
+from .heartbeat import Heartbeat
 from .pgoutput import Decoder
-from .pgoutput.decoder import changed_names
 from .pgoutput.messages import Relation
-from .provision import check_server, primary_keys, slot_facts
-from .relations import RelationGuard, merge_reads, require_full_identity, table_shapes
-from .sinks.base import Batch, Sink, take_oversized
-from .state import (
-    StateStore,
-    TimerStore,
-    bootstrap_late,
-    create_tables,
-    forget_reference_table,
-)
+from .sinks.base import Sink
+from .startup import Started, Where, current_wal_lsn, replica_identity_now, start
 from .stream import ReplicationStream
 from .tail import StopFlag
-from .values import JsonRowView
+from .timers import Watermark
 
 log = logging.getLogger("cdc.watch")
-
-HEARTBEAT_PREFIX = "cdc.heartbeat"
-
-
-class SlotNotBootstrapped(CdcError):
-    hint = "run `cdc setup` (it creates the slot together with the reference-state bootstrap)"
-
-
-class ReferenceTableNotPublished(CdcError):
-    hint = "run `cdc setup` with the same --tables the derivers need (it adds them to the publication)"
 
 
 @dataclass
@@ -100,6 +84,12 @@ class WatchOptions:
     batch_max_events: int = 5000
     batch_max_transactions: int = 1000
     batch_max_delay: float = 0.5
+    spill_changes: int = DEFAULT_SPILL_CHANGES
+    spill_bytes: int = DEFAULT_SPILL_BYTES
+
+    @property
+    def where(self) -> Where:
+        return Where(self.dsn, self.slot, self.publication, self.schema)
 
 
 @dataclass
@@ -113,420 +103,136 @@ class WatchStats:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
-class DeriverChange:
-    """A folded RowChange as derivers see it: canonical JSON images, raw-byte ``changed``.
-
-    Plain attributes rather than properties: derivers read them for every row."""
-
-    __slots__ = ("_changed", "after", "before", "op", "position", "table")
-
-    def __init__(self, rc: RowChange) -> None:
-        self.table = rc.table
-        self.op = rc.op
-        self.position = rc.position
-        b, a = rc.before, rc.after
-        self.before = JsonRowView(b) if b is not None else None
-        self.after = JsonRowView(a) if a is not None else None
-        # Every column whose raw value differs between the images, found in one (compiled) pass.
-        if a is None or b is None:
-            self._changed: frozenset[str] = _NONE
-        elif a.shape is b.shape:  # Row.changed_columns inlined: this runs for every change
-            self._changed = changed_names(a.shape.names, b.data, a.data)
-        else:
-            self._changed = a.changed_columns(b)
-
-    def changed(self, column: str) -> bool:
-        return column in self._changed
-
-    def changed_columns(self) -> frozenset[str]:
-        return self._changed
-
-
-_NONE: frozenset[str] = frozenset()
-
-
-_POSITION = itemgetter(1)  # Derived.position, without a Python frame per item
-
-
-class Heartbeat:
-    """Emits the watcher's transactional heartbeat message from a background scheduler."""
-
-    def __init__(self, dsn: str, interval: float, purpose: str = "heartbeat") -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        self.dsn = dsn
-        self.interval = interval
-        self.purpose = purpose
-        self._conn: psycopg.Connection[Any] | None = None
-        self._scheduler = BackgroundScheduler(daemon=True)
-        self._wake_at: datetime | None = None
-        self._lock = threading.Lock()
-        self._stopped = False
-
-    def emit(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._emit()
-
-    def _emit(self) -> None:
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.dsn, purpose=self.purpose, bounded=True)
-            self._conn.execute("SELECT pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))
-        except (psycopg.Error, CdcError) as exc:  # the loop notices a dead server on its own
-            log.warning("heartbeat failed (the next one connects again): %s", translate(exc))
-            self._conn = None
-
-    def start(self) -> None:
-        self._scheduler.add_job(self.emit, "interval", seconds=self.interval, id="heartbeat")
-        self._scheduler.start()
-
-    def wake_at(self, due: datetime | None) -> None:
-        """One extra heartbeat just after the next timer's due time, so it fires promptly."""
-        if due == self._wake_at:
-            return
-        self._wake_at = due
-        if due is None:
-            with contextlib.suppress(JobLookupError):
-                self._scheduler.remove_job("timer-wake")
-            return
-        run_at = max(due + timedelta(milliseconds=50), datetime.now(UTC))
-        self._scheduler.add_job(self.emit, "date", run_date=run_at, id="timer-wake", replace_existing=True)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            if self._conn is not None:
-                self._conn.close()
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
-
-
 class Watcher:
-    def __init__(self, opts: WatchOptions, sink: Sink, derivers: Sequence[Deriver] | None = None) -> None:
+    """The loop of the module docstring over the parts :func:`cdc.startup.start` loaded."""
+
+    def __init__(self, opts: WatchOptions, sink: Sink, derivers: Sequence[Deriver]) -> None:
         self.opts = opts
         self.sink = sink
-        self.derivers = list(derivers if derivers is not None else default_derivers())
-        self.by_name = {d.name: d for d in self.derivers}
+        self.derivers = list(derivers)
         self.stats = WatchStats()
-        self.watermark: datetime | None = None
-        self.conn: psycopg.Connection[Any] | None = None
+        self.watermark = Watermark()
         self.stream: ReplicationStream | None = None
-        self._dead: list[dict[str, Any]] = []
-        self._batch = Batch()
-        self._batch_started = 0.0
-        self._last_xid = 0
-        self._last_commit: datetime | None = None
+        self.parts: Started | None = None
 
-    # -- start-up ---------------------------------------------------------------------------
-    def _prepare(self) -> None:
+    # -- start-up (cdc.startup) -----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Check and load everything the loop needs (before the stream starts)."""
+        self.use(start(self.opts.where, self.sink, self.derivers))
+
+    def use(self, parts: Started) -> None:
+        """Set the steps up over ``parts``, as loaded by :func:`cdc.startup.start`."""
+        self.parts = parts
+        self.state, self.timers, self.relations = parts.state, parts.timers, parts.relations
+        self.checkpoint = parts.checkpoint
+        self.stats.checkpoint = parts.checkpoint
+        self.derivation = Derivation(self.derivers, parts.state, parts.timers, parts.relations)
         opts = self.opts
-        try:
-            with connect(opts.dsn, purpose=f"watch {opts.slot}: preflight", bounded=True) as source:
-                check_server(source)
-                if slot_facts(source, opts.slot) is None:
-                    raise SlotMissing(f"replication slot {opts.slot} does not exist")
-                watched_tables = tuple(
-                    r[0]
-                    for r in source.execute(
-                        queries.raw("setup", "publication_tables"), {"publication": opts.publication}
-                    )
-                )
-                # Changes written from now on must carry whole before-images (cdc.relations).
-                require_full_identity(table_shapes(source, watched_tables))
-            # The watcher's own tables live where the outbox is, so they commit with it.
-            self.conn = connect(
-                getattr(self.sink, "store_dsn", None) or opts.dsn,
-                purpose=f"watch {opts.slot}: store",
-                bounded=True,
-            )
-        except psycopg.Error as exc:
-            raise translate(exc, slot=opts.slot) from exc
-        conn = self.conn
-        create_tables(conn, opts.schema)
-        prepare = getattr(self.sink, "prepare", None)
-        if prepare is not None:
-            prepare(conn)
-        row = conn.execute(
-            queries.query("setup", "read_bootstrapped_tables", schema=sql.Identifier(opts.schema)),
-            {"slot": opts.slot},
-        ).fetchone()
-        if not (row and row[0]):
-            raise SlotNotBootstrapped(f"slot {opts.slot} has no bootstrapped reference state")
-        watched = watched_tables
-        pks = primary_keys(opts.dsn, watched, f"watch {opts.slot}: preflight")
-        self.primary_keys = pks
-        wanted_state: set[str] = set()
-        for d in self.derivers:
-            wanted_state |= d.state_tables
-        kept = wanted_state & set(watched)  # what this run keeps current from the stream
-        bootstrapped = row[1]
-        try:
-            if bootstrapped is not None:  # NULL: a slot recorded before tables were listed
-                # Rows of a table no deriver reads, or the publication no longer carries,
-                # stop being current: forget them, so that reading it again gets a new copy.
-                for table in sorted(set(bootstrapped) - kept):
-                    forget_reference_table(conn, opts.slot, opts.schema, table)
-                    log.warning(
-                        "reference table %s is not kept current any more: its state is dropped", table
-                    )
-        except psycopg.Error as exc:
-            raise translate(exc, slot=opts.slot) from exc
-        for d in self.derivers:
-            unpublished = sorted(d.state_tables - set(watched))
-            if unpublished:
-                raise ReferenceTableNotPublished(
-                    f"deriver {d.name} reads {', '.join(unpublished)}, which publication "
-                    f"{opts.publication} does not include"
-                )
-        if bootstrapped is not None:
-            try:
-                for table in sorted(wanted_state - set(bootstrapped)):
-                    # A deriver that reads this table came after the slot: copy it now.
-                    copied = bootstrap_late(opts.dsn, conn, opts.slot, opts.schema, table)
-                    log.warning(
-                        "reference table %s was not in slot %s's bootstrap: copied %d rows as of now; "
-                        "transactions before this start see them as of now until their own changes arrive",
-                        table,
-                        opts.slot,
-                        copied,
-                    )
-            except psycopg.Error as exc:
-                raise translate(exc, slot=opts.slot) from exc
-        self.state = StateStore(opts.slot, opts.schema, {t: pks[t] for t in watched if t in wanted_state})
-        self.state.load(conn)
-        self.timers = TimerStore(opts.slot, opts.schema)
-        self.timers.load(conn)
-        self.relations = RelationGuard(opts.slot, opts.schema, merge_reads(d.reads for d in self.derivers))
-        self.relations.load(conn)
-        ck = conn.execute(
-            queries.query("setup", "read_checkpoint", schema=sql.Identifier(opts.schema)), {"slot": opts.slot}
-        ).fetchone()
-        self.checkpoint = parse_lsn(ck[0]) if ck else 0
-        self.stats.checkpoint = self.checkpoint
+        limits = BatchLimits(opts.batch_max_events, opts.batch_max_transactions, opts.batch_max_delay)
+        self.delivery = Delivery(self.sink, parts.store, parts.checkpoints, limits, opts.schema)
+        self.envelopes = EnvelopeBuilder(opts.slot, self.delivery, self.stats.by_type)
+
+    def assembler(self) -> Assembler:
+        assert self.parts is not None
+        limits = SpillLimits(self.opts.spill_changes, self.opts.spill_bytes)
+        return Assembler(self.parts.primary_keys, self._on_relation, limits)
 
     def _on_relation(self, relation: Relation, tx: Transaction | None) -> None:
         """A watched table's definition, as the changes that follow it were written: a table
         not FULL now stops the watcher before anything of ``tx`` is derived (cdc.relations)."""
         at = tx.begin_lsn if tx is not None else self.checkpoint
-        self.relations.observe(relation, at, self._identity_now)
+        where = self.opts.where
+        self.relations.observe(relation, at, lambda table: replica_identity_now(where, table))
 
-    def _identity_now(self, table: str) -> str:
-        """The table's replica identity in the catalog now ('f' for a table dropped since)."""
-        try:
-            with connect(self.opts.dsn, purpose=f"watch {self.opts.slot}: preflight", bounded=True) as source:
-                shapes = table_shapes(source, (table,))
-        except psycopg.Error as exc:
-            raise translate(exc, slot=self.opts.slot) from exc
-        return shapes[0].replica_identity if shapes else "f"
+    # -- one transaction: steps 3 to 7 ------------------------------------------------------------
+    def process(self, tx: Transaction) -> None:
+        """Timers, state, derivers, envelopes and the batch, for one committed transaction."""
+        self.delivery.begin_transaction()
+        self.fire_due_timers(tx.commit_time)
+        if tx.changes:
+            self.apply_state(tx)
+            for window in tx.changes.windows(self.opts.batch_max_events, self.keepalive):
+                self.derive(tx, window)
+        self.delivery.end_transaction(Position(tx.end_lsn, tx.xid, tx.commit_time))
+        self.stats.transactions += 1
+        tx.close()
 
-    # -- per transaction -----------------------------------------------------------------------
-    def _envelope(
-        self, draft: EventDraft, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool
-    ) -> None:
-        try:
-            env = build_envelope(
-                draft,
-                slot=self.opts.slot,
-                lsn=lsn,
-                xid=xid,
-                commit_time=commit_time,
-                table=table,
-                timer=timer,
-            )
-        except EventValidationError as err:
-            dl = dead_letter(
-                draft,
-                err,
-                slot=self.opts.slot,
-                lsn=lsn,
-                xid=xid,
-                commit_time=commit_time,
-                table=table,
-                timer=timer,
-            )
-            self._dead.append(dl.params())
-            self.stats.dead_letters += 1
-            log.warning("dead letter %s: %s", err.key, ", ".join(err.paths))
-            return
-        self._batch.envelopes.append(env)
-        self.stats.by_type[env.event_type] = self.stats.by_type.get(env.event_type, 0) + 1
-
-    def _envelopes(self, derived: list[Derived], lsn: int, xid: int, commit_time: datetime) -> None:
-        """Envelopes for a transaction's drafts, in order. The common draft is built by the
-        compiled builder in one call; any other (and every failure) by :meth:`_envelope`."""
-        fast = fast_envelope
-        if fast is None:
-            for item in derived:
-                self._envelope(item.draft, lsn, xid, commit_time, item.table, False)
-            return
-        slot = self.opts.slot
-        append = self._batch.envelopes.append
-        by_type = self.stats.by_type
-        table = derived[0].table if derived else ""
-        source = envelope_source(slot, lsn, xid, commit_time, table, False)
-        lsn_text = source.lsn
-        for draft, _at, item_table in derived:
-            if item_table != table:
-                table = item_table
-                source = envelope_source(slot, lsn, xid, commit_time, table, False)
-            env = fast(draft, source, lsn_text, True)  # the drafts are dropped after this: adopt
-            if env is None:
-                self._envelope(draft, lsn, xid, commit_time, item_table, False)
-                continue
-            append(env)
-            event_type = env.event_type
-            by_type[event_type] = by_type.get(event_type, 0) + 1
-
-    def _fire_due(self) -> None:
-        if self.watermark is None:
-            return
-        relations = self.relations
-        for timer in self.timers.due(self.watermark):
-            deriver = self.by_name.get(timer.deriver)
-            by = self.timers.armed_by[timer.key]
-            if deriver is not None:
-                for draft in deriver.fire(timer, self.state):
-                    # Whether the verdict still holds is unknown while its inputs are (cdc.relations).
-                    if draft.event_type in relations.blocked or by.table in relations.withheld:
-                        continue
-                    self._envelope(draft, by.lsn, by.xid, by.commit_time, by.table, True)
-            self.timers.mark_fired(timer.key)
+    def fire_due_timers(self, commit_time: datetime) -> None:
+        """Step 3: the watermark moves; the timers it passed fire before the transaction."""
+        for fired in self.derivation.fire(self.watermark.advance(commit_time)):
+            by = fired.armed_by
+            for draft in fired.drafts:
+                if not self.envelopes.envelope(draft, by.lsn, by.xid, by.commit_time, by.table, True):
+                    self.stats.dead_letters += 1
             self.stats.timers_fired += 1
 
-    def process(self, tx: Transaction) -> None:
-        commit_time = tx.commit_time
-        if self.watermark is None or commit_time > self.watermark:
-            self.watermark = commit_time
-        self._fire_due()
-        if tx.changes:
-            self.state.apply_all(tx.changes)
-            for table in tx.truncated:
-                # The rows are gone, and with them the timers they armed (a DELETE's rules forget them).
-                self.timers.forget_table(table)
-            relations = self.relations
-            tables = tx.tables()
-            if relations.withheld:
-                tables -= relations.withheld
-            active = [d for d in self.derivers if d.tables & tables]
-            if active:
-                folded = tx.folded()
-                if relations.withheld:  # written without before-images: nothing is derived from them
-                    folded = [c for c in folded if c.table not in relations.withheld]
-                view = TxView(
-                    tx.xid,
-                    tx.end_lsn,
-                    commit_time,
-                    [DeriverChange(c) for c in folded],
-                    [(m.prefix, m.content) for m in tx.messages],
-                )
-                derived: list[Derived] = []
-                self.timers.context = (tx.end_lsn, tx.xid, commit_time)
-                for d in active:
-                    self.timers.deriver = d.name
-                    derived.extend(d.derive(view, self.state, self.timers))
-                if relations.blocked:  # columns they read are missing: never emit from a guessed value
-                    derived = [item for item in derived if item.draft.event_type not in relations.blocked]
-                derived.sort(key=_POSITION)  # stable: within a row, the deriver's order
-                self._envelopes(derived, tx.end_lsn, tx.xid, commit_time)
-        self.stats.transactions += 1
-        self._batch.end_lsn = tx.end_lsn
-        self._batch.transactions += 1
-        self._last_xid = tx.xid
-        self._last_commit = commit_time
+    def apply_state(self, tx: Transaction) -> None:
+        """Step 4: reference rows as of this transaction, before any deriver looks them up."""
+        if self.state.primary_keys.keys() & tx.tables():
+            for changes in tx.changes.chunks(self.opts.batch_max_events):
+                self.state.apply_all(changes)
+                self.keepalive()
+        for table in tx.truncated:
+            # The rows are gone, and with them the timers they armed (a DELETE's rules forget them).
+            self.timers.forget_table(table)
 
-    # -- delivery -------------------------------------------------------------------------------
-    def _set_aside_too_large(self, batch: Batch) -> None:
-        """An event larger than the sink takes becomes a dead letter (with the flush's
-        checkpoint), so that it is never retried for ever and the rest of the stream goes on."""
-        for env, reason in take_oversized(batch, self.sink):
-            self._dead.append(too_large(env, reason).params())
-            self.stats.dead_letters += 1
-            self.stats.by_type[env.event_type] -= 1
-            log.warning("dead letter %s: %s", env.idempotency_key, reason)
+    def derive(self, tx: Transaction, window: Sequence[RowChange]) -> None:
+        """Steps 5 to 7 for folded changes of ``tx``: drafts, envelopes, and a full chunk to the sink."""
+        derived = self.derivation.derive(tx, window)
+        self.stats.dead_letters += self.envelopes.envelopes(derived, tx.end_lsn, tx.xid, tx.commit_time)
+        self.delivery.write_full_chunk()
+        self.keepalive()
 
-    def flush(self) -> None:
-        batch = self._batch
-        if batch.transactions == 0:
-            return
-        self._set_aside_too_large(batch)
-        conn = self.conn
-        assert conn is not None
-        in_transaction = getattr(self.sink, "write_in", None)
-        if in_transaction is None:
-            self.sink.write(batch)  # durable when it returns
-            faults.reached("watch.after_sink")
-        schema = sql.Identifier(self.opts.schema)
-        with conn.transaction():
-            if in_transaction is not None:
-                in_transaction(conn, batch)  # the outbox: events and checkpoint commit together
-            self.state.flush(conn)
-            self.timers.flush(conn)
-            self.relations.flush(conn, batch.end_lsn)
-            if self._dead:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        queries.query("dead_letters", "insert_dead_letter", schema=schema), self._dead
-                    )
-            conn.execute(
-                queries.query("setup", "advance_checkpoint", schema=schema),
-                {
-                    "slot": self.opts.slot,
-                    "lsn": format_lsn(batch.end_lsn),
-                    "xid": self._last_xid,
-                    "commit_time": self._last_commit,
-                },
-            )
+    # -- step 8: durable, then confirmed ----------------------------------------------------------
+    def deliver(self, *, caught_up: bool) -> None:
+        """Make the batch durable, move the checkpoint, then tell the server. ``caught_up``:
+        nothing handed out by the stream after the batch is waiting (cdc.stream.FlushPosition)."""
+        delivered = self.delivery.commit(self._write_own_tables)
         self.state.committed()
         self.timers.committed()
         self.relations.committed()
-        faults.reached("watch.after_checkpoint")
-        self._dead = []
-        self.checkpoint = batch.end_lsn
-        self.stats.checkpoint = batch.end_lsn
-        self.stats.events += len(batch.envelopes)
-        self.stats.batches += 1
+        stats = self.stats
+        for env in delivered.too_large:
+            stats.dead_letters += 1
+            stats.by_type[env.event_type] -= 1
+        stats.events += delivered.events
+        stats.batches += 1
+        self.checkpoint = stats.checkpoint = delivered.position.end_lsn
         assert self.stream is not None
-        self.stream.confirm(batch.end_lsn)
+        self.stream.confirm(delivered.position.end_lsn, caught_up=caught_up)
         self.stream.send_status()
-        self._batch = Batch()
 
-    def _stream_keepalive(self) -> None:
+    def _write_own_tables(self, conn: psycopg.Connection[Any], position: Position) -> None:
+        """What commits with the checkpoint besides the events and dead letters."""
+        self.state.flush(conn)
+        self.timers.flush(conn)
+        self.relations.flush(conn, position.end_lsn)
+
+    def keepalive(self) -> None:
+        """A status update with the old flush position, once due: a long transaction never
+        outlasts the server's wal_sender_timeout."""
         if self.stream is not None and self.stream.conn is not None:
-            # Only a status message: reading here would take data the loop has not reached.
-            with contextlib.suppress(CdcError):
-                self.stream.send_status()
+            self.stream.keepalive()
 
-    def _batch_full(self) -> bool:
-        b = self._batch
-        return (
-            len(b.envelopes) >= self.opts.batch_max_events
-            or b.transactions >= self.opts.batch_max_transactions
-            or time.monotonic() - self._batch_started >= self.opts.batch_max_delay
-        )
+    def _sink_keepalive(self) -> None:
+        # A sink retrying through an outage keeps the replication connection alive; a dead
+        # connection is the loop's to notice, not the sink's.
+        with contextlib.suppress(CdcError):
+            self.keepalive()
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the loop: steps 1 and 2 ------------------------------------------------------------------
     def run(self, stop: StopFlag | None = None) -> WatchStats:
         opts = self.opts
         stop = stop or StopFlag()
         heartbeat: Heartbeat | None = None
         try:  # whatever fails from here on, the connections and the sink are closed
-            self._prepare()
+            self.prepare()
             heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval, f"watch {opts.slot}: heartbeat")
             heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
-            target: int | None = None
-            if opts.once:  # the watched server's position (the store may be another server)
-                try:
-                    with connect(opts.dsn, purpose=f"watch {opts.slot}: preflight", bounded=True) as source:
-                        row = source.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
-                except psycopg.Error as exc:
-                    raise translate(exc, slot=opts.slot) from exc
-                target = parse_lsn(row[0]) if row else 0
+            # --once: up to the watched server's position now (the store may be another server)
+            target = current_wal_lsn(opts.where) if opts.once else None
             heartbeat.start()
-            decoder = Decoder()
-            assembler = Assembler(self.primary_keys, self._on_relation)
-            feed, decode = assembler.feed, decoder.decode
+            self.sink.keepalive = self._sink_keepalive
             self.stream = ReplicationStream(
                 opts.dsn,
                 opts.slot,
@@ -535,60 +241,59 @@ class Watcher:
                 status_interval=opts.status_interval,
                 purpose=f"watch {opts.slot}",
             )
-            if hasattr(self.sink, "keepalive"):
-                # A sink retrying through an outage keeps the replication connection alive.
-                self.sink.keepalive = self._stream_keepalive
-            last_activity = time.monotonic()
             with self.stream as stream:
-                done = False
-                while not done and not stop.stopped:
-                    pending = self._batch.transactions > 0
-                    messages = stream.read_batch(0.0 if pending else 0.5)
-                    if not messages:
-                        if pending:
-                            self.flush()
-                            heartbeat.wake_at(self.timers.next_due())
-                            continue
-                        if assembler.in_transaction:
-                            continue
-                        if target is not None and self.checkpoint >= target:
-                            break
-                        if (
-                            target is not None
-                            and stream.server_wal_end >= target
-                            and self.checkpoint < target
-                        ):
-                            # nothing of ours left before the target: the server has moved past it
-                            break
-                        if opts.idle_exit is not None and time.monotonic() - last_activity >= opts.idle_exit:
-                            break
-                        continue
-                    for data in messages:
-                        tx = feed(decode(data))
-                        if tx is None:
-                            continue
-                        if tx.end_lsn <= self.checkpoint:
-                            continue  # delivered before a crash that came ahead of the confirmation
-                        if tx.changes:
-                            last_activity = time.monotonic()
-                        if self._batch.transactions == 0:
-                            self._batch_started = time.monotonic()
-                        self.process(tx)
-                        if self._batch_full():
-                            self.flush()
-                            heartbeat.wake_at(self.timers.next_due())
-                        if target is not None and tx.end_lsn >= target:
-                            self.flush()
-                            done = True
-                            break
-                self.flush()
+                self._loop(stream, heartbeat, stop, target)
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
             self.sink.close()
-            if self.conn is not None:
-                self.conn.close()
+            if self.parts is not None:
+                self.parts.store.close()
         return self.stats
+
+    def _loop(
+        self, stream: ReplicationStream, heartbeat: Heartbeat, stop: StopFlag, target: int | None
+    ) -> None:
+        decode, assembler = Decoder().decode, self.assembler()
+        feed = assembler.feed
+        delivery = self.delivery
+        last_activity = time.monotonic()
+        while not stop.stopped:
+            messages = stream.read_batch(0.0 if delivery.pending else 0.5)
+            if not messages:
+                if delivery.pending:
+                    self.deliver(caught_up=not assembler.in_transaction)
+                    heartbeat.wake_at(self.timers.next_due())
+                    continue
+                if assembler.in_transaction:
+                    continue
+                if target is not None and (self.checkpoint >= target or stream.server_wal_end >= target):
+                    break  # --once: delivered up to the target, or nothing of ours is left before it
+                if (
+                    self.opts.idle_exit is not None
+                    and time.monotonic() - last_activity >= self.opts.idle_exit
+                ):
+                    break
+                continue
+            last = len(messages) - 1
+            for i, data in enumerate(messages):
+                tx = feed(decode(data), len(data))
+                if tx is None:
+                    continue
+                if tx.end_lsn <= self.checkpoint:
+                    tx.close()
+                    continue  # delivered before a crash that came ahead of the confirmation
+                if tx.changes:
+                    last_activity = time.monotonic()
+                self.process(tx)
+                reached = target is not None and tx.end_lsn >= target
+                if reached or delivery.full():
+                    self.deliver(caught_up=i == last and not assembler.in_transaction)
+                    heartbeat.wake_at(self.timers.next_due())
+                if reached:
+                    return
+        if delivery.pending:
+            self.deliver(caught_up=not assembler.in_transaction)
 
 
 # Net allocations of container objects between two young-generation collections in the daemon
@@ -598,18 +303,20 @@ class Watcher:
 GC_THRESHOLD = (100_000, 20, 100)
 
 
-def run_watch(opts: WatchOptions, sink: Sink, stop: StopFlag | None = None) -> WatchStats:
-    """The daemon (``cdc watch``). Everything loaded before the loop (modules, catalog schemas)
-    lives as long as the process: it is moved out of the collector's reach, which would
-    otherwise walk it again and again while a busy stream allocates, and the young generation
-    is collected every :data:`GC_THRESHOLD` net allocations rather than every 700 (measured
-    together: ~30 % of the per-event cost, ``python -m bench.replay --gc``). Reference cycles
-    are still collected, only less often."""
+def run_watch(
+    opts: WatchOptions, sink: Sink, derivers: Sequence[Deriver], stop: StopFlag | None = None
+) -> WatchStats:
+    """The daemon (``cdc watch``) over the registry's ``derivers``. Everything loaded before the
+    loop (modules, catalog schemas) lives as long as the process: it is moved out of the
+    collector's reach, which would otherwise walk it again and again while a busy stream
+    allocates, and the young generation is collected every :data:`GC_THRESHOLD` net allocations
+    rather than every 700 (measured together: ~30 % of the per-event cost, ``python -m
+    bench.replay --gc``). Reference cycles are still collected, only less often."""
     gc.collect()
     gc.freeze()
     previous = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLD)
     try:
-        return Watcher(opts, sink).run(stop)
+        return Watcher(opts, sink, derivers).run(stop)
     finally:
         gc.set_threshold(*previous)

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from catalog.envelope import EventDraft
+from catalog.forms import format_timestamp, parse_timestamp
 
 Op = Literal["insert", "update", "delete", "truncate"]
 Image = Mapping[str, Any]
@@ -128,8 +129,8 @@ class TimerOps(Protocol):
     def arm(
         self,
         key: str,
+        change: Change,
         *,
-        table: str,
         tenant: str,
         subject_id: str,
         stage: str,
@@ -138,8 +139,10 @@ class TimerOps(Protocol):
     ) -> None:
         """Create the timer, or move an armed/paused one to ``due_at`` (state becomes armed).
         A fired or settled timer is left alone: exactly one verdict per stage instance.
-        ``table`` is the table of the row the timer is about (the timer event's source names
-        it): a TRUNCATE of that table forgets the timer, as a DELETE of the row would."""
+        ``change`` is the row change of the transaction being derived that arms it: the timer
+        event's source names that change (its table, and its transaction's LSN, xid and commit
+        time), and a TRUNCATE of its table forgets the timer, as a DELETE of the row would.
+        Moving a timer re-arms it, so the source becomes the change that moved it."""
         ...
 
     def pause(self, key: str) -> None:
@@ -185,12 +188,7 @@ class Deriver(Protocol):
         ...
 
 
-def canonical_time(value: datetime) -> str:
-    """UTC ISO-8601 with milliseconds and ``Z``."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def parse_time(text: str) -> datetime:
-    """The canonical text form back to an aware datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+#: The canonical time text (``2026-01-02T03:04:05.678Z``) and back, for derivers: the one
+#: definition is :mod:`catalog.forms` (a naive datetime, or text without a zone, is refused).
+canonical_time = format_timestamp
+parse_time = parse_timestamp

@@ -1,12 +1,14 @@
-"""The application tables the ticket rules read, schema-qualified as the stream names them.
+"""The application tables the rules read, schema-qualified as the stream names them.
 
-One definition for the family modules (:mod:`derivers.tickets` imports the others, so they
-cannot import their table names from it) and for their ``READS`` declarations.
+One definition for the family modules and for their ``READS`` declarations, and the audit table
+whose rows name the actor of a ticket's changes (:class:`derivers.toolkit.AuditTable`).
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from .toolkit import AuditTable
 
 TICKETS: Final = "public.tickets"
 COMMENTS: Final = "public.comments"
@@ -17,3 +19,7 @@ AUDIT_LOGS: Final = "public.ticket_audit_logs"
 TIME_ENTRIES: Final = "public.time_entries"
 STATUSES: Final = "public.statuses"
 USERS: Final = "public.users"
+
+#: ``ticket_audit_logs``: written by the application in the transaction of a ticket's change,
+#: with who acted; keyed by the ticket, so it names the actor of every ticket-subject event.
+TICKET_AUDIT: Final = AuditTable(AUDIT_LOGS, "ticket_id")

@@ -1,17 +1,31 @@
-"""In-memory twins of the framework pieces, for table-driven deriver tests (no database)."""
+"""In-memory twins of the framework pieces, for table-driven deriver tests (no database).
+
+Each twin passes the contract suite its real implementation passes
+(tests/unit/test_twins_contract.py): a deriver test that passes against a twin holds in
+production too.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .base import Image, Op, Timer, TxView
+from .base import Change, Image, Op, Timer, TxView
 
 
 @dataclass
 class FakeChange:
+    """A folded row change (:class:`derivers.base.Change`) whose images hold canonical JSON forms.
+
+    Like the real one, which compares the bytes the server sent, ``changed`` compares values as
+    sent, not by Python equality: by their JSON text, so that jsonb ``true`` is not ``1`` nor
+    ``1.0`` the integer ``1``. A column of the after-image that the before-image lacks (added
+    since) has changed. What the canonical forms cannot tell apart the twin cannot either:
+    timestamps that differ below the millisecond."""
+
     table: str
     op: Op
     before: Image | None = None
@@ -19,14 +33,20 @@ class FakeChange:
     position: int = 0
 
     def changed(self, column: str) -> bool:
-        if self.before is None or self.after is None:
+        before, after = self.before, self.after
+        if before is None or after is None or column not in after:
             return False
-        return self.before.get(column) != self.after.get(column)
+        return column not in before or _as_sent(before[column]) != _as_sent(after[column])
 
     def changed_columns(self) -> frozenset[str]:
         if self.before is None or self.after is None:
             return frozenset()
-        return frozenset(c for c in {*self.before, *self.after} if self.changed(c))
+        return frozenset(c for c in self.after if self.changed(c))
+
+
+def _as_sent(value: Any) -> str:
+    """A canonical JSON value as text: equal exactly when the server's text forms are."""
+    return json.dumps(value)
 
 
 def make_tx(
@@ -55,14 +75,20 @@ class FakeState:
         return self.rows.get(table, {}).get(key)
 
     def find(self, table: str, column: str, value: Any) -> list[Image]:
-        return [r for r in self.rows.get(table, {}).values() if r.get(column) == value]
+        """Rows whose ``column`` equals ``value``; json values compare as sent (as the real one)."""
+        wanted = _comparable(value)
+        return [r for r in self.rows.get(table, {}).values() if _comparable(r.get(column)) == wanted]
+
+
+def _comparable(value: Any) -> Any:
+    return _as_sent(value) if isinstance(value, list | dict) else value
 
 
 @dataclass
 class FakeTimers:
     timers: dict[str, Timer] = field(default_factory=dict)
-    deriver: str = "tickets"
-    tables: dict[str, str] = field(default_factory=dict)  # timer key → the table that armed it
+    deriver: str = "tickets"  # the deriver these timers belong to, as the watcher binds them
+    armed_by: dict[str, Change] = field(default_factory=dict)  # timer key → the change that armed it
 
     def get(self, key: str) -> Timer | None:
         return self.timers.get(key)
@@ -70,8 +96,8 @@ class FakeTimers:
     def arm(
         self,
         key: str,
+        change: Change,
         *,
-        table: str = "",
         tenant: str,
         subject_id: str,
         stage: str,
@@ -84,7 +110,7 @@ class FakeTimers:
         self.timers[key] = Timer(
             key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {})
         )
-        self.tables[key] = table
+        self.armed_by[key] = change
 
     def pause(self, key: str) -> None:
         t = self.timers.get(key)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 from .base import Change
 from .tables import BUNDLE_SETTINGS, TICKETS
+from .toolkit import written_actor
 
 if TYPE_CHECKING:
     from .tickets import TicketTx
@@ -77,9 +78,7 @@ def bundle_events(ctx: TicketTx) -> None:
         if id(change) in promoted:
             continue
         mode = written.get((tenant, master))
-        actor = (
-            ctx.audit_actor(tenant, child) or ctx.audit_actor(tenant, master) or ctx.updated_by_actor(change)
-        )
+        actor = ctx.declared_actor(tenant, child, master) or written_actor(change, "updated_by")
         ctx.emit(
             change,
             "TICKET_MERGED",
@@ -101,11 +100,7 @@ def bundle_events(ctx: TicketTx) -> None:
     for (tenant, master), moves in groups.items():
         unbundled = (tenant, master) in deleted and not _still_pointing(ctx, tenant, master)
         first = moves[0][0]
-        actor = (
-            ctx.audit_actor(tenant, master)
-            or ctx.audit_actor(tenant, moves[0][2])
-            or ctx.updated_by_actor(first)
-        )
+        actor = ctx.declared_actor(tenant, master, moves[0][2]) or written_actor(first, "updated_by")
         ctx.emit(
             first,
             "TICKET_SPLIT",
@@ -134,11 +129,7 @@ def _promotions(ctx: TicketTx, attached: list[_Move], detached: list[_Move]) -> 
             continue
         promoted.update((id(change), id(joining[0])))
         old_change = joining[0]
-        actor = (
-            ctx.audit_actor(tenant, old_master)
-            or ctx.audit_actor(tenant, new_master)
-            or ctx.updated_by_actor(old_change)
-        )
+        actor = ctx.declared_actor(tenant, old_master, new_master) or written_actor(old_change, "updated_by")
         ctx.emit(
             old_change,
             "TICKET_MERGED",

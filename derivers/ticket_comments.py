@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .base import Change, Image
 from .tables import AUDIT_LOGS, BUNDLE_MIRRORS, COMMENTS, USERS
+from .toolkit import NO_ACTOR, Actor, contact_actor, fields, user_actor
 
 if TYPE_CHECKING:
-    from .tickets import Actor, TicketTx
+    from .tickets import TicketTx
 
 COMMENT_EVENTS: Final = (
     "TICKET_MESSAGE_ADDED",
@@ -110,7 +111,7 @@ def _comment(ctx: TicketTx, change: Change, row: Image, tenant: str, comment_id:
         created_at = row.get("created_at") or ctx.occurred_at
     else:  # a scheduled comment reaches the ticket when it is published
         created_at = row.get("published_at") or ctx.occurred_at
-    actor = ctx.audit_actor(tenant, ticket_id) or _author_actor(ctx, author)
+    actor = ctx.declared_actor(tenant, ticket_id) or _author_actor(author)
 
     def emit(event_type: str, payload: dict[str, Any]) -> None:
         # Two comments on one ticket in one transaction: the comment id tells the events apart.
@@ -148,7 +149,7 @@ def _comment(ctx: TicketTx, change: Change, row: Image, tenant: str, comment_id:
         )
     emit(
         "TICKET_COMMENT_ADDED",
-        ctx.fields(
+        fields(
             ticketId=ticket_id,
             commentId=comment_id,
             visibility=visibility,
@@ -206,9 +207,9 @@ def _channel(ctx: TicketTx, tenant: str, ticket_id: str, row: Image, author: Aut
     return "portal" if author.via_user else "email"
 
 
-def _author_actor(ctx: TicketTx, author: Author | None) -> Actor:
+def _author_actor(author: Author | None) -> Actor:
     if author is None:
-        return ctx.user_actor(None)
+        return NO_ACTOR
     if author.type == "contact":
-        return ctx.contact_actor(author.id)
-    return ctx.user_actor(author.id)
+        return contact_actor(author.id)
+    return user_actor(author.id)

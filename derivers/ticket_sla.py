@@ -27,9 +27,10 @@ from catalog.envelope import EventDraft
 
 from .base import Change, Timer, canonical_time, parse_time
 from .tables import TICKETS
+from .toolkit import Actor
 
 if TYPE_CHECKING:
-    from .tickets import Actor, TicketTx
+    from .tickets import TicketTx
 
 # (stage, due column, completed-at column, met flag column)
 POLICY_STAGES: Final = (
@@ -95,7 +96,7 @@ def _enter(
 ) -> None:
     ctx.timers.arm(
         key,
-        table=TICKETS,
+        change,
         tenant=tenant,
         subject_id=ticket_id,
         stage=stage,
@@ -158,10 +159,12 @@ def _met(
     )
 
 
-def _arm(ctx: TicketTx, tenant: str, ticket_id: str, key: str, stage: str, due: str, policy_id: str) -> None:
+def _arm(
+    ctx: TicketTx, change: Change, tenant: str, ticket_id: str, key: str, stage: str, due: str, policy_id: str
+) -> None:
     ctx.timers.arm(
         key,
-        table=TICKETS,
+        change,
         tenant=tenant,
         subject_id=ticket_id,
         stage=stage,
@@ -280,7 +283,7 @@ def _policy_update(
                 ctx.timers.pause(key)
         elif due_changed or policy_changed or (pause_changed and not paused):
             # Moved (the pause service shifts due times on resume), re-governed, or resumed.
-            _arm(ctx, tenant, ticket_id, key, stage, due, policy_id)
+            _arm(ctx, change, tenant, ticket_id, key, stage, due, policy_id)
             if paused:
                 ctx.timers.pause(key)
         elif pause_changed:
@@ -313,7 +316,7 @@ def _itil_update(
                 if closed_at is None and after.get("is_closed") is not True:
                     _enter(ctx, change, tenant, ticket_id, actor, key, ITIL_STAGE, tenant, entered_at, target)
             elif ctx.timers.get(key) is not None:
-                _arm(ctx, tenant, ticket_id, key, ITIL_STAGE, target, tenant)
+                _arm(ctx, change, tenant, ticket_id, key, ITIL_STAGE, target, tenant)
 
     if closed_at is None:
         return

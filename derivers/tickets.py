@@ -1,20 +1,21 @@
-"""The ticket deriver: every ticket-family event the watcher derives (SPEC §5.1–§5.6).
+"""The ticket deriver: every ticket-family event the watcher derives (SPEC §5.1–§5.4, §5.6).
 
-This module owns :class:`TicketDeriver` (the one deriver the registry runs for the ticket
-tables), :class:`TicketTx` (what the rules of one transaction share: the changes per table,
-the audit-log actor index, the output list) and the actor rule, and the rules on the
+This module owns :class:`TicketDeriver` (the deriver the registry runs for the ticket tables),
+:class:`TicketTx` (the :class:`~derivers.toolkit.FamilyTx` of one transaction, with the ticket
+tables' changes by name and the status lookups its rules share), and the rules on the
 ``tickets`` and ``ticket_resources`` rows themselves: TICKET_CREATED, the update transitions
 (STATUS_CHANGED, PRIORITY_CHANGED, UNASSIGNED, QUEUE_CHANGED, REOPENED, ESCALATED, then one of
-CLOSED / ASSIGNED / UPDATED, then RESPONSE_STATE_CHANGED), the suppression of
-``sync_updates`` bundle propagation, and TICKET_ADDITIONAL_AGENT_ASSIGNED. Comments, bundles,
-SLA stages and time entries have their own modules (:mod:`derivers.ticket_comments`,
-:mod:`derivers.ticket_bundles`, :mod:`derivers.ticket_sla`, :mod:`derivers.time_entries`);
-they receive the :class:`TicketTx` and append to it. docs/derivers.md states every rule and
-how it differs from the application.
+CLOSED / ASSIGNED / UPDATED, then RESPONSE_STATE_CHANGED), the suppression of ``sync_updates``
+bundle propagation, and TICKET_ADDITIONAL_AGENT_ASSIGNED. Comments, bundles and SLA stages have
+their own modules (:mod:`derivers.ticket_comments`, :mod:`derivers.ticket_bundles`,
+:mod:`derivers.ticket_sla`); they receive the :class:`TicketTx` and emit through it. Time
+entries are a deriver of their own (:mod:`derivers.time_entries`). docs/derivers.md states every
+rule and how it differs from the application.
 
-Actor rule (every event): the first ``ticket_audit_logs`` row inserted in the same
-transaction for the same tenant and ticket whose ``actor_type`` maps to an actor; otherwise the
-row's own actor column, only where this transaction wrote it; otherwise no actor fields.
+Actor rule (every event, :meth:`~derivers.toolkit.FamilyTx.declared_actor` first): the first
+``ticket_audit_logs`` row inserted in the same transaction for the same tenant and ticket whose
+``actor_type`` maps to an actor; else the transaction's ``cdc.context`` message; else the row's
+own actor column, only where this transaction wrote it; otherwise no actor fields.
 """
 
 from __future__ import annotations
@@ -24,50 +25,28 @@ from typing import Any, Final
 
 from catalog.envelope import EventDraft
 
-from . import ticket_bundles, ticket_comments, ticket_sla, time_entries
+from . import ticket_bundles, ticket_comments, ticket_sla
 from .base import Change, Derived, Image, StateView, Timer, TimerOps, TxView, declare_reads
 from .tables import (
-    AUDIT_LOGS,
     BUNDLE_MIRRORS,
     BUNDLE_SETTINGS,
     COMMENTS,
     STATUSES,
+    TICKET_AUDIT,
     TICKET_RESOURCES,
     TICKETS,
-    TIME_ENTRIES,
     USERS,
 )
 from .ticket_bundles import bundle_events
 from .ticket_comments import comment_events
 from .ticket_sla import TIMER_EVENTS, sla_breach, sla_on_delete, sla_on_insert, sla_on_update
-from .time_entries import time_entry_events
+from .toolkit import NO_ACTOR, Edits, FamilyTx, fields, subject, user_actor, written_actor
 
-Actor = Mapping[str, str]
-"""The base-payload actor fields (``actorType`` and ``actorUserId`` / ``actorContactId``)."""
-
-NO_ACTOR: Final[Actor] = {}
-SYSTEM_ACTOR: Final[Actor] = {"actorType": "SYSTEM"}
-
-
-def user_actor(user_id: str | None) -> Actor:
-    return {"actorType": "USER", "actorUserId": user_id} if user_id else NO_ACTOR
-
-
-def contact_actor(contact_id: str | None) -> Actor:
-    return {"actorType": "CONTACT", "actorContactId": contact_id} if contact_id else NO_ACTOR
-
-
-def fields(**values: Any) -> dict[str, Any]:
-    """The keyword arguments that are not ``None``: optional payload fields are left out, never
-    sent as null (the v1 schemas are zod ``.optional()``, which rejects null)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-# Columns whose change is a ticket edit (TICKET_UPDATED, and `changes` of CLOSED / ASSIGNED), in
-# schema order. Everything else is bookkeeping that other events or nobody report: the keys,
-# updated_at/updated_by, is_closed/closed_at/closed_by (TICKET_CLOSED / REOPENED),
-# response_state (RESPONSE_STATE_CHANGED), master_ticket_id (MERGED / SPLIT), the sla_* columns
-# (SLA stage events) and EE generated columns. A fixed list also keeps an update's cost bounded.
+# Columns whose change is a ticket edit (TICKET_UPDATED, and `updatedFields` / `changes` of
+# CLOSED / ASSIGNED), in schema order. Everything else is bookkeeping that other events or nobody
+# report: the keys, updated_at/updated_by, is_closed/closed_at/closed_by (TICKET_CLOSED /
+# REOPENED), response_state (RESPONSE_STATE_CHANGED), master_ticket_id (MERGED / SPLIT), the sla_*
+# columns (SLA stage events) and EE generated columns.
 TRACKED_COLUMNS: Final = (
     "ticket_number",
     "title",
@@ -102,120 +81,29 @@ TRACKED_COLUMNS: Final = (
     "billing_profile_id",
 )
 
-_tuple_new: Final = tuple.__new__
-_UNSEEN: Final = object()
-if len(EventDraft._fields) != 7 or len(Derived._fields) != 3:  # TicketTx.add builds them positionally
-    raise ImportError("derivers.tickets: EventDraft or Derived changed shape; update TicketTx.add")
+# The application's ticket events name the columns as they are (`status_id`, SPEC §5.1), not camelCase.
+TICKET_EDITS: Final = Edits(TRACKED_COLUMNS, camel=False)
 
-_TRACKED: Final = frozenset(TRACKED_COLUMNS)
-_TRACKED_ORDER: Final = {col: i for i, col in enumerate(TRACKED_COLUMNS)}
+_UNSEEN: Final[Any] = object()
 
 # What a sync_updates master writes onto its children (SPEC §5.1).
 SYNC_COLUMNS: Final = ("status_id", "assigned_to", "priority_id")
 
 
-def updated_by_actor(change: Change) -> Actor:
-    """``tickets.updated_by`` as the actor, but only when this transaction wrote a new value:
-    the application leaves it stale on most edits (SPEC §7.6)."""
-    if change.changed("updated_by") and change.after is not None:
-        return user_actor(change.after.get("updated_by"))
-    return NO_ACTOR
+class TicketTx(FamilyTx):
+    """One transaction as the ticket rules see it: the ticket tables' changes by name, the
+    reference state and timers, the actor rule (``ticket_audit_logs``), the drafts so far."""
 
-
-def _audit_actor(row: Image) -> Actor | None:
-    """The actor an audit row names, or None when it names none we can use."""
-    kind = row.get("actor_type")
-    if kind in ("system", "workflow"):
-        return SYSTEM_ACTOR
-    user_id = row.get("actor_user_id")
-    contact_id = row.get("actor_contact_id")
-    if kind == "user":
-        return user_actor(user_id) or None
-    if kind == "contact":
-        return contact_actor(contact_id) or None
-    if kind == "api":
-        # API keys belong to users; a key without one is an integration acting on its own.
-        return user_actor(user_id) or SYSTEM_ACTOR
-    if kind == "email_sender":
-        return contact_actor(contact_id) or user_actor(user_id) or None
-    return None
-
-
-class TicketTx:
-    """One transaction as the ticket rules see it: its changes by table, the reference state,
-    the timers, the audit rows by ticket, and the drafts derived so far."""
-
-    __slots__ = (
-        "_audit",
-        "_closed",
-        "audit_changes",
-        "comments",
-        "mirrors",
-        "occurred_at",
-        "out",
-        "resources",
-        "settings",
-        "state",
-        "tickets",
-        "time_entries",
-        "timers",
-        "tx",
-    )
+    __slots__ = ("_closed", "comments", "mirrors", "resources", "settings", "tickets")
 
     def __init__(self, tx: TxView, state: StateView, timers: TimerOps) -> None:
-        self.tx = tx
-        self.state = state
-        self.timers = timers
-        self.occurred_at = tx.occurred_at
-        self.out: list[Derived] = []
-        self.tickets: list[Change] = []
-        self.comments: list[Change] = []
-        self.resources: list[Change] = []
-        self.time_entries: list[Change] = []
-        self.settings: list[Change] = []
-        self.mirrors: list[Change] = []
-        self.audit_changes: list[Change] = []
-        self._audit: dict[tuple[str, str], Image] | None = None
+        super().__init__(tx, state, timers, TicketDeriver.tables, audit=TICKET_AUDIT)
+        self.tickets = self.changes(TICKETS)
+        self.comments = self.changes(COMMENTS)
+        self.resources = self.changes(TICKET_RESOURCES)
+        self.settings = self.changes(BUNDLE_SETTINGS)
+        self.mirrors = self.changes(BUNDLE_MIRRORS)
         self._closed: dict[tuple[str, str], bool | None] = {}
-        buckets = {
-            TICKETS: self.tickets,
-            COMMENTS: self.comments,
-            TICKET_RESOURCES: self.resources,
-            TIME_ENTRIES: self.time_entries,
-            BUNDLE_SETTINGS: self.settings,
-            BUNDLE_MIRRORS: self.mirrors,
-            AUDIT_LOGS: self.audit_changes,
-        }
-        for change in tx.changes:
-            bucket = buckets.get(change.table)
-            if bucket is not None:
-                bucket.append(change)
-
-    # --- actor ------------------------------------------------------------------------------
-
-    def audit_row(self, tenant: str, ticket_id: str) -> Image | None:
-        """The first audit row inserted in this transaction for the ticket that names an actor."""
-        index = self._audit
-        if index is None:
-            index = self._audit = {}
-            for change in self.audit_changes:
-                row = change.after
-                if change.op != "insert" or row is None or _audit_actor(row) is None:
-                    continue
-                index.setdefault((row["tenant"], row["ticket_id"]), row)
-        return index.get((tenant, ticket_id)) if index else None
-
-    def audit_actor(self, tenant: str, ticket_id: str) -> Actor | None:
-        row = self.audit_row(tenant, ticket_id)
-        return _audit_actor(row) if row is not None else None
-
-    # The pure helpers, for the family modules (which import this module only for typing).
-    user_actor = staticmethod(user_actor)
-    contact_actor = staticmethod(contact_actor)
-    fields = staticmethod(fields)
-    updated_by_actor = staticmethod(updated_by_actor)
-
-    # --- reference state ----------------------------------------------------------------------
 
     def status_closed(self, tenant: str, status_id: str | None) -> bool | None:
         """``statuses.is_closed`` as of this transaction; None when the status is unknown."""
@@ -227,37 +115,7 @@ class TicketTx:
         if closed is _UNSEEN:
             row = self.state.get(STATUSES, key)
             closed = self._closed[key] = None if row is None else bool(row.get("is_closed"))
-        return closed  # type: ignore[return-value]
-
-    # --- output -------------------------------------------------------------------------------
-
-    def emit(
-        self,
-        change: Change,
-        event_type: str,
-        tenant: str,
-        subject_id: str,
-        actor: Actor,
-        payload_fields: Mapping[str, Any],
-        discriminator: str | None = None,
-    ) -> None:
-        payload = {"tenantId": tenant, "occurredAt": self.occurred_at, **actor, **payload_fields}
-        self.add(change, event_type, tenant, subject_id, payload, discriminator)
-
-    def add(
-        self,
-        change: Change,
-        event_type: str,
-        tenant: str,
-        subject_id: str,
-        payload: dict[str, Any],
-        discriminator: str | None = None,
-    ) -> None:
-        """Append a draft whose ``payload`` is complete (base and actor fields included)."""
-        # tuple.__new__ directly: the NamedTuples' own constructors cost a Python frame each,
-        # twice per event on the hot path.
-        draft = _tuple_new(EventDraft, (event_type, tenant, subject_id, payload, discriminator, None, None))
-        self.out.append(_tuple_new(Derived, (draft, change.position, change.table)))
+        return closed  # type: ignore[no-any-return]
 
 
 # --- TICKET_CREATED (+ ASSIGNED, SLA ENTERED) ------------------------------------------------------
@@ -267,9 +125,9 @@ def ticket_created(ctx: TicketTx, change: Change) -> None:
     row = change.after
     if row is None:
         return
-    tenant, ticket_id = row["tenant"], row["ticket_id"]
+    tenant, ticket_id = subject(row, "ticket_id")
     entered_by = row.get("entered_by")
-    actor = ctx.audit_actor(tenant, ticket_id) or user_actor(entered_by)
+    actor = ctx.declared_actor(tenant, ticket_id) or written_actor(change, "entered_by")
     created = fields(
         ticketId=ticket_id,
         createdByUserId=entered_by,
@@ -378,7 +236,6 @@ class TicketUpdate:
         "base",
         "before",
         "change",
-        "changed",
         "closed_at",
         "closed_by",
         "closing",
@@ -395,14 +252,8 @@ class TicketUpdate:
         self.change, self.before, self.after = change, before, after
         tenant = self.tenant = after["tenant"]
         ticket_id = self.ticket_id = after["ticket_id"]
-        changed = self.changed = change.changed_columns()
-        tracked = changed & _TRACKED
-        if len(tracked) == 2:  # the common edit (status and assignee, say): no sort call
-            first, second = tracked
-            edited = [first, second] if _TRACKED_ORDER[first] < _TRACKED_ORDER[second] else [second, first]
-        else:
-            edited = sorted(tracked, key=_TRACKED_ORDER.__getitem__) if tracked else []
-        self.edited = edited
+        changed = change.changed_columns()
+        edited = self.edited = TICKET_EDITS.edited(changed)
         # The edited columns' values, read once (image reads convert on every access).
         old: dict[str, Any] = {}
         new: dict[str, Any] = {}
@@ -430,15 +281,11 @@ class TicketUpdate:
             closed_at = (after.get("closed_at") if "closed_at" in changed else None) or ctx.occurred_at
         self.closed_by, self.closed_at = closed_by, closed_at
         actor = self.actor = (
-            ctx.audit_actor(tenant, ticket_id)
+            ctx.declared_actor(tenant, ticket_id)
             or user_actor(closed_by)
-            or (user_actor(after.get("updated_by")) if "updated_by" in changed else NO_ACTOR)
+            or written_actor(change, "updated_by")
         )
         self.base = {"tenantId": tenant, "occurredAt": ctx.occurred_at, **actor}
-
-    def values(self, column: str) -> tuple[Any, Any]:
-        """(before, after) of a column this update changed, else (None, None)."""
-        return self.old.get(column), self.new.get(column)
 
     def emit(
         self, ctx: TicketTx, event_type: str, payload: Mapping[str, Any], discriminator: str | None = None
@@ -567,14 +414,7 @@ def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:
     """Exactly one of CLOSED, ASSIGNED (user and/or team) or UPDATED: a close wins over an
     assignment, an assignment over an edit; bookkeeping-only updates get none."""
     edited, old, new = u.edited, u.old, u.new
-    common: dict[str, Any] = {}
-    changes: dict[str, dict[str, Any]] = {}
-    if edited:
-        # A loop, not a comprehension: one frame fewer per update (3.11 comprehensions are functions).
-        for col in edited:
-            changes[col] = {"previous": old[col], "new": new[col]}
-        common["updatedFields"] = edited
-        common["changes"] = changes
+    common = TICKET_EDITS.payload(edited, old, new)  # updatedFields and changes, when edited
     acting_user = u.actor.get("actorUserId")
 
     if u.closing:
@@ -652,7 +492,7 @@ def commented_in_tx(ctx: TicketTx, tenant: str, ticket_id: str) -> bool:
 def ticket_deleted(ctx: TicketTx, change: Change) -> None:
     row = change.before
     if row is not None:
-        sla_on_delete(ctx, row["tenant"], row["ticket_id"])
+        sla_on_delete(ctx, *subject(row, "ticket_id"))
 
 
 def ticket_events(ctx: TicketTx) -> None:
@@ -689,10 +529,10 @@ def additional_agent_events(ctx: TicketTx) -> None:
     for change in added:
         row = change.after
         assert row is not None
-        tenant, ticket_id, agent = row["tenant"], row["ticket_id"], row["additional_user_id"]
+        (tenant, ticket_id), agent = subject(row, "ticket_id"), row["additional_user_id"]
         if (tenant, ticket_id, agent) in removed:
             continue
-        actor = ctx.audit_actor(tenant, ticket_id) or NO_ACTOR
+        actor = ctx.declared_actor(tenant, ticket_id) or NO_ACTOR  # ticket_resources has no actor column
         ctx.emit(
             change,
             "TICKET_ADDITIONAL_AGENT_ASSIGNED",
@@ -756,7 +596,7 @@ READS: Final = (
     ),
     (BUNDLE_SETTINGS, ("tenant", "master_ticket_id", "mode"), UPDATE_EVENTS),
     # updatedFields / changes of the verdict
-    (TICKETS, TRACKED_COLUMNS, ("TICKET_CLOSED", "TICKET_ASSIGNED", "TICKET_UPDATED")),
+    (TICKETS, TICKET_EDITS.columns, ("TICKET_CLOSED", "TICKET_ASSIGNED", "TICKET_UPDATED")),
     (TICKETS, ("status_id",), ("TICKET_STATUS_CHANGED",)),
     (TICKETS, ("status_id", "is_closed"), CLOSE_EVENTS),
     (STATUSES, ("tenant", "status_id", "is_closed"), CLOSE_EVENTS),
@@ -772,18 +612,10 @@ READS: Final = (
     ),
 )
 
-_RULE_READS: Final = (
-    *READS,
-    *ticket_sla.READS,
-    *ticket_bundles.READS,
-    *ticket_comments.READS,
-    *time_entries.READS,
-)
+_RULE_READS: Final = (*READS, *ticket_sla.READS, *ticket_bundles.READS, *ticket_comments.READS)
 # The actor rule: the transaction's audit row names the actor of every change-driven event.
-_ACTOR_READS: Final = (
-    AUDIT_LOGS,
-    ("tenant", "ticket_id", "actor_type", "actor_user_id", "actor_contact_id"),
-    sorted({t for _, _, types in _RULE_READS for t in types} - set(TIMER_EVENTS)),
+_ACTOR_READS: Final = TICKET_AUDIT.reads(
+    sorted({t for _, _, types in _RULE_READS for t in types} - set(TIMER_EVENTS))
 )
 
 
@@ -791,12 +623,12 @@ _ACTOR_READS: Final = (
 
 
 class TicketDeriver:
-    """Ticket-family events from tickets, comments, resources, bundles, audit logs and time
-    entries; SLA breaches from the timers it arms."""
+    """Ticket-family events from tickets, comments, resources, bundles and audit logs; SLA
+    breaches from the timers it arms."""
 
     name = "tickets"
     tables = frozenset(
-        {TICKETS, COMMENTS, TICKET_RESOURCES, BUNDLE_SETTINGS, BUNDLE_MIRRORS, AUDIT_LOGS, TIME_ENTRIES}
+        {TICKETS, COMMENTS, TICKET_RESOURCES, BUNDLE_SETTINGS, BUNDLE_MIRRORS, TICKET_AUDIT.table}
     )
     state_tables = frozenset({STATUSES, USERS, BUNDLE_SETTINGS, BUNDLE_MIRRORS})
     reads = declare_reads(*_RULE_READS, _ACTOR_READS)
@@ -810,16 +642,8 @@ class TicketDeriver:
             additional_agent_events(ctx)
         if ctx.comments:
             comment_events(ctx)
-        if ctx.time_entries:
-            time_entry_events(ctx)
-        out = ctx.out
         # Delivery order is by the causing row's position; within one row, the order above.
-        out.sort(key=_position)
-        return out
+        return ctx.drafts()
 
     def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
         return sla_breach(timer)
-
-
-def _position(derived: Derived) -> int:
-    return derived.position

@@ -1,24 +1,30 @@
-"""TICKET_TIME_ENTRY_ADDED from ``time_entries`` rows (SPEC §5.5), for every writer: the REST
-service, the in-app time sheet and timers, imports, SQL.
+"""The time-entry deriver: TICKET_TIME_ENTRY_ADDED from ``time_entries`` rows (SPEC §5.5), for
+every writer: the REST service, the in-app time sheet and timers, imports, SQL.
 
 An entry is added when it is inserted finished (``end_time`` set) or when a running timer stops
 (``end_time`` NULL → value), if it is booked against a ticket (``work_item_type = 'ticket'``,
 ``work_item_id`` set) and lasts at least one whole minute: minutes = round((end − start) / 60 s)
 with both times truncated to the minute, as the application computes it. ``billable`` is
 ``billable_duration > 0`` (minutes; 0 marks a non-billable entry).
+
+The event is about the ticket, so the actor rule is the ticket's (:mod:`derivers.toolkit`): the
+``ticket_audit_logs`` row of the same transaction, else the ``cdc.context`` message, else the
+entry's ``user_id`` (whose time it is).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from .base import Change, parse_time
-from .tables import TIME_ENTRIES
+from catalog.envelope import EventDraft
 
-if TYPE_CHECKING:
-    from .tickets import TicketTx
+from .base import Change, Derived, StateView, Timer, TimerOps, TxView, declare_reads, parse_time
+from .tables import TICKET_AUDIT, TIME_ENTRIES
+from .toolkit import FamilyTx, fields, user_actor
 
-#: What these rules read (see ``derivers.base.Reads``); the actor is declared with the ticket rules.
+EVENTS: Final = ("TICKET_TIME_ENTRY_ADDED",)
+
+#: What these rules read (see ``derivers.base.Reads``), the actor rule included.
 READS: Final = (
     (
         TIME_ENTRIES,
@@ -33,13 +39,14 @@ READS: Final = (
             "user_id",
             "created_at",
         ),
-        ("TICKET_TIME_ENTRY_ADDED",),
+        EVENTS,
     ),
+    TICKET_AUDIT.reads(EVENTS),
 )
 
 
-def time_entry_events(ctx: TicketTx) -> None:
-    for change in ctx.time_entries:
+def time_entry_events(ctx: FamilyTx) -> None:
+    for change in ctx.changes(TIME_ENTRIES):
         row = change.after
         if row is None or row.get("end_time") is None:
             continue
@@ -66,11 +73,11 @@ def _whole_minutes(start: str | None, end: str) -> int | None:
     return round((end_minute - start_minute).total_seconds() / 60)
 
 
-def _entry_added(ctx: TicketTx, change: Change, tenant: str, ticket_id: str, minutes: int) -> None:
+def _entry_added(ctx: FamilyTx, change: Change, tenant: str, ticket_id: str, minutes: int) -> None:
     row = change.after
     assert row is not None
     entry_id = row["entry_id"]
-    actor = ctx.audit_actor(tenant, ticket_id) or ctx.user_actor(row.get("user_id"))
+    actor = ctx.declared_actor(tenant, ticket_id) or user_actor(row.get("user_id"))
     billable = row.get("billable_duration")
     ctx.emit(
         change,
@@ -78,7 +85,7 @@ def _entry_added(ctx: TicketTx, change: Change, tenant: str, ticket_id: str, min
         tenant,
         ticket_id,
         actor,
-        ctx.fields(
+        fields(
             ticketId=ticket_id,
             timeEntryId=entry_id,
             minutes=minutes,
@@ -88,3 +95,20 @@ def _entry_added(ctx: TicketTx, change: Change, tenant: str, ticket_id: str, min
         # Two entries on one ticket in one transaction: the entry id tells the events apart.
         discriminator=entry_id,
     )
+
+
+class TimeEntryDeriver:
+    """TICKET_TIME_ENTRY_ADDED from ``time_entries``; no timers, no reference state."""
+
+    name = "time_entries"
+    tables = frozenset({TIME_ENTRIES})
+    state_tables: frozenset[str] = frozenset()
+    reads = declare_reads(*READS)
+
+    def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
+        ctx = FamilyTx(tx, state, timers, self.tables, audit=TICKET_AUDIT)
+        time_entry_events(ctx)
+        return ctx.drafts()
+
+    def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
+        return []  # arms none

@@ -2,66 +2,83 @@
 -- watcher's checkpoint, state, timers and dead letters, for a relay to publish.
 -- {schema} is the watcher's own schema (default cdc), filled with psycopg.sql.Identifier.
 --
--- One row per event.  ``seq`` is the delivery order (commit order, then the order of events
--- within a transaction); ``id`` is the envelope id (UUIDv5 of the idempotency key), and the
--- unique idempotency key is the second guard against a replayed batch.  ``published_at`` is
--- NULL until a relay has published the row; ``claimed_by``/``claimed_until`` are a relay's
--- lease on a row it is publishing (see claim_batch / mark_published below).
+-- One row per event, as lean as the relay and an operator need it: every row is written once
+-- by the watcher and read once by a relay, and each index or byte more is paid per event
+-- (docs/sinks.md § Postgres outbox has the measurements).
+-- * ``seq`` is the delivery order (commit order, then the order of events within a
+--   transaction) and the row's identity;
+-- * ``id`` is the envelope id, the UUIDv5 of the idempotency key (catalog/envelope.py): unique
+--   ids are unique keys, so its unique index is the second guard against a replayed batch (a
+--   16-byte index instead of one on the ~100-byte key text) and the relays' lookup for
+--   mark_published / release_claims;
+-- * ``envelope`` is the envelope's byte-stable JSON exactly as the watcher serialised it (json
+--   keeps the text; jsonb would re-order and re-space it, and parsing into jsonb nearly doubled
+--   the insert's cost); the payload, source LSN and commit time are in it;
+-- * ``published_at`` is NULL until a relay has published the row; ``claimed_by`` /
+--   ``claimed_until`` are a relay's lease on a row it is publishing (claim_batch below). The
+--   partial index on unpublished rows keeps a claim from walking the published rows that
+--   are still in the table (purge_published removes them).
 
 -- name: create_outbox
--- The schema exists already (cdc.state.ensure_schema).
+-- The schema exists already (cdc.schema.ensure_schema).
 CREATE TABLE IF NOT EXISTS {schema}.outbox (
-    seq             bigint      GENERATED ALWAYS AS IDENTITY,
-    id              uuid        NOT NULL PRIMARY KEY,   -- the envelope id
-    idempotency_key text        NOT NULL UNIQUE,
-    event_type      text        NOT NULL,
-    tenant          uuid        NOT NULL,
-    envelope        jsonb       NOT NULL,   -- the whole envelope (DESIGN §4), camelCase
-    payload         jsonb       GENERATED ALWAYS AS (envelope -> 'payload') STORED,
-    source_lsn      pg_lsn      NOT NULL,   -- end LSN of the source transaction
-    commit_time     timestamptz NOT NULL,   -- commit time of the source transaction
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    published_at    timestamptz,            -- set by the relay once published
-    claimed_by      text,                   -- the relay holding the lease
-    claimed_until   timestamptz,            -- the lease expires at
-    publish_attempts integer    NOT NULL DEFAULT 0
+    seq              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id               uuid        NOT NULL UNIQUE,   -- the envelope id (UUIDv5 of the key)
+    idempotency_key  text        NOT NULL,
+    event_type       text        NOT NULL,
+    tenant           uuid        NOT NULL,
+    envelope         json        NOT NULL,          -- the byte-stable envelope (DESIGN §4)
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    published_at     timestamptz,                   -- set by the relay once published
+    claimed_by       text,                          -- the relay holding the lease
+    claimed_until    timestamptz,                   -- the lease expires at
+    publish_attempts integer     NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON {schema}.outbox (seq);
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON {schema}.outbox (seq) WHERE published_at IS NULL;
 
--- name: create_load_table
--- A session-local staging table for COPY; its rows vanish at every commit.
-CREATE TEMP TABLE IF NOT EXISTS cdc_outbox_load (
-    ord             integer     NOT NULL,
-    id              uuid        NOT NULL,
-    idempotency_key text        NOT NULL,
-    event_type      text        NOT NULL,
-    tenant          uuid        NOT NULL,
-    envelope        jsonb       NOT NULL,
-    source_lsn      pg_lsn      NOT NULL,
-    commit_time     timestamptz NOT NULL
-) ON COMMIT DELETE ROWS
+-- name: envelope_type
+-- The type of an existing outbox's envelope column (NULL: no outbox yet). jsonb is the first
+-- shape (before issue 12: uuid primary key, unique key text, a generated copy of the payload,
+-- source_lsn and commit_time columns), which migrate_first_shape turns into today's.
+SELECT format_type(a.atttypid, NULL)
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s AND c.relname = 'outbox' AND a.attname = 'envelope' AND NOT a.attisdropped
 
--- name: copy_load
-COPY cdc_outbox_load (ord, id, idempotency_key, event_type, tenant, envelope, source_lsn, commit_time)
-FROM STDIN
+-- name: lock_outbox
+LOCK TABLE {schema}.outbox IN ACCESS EXCLUSIVE MODE
 
--- name: insert_from_load
-INSERT INTO {schema}.outbox (id, idempotency_key, event_type, tenant, envelope, source_lsn, commit_time)
-SELECT id, idempotency_key, event_type, tenant, envelope, source_lsn, commit_time
-  FROM cdc_outbox_load
- ORDER BY ord
-ON CONFLICT (idempotency_key) DO NOTHING
+-- name: migrate_first_shape
+-- In place, in the caller's transaction, rows, order and relay state kept. The type change
+-- rewrites the table once (the drops are catalog changes); its old unique index on seq becomes
+-- the primary key, and the index names end up those create_outbox gives a new table.
+ALTER TABLE {schema}.outbox
+    DROP COLUMN IF EXISTS payload,
+    DROP COLUMN IF EXISTS source_lsn,
+    DROP COLUMN IF EXISTS commit_time,
+    DROP CONSTRAINT IF EXISTS outbox_idempotency_key_key,
+    DROP CONSTRAINT IF EXISTS outbox_pkey,
+    ALTER COLUMN envelope TYPE json USING envelope::json;
+ALTER TABLE {schema}.outbox ADD CONSTRAINT outbox_pkey PRIMARY KEY USING INDEX outbox_seq;
+ALTER TABLE {schema}.outbox ADD CONSTRAINT outbox_id_key UNIQUE (id);
 
--- name: insert_unnest
--- The whole batch as eight arrays in one statement; seq follows the array order.
-INSERT INTO {schema}.outbox (id, idempotency_key, event_type, tenant, envelope, source_lsn, commit_time)
-SELECT u.id, u.idempotency_key, u.event_type, u.tenant, u.envelope, u.source_lsn, u.commit_time
-  FROM unnest(%(ids)s::uuid[], %(keys)s::text[], %(types)s::text[], %(tenants)s::uuid[],
-              %(envelopes)s::jsonb[], %(lsns)s::pg_lsn[], %(times)s::timestamptz[])
-       WITH ORDINALITY AS u(id, idempotency_key, event_type, tenant, envelope, source_lsn, commit_time, ord)
- ORDER BY u.ord
-ON CONFLICT (idempotency_key) DO NOTHING
+-- name: transaction_wrote
+-- Whether the current transaction has written anything yet (it has an xid once it has).
+SELECT pg_current_xact_id_if_assigned() IS NOT NULL
+
+-- name: existing_ids
+-- Which of a batch's envelope ids (%(ids)s: an array literal) the outbox holds already: one
+-- index probe per id, whatever the table's size. OFFSET 0 keeps the subquery from being
+-- flattened into a join; for ``id = ANY(…)`` the planner chose a parallel scan of the whole
+-- table at 100,000 to 300,000 rows.
+SELECT o.id::text
+  FROM unnest(%(ids)s::uuid[]) AS batch(id)
+ CROSS JOIN LATERAL (SELECT id FROM {schema}.outbox WHERE id = batch.id OFFSET 0) AS o
+
+-- name: copy_outbox
+-- Binary: the envelope goes in as the bytes the watcher serialised (cdc/sinks/outbox.py).
+COPY {schema}.outbox (id, idempotency_key, event_type, tenant, envelope) FROM STDIN (FORMAT BINARY)
 
 -- name: read_envelopes
 -- Every event in delivery order (tests, inspection).
@@ -73,7 +90,7 @@ SELECT envelope FROM {schema}.outbox ORDER BY seq
 -- the table without blocking each other; an expired lease (a relay that died) makes its rows
 -- claimable again.  With one relay, rows are published in seq order; with several, each
 -- relay's batches are ordered but batches interleave, so a consumer that needs strict order
--- runs one relay (or de-duplicates and orders by source_lsn, which is also in the envelope).
+-- runs one relay (or de-duplicates and orders by the envelope's source.lsn).
 
 -- name: claim_batch
 -- %(relay)s: the relay's name; %(limit)s: rows per claim; %(lease)s: lease length (interval text).

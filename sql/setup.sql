@@ -31,18 +31,6 @@ WHERE n.nspname = %(schema)s
 -- name: give_table_to
 ALTER TABLE {table} OWNER TO {owner}
 
--- name: create_checkpoints
--- One row per slot.  ``lsn`` is the end LSN (Commit.end_lsn) of the last transaction whose
--- events are durably delivered: a restart streams from the first transaction committed
--- after it.  It only ever moves forward (see advance_checkpoint).
-CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
-    slot_name   text        PRIMARY KEY,
-    lsn         pg_lsn      NOT NULL,
-    xid         bigint,
-    commit_time timestamptz,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-)
-
 -- name: create_slots
 -- Slots made by `cdc setup`, with the point their exported snapshot shows and whether the
 -- reference-state bootstrap under that snapshot completed.
@@ -54,19 +42,6 @@ CREATE TABLE IF NOT EXISTS {schema}.slots (
     bootstrapped_at  timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now()
 )
-
--- name: advance_checkpoint
--- Monotonic: an older position never overwrites a newer one.
-INSERT INTO {schema}.checkpoints AS c (slot_name, lsn, xid, commit_time, updated_at)
-VALUES (%(slot)s, %(lsn)s::pg_lsn, %(xid)s, %(commit_time)s, now())
-ON CONFLICT (slot_name) DO UPDATE
-   SET lsn = GREATEST(c.lsn, EXCLUDED.lsn),
-       xid = CASE WHEN EXCLUDED.lsn > c.lsn THEN EXCLUDED.xid ELSE c.xid END,
-       commit_time = CASE WHEN EXCLUDED.lsn > c.lsn THEN EXCLUDED.commit_time ELSE c.commit_time END,
-       updated_at = now()
-
--- name: read_checkpoint
-SELECT lsn::text FROM {schema}.checkpoints WHERE slot_name = %(slot)s
 
 -- name: record_slot
 INSERT INTO {schema}.slots (slot_name, publication, consistent_point, snapshot_name)
@@ -100,6 +75,7 @@ UPDATE {schema}.slots
 DELETE FROM {schema}.slots WHERE slot_name = %(slot)s
 
 -- name: forget_checkpoint
+-- The slot is gone (teardown, a recreated slot): its checkpoint (sql/checkpoints.sql) goes too.
 DELETE FROM {schema}.checkpoints WHERE slot_name = %(slot)s RETURNING lsn::text
 
 -- name: watcher_record_tables

@@ -105,15 +105,14 @@ IMPL = os.environ.get("CDC_IMPL", "")
 if IMPL not in ("", "python", "c"):
     raise ImportError(f"CDC_IMPL={IMPL!r}: use 'python' or 'c' (or leave it unset)")
 
-if IMPL == "python":
-    _speedups = None
-else:
-    try:  # the compiled twin of _py_tuple (cdc/pgoutput/_speedups.c), when it was built
-        from . import _speedups
-    except ImportError:  # a build without a C compiler
-        if IMPL == "c":
-            raise ImportError("CDC_IMPL=c but cdc/pgoutput/_speedups.c was not built (a C compiler?)") from None
-        _speedups = None  # type: ignore[assignment]
+try:  # the compiled twin of _py_tuple (cdc/pgoutput/_speedups.c), unless CDC_IMPL=python
+    if IMPL == "python":
+        raise ImportError("CDC_IMPL=python")
+    from . import _speedups
+except ImportError:  # asked for the pure Python, or a build without a C compiler
+    if IMPL == "c":
+        raise ImportError("CDC_IMPL=c but cdc/pgoutput/_speedups.c was not built (a C compiler?)") from None
+    _speedups = None  # type: ignore[assignment]
 
 SPEEDUPS = _speedups is not None
 """True when the compiled tuple splitter is in use (the pure-Python twin otherwise)."""

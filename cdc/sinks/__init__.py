@@ -6,6 +6,7 @@ checkpoint afterwards (or, for the Postgres outbox, in the same transaction).
 
 from __future__ import annotations
 
-from .base import Batch, Sink, open_sink
+from .base import Batch, Sink
+from .factory import open_sink
 
 __all__ = ["Batch", "Sink", "open_sink"]

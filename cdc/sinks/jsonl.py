@@ -18,7 +18,7 @@ from typing import IO
 
 from ..config import DEFAULT_MAX_EVENT_BYTES
 from ..errors import CdcError, ConfigError
-from .base import Batch
+from .base import Batch, PlainSink
 
 
 class JsonLinesWriteFailed(CdcError):
@@ -28,7 +28,7 @@ class JsonLinesWriteFailed(CdcError):
     retryable = True
 
 
-class JsonLinesSink:
+class JsonLinesSink(PlainSink):
     name = "jsonl"
 
     def __init__(self, path: str, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:

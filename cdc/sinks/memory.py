@@ -5,10 +5,10 @@ from __future__ import annotations
 from catalog.envelope import Envelope
 
 from ..config import DEFAULT_MAX_EVENT_BYTES
-from .base import Batch
+from .base import Batch, PlainSink
 
 
-class MemorySink:
+class MemorySink(PlainSink):
     name = "memory"
 
     def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
@@ -27,7 +27,7 @@ class MemorySink:
         pass
 
 
-class DiscardSink:
+class DiscardSink(PlainSink):
     """Serialises every envelope (the work a real sink would do) and keeps nothing."""
 
     name = "discard"

@@ -56,7 +56,7 @@ from catalog.registry import REGISTRY
 
 from ..config import DEFAULT_MAX_EVENT_BYTES
 from ..errors import CdcError, ConfigError
-from .base import Batch, unknown_option
+from .base import Batch, PlainSink, unknown_option
 from .retry import SinkUnavailable
 
 log = logging.getLogger("cdc.sinks.nats")
@@ -223,7 +223,7 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
-class NatsJetStreamSink:
+class NatsJetStreamSink(PlainSink):
     """Events to a JetStream stream, de-duplicated by ``Nats-Msg-Id`` within its window."""
 
     name = "nats"

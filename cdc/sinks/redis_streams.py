@@ -56,7 +56,7 @@ from catalog.envelope import Envelope
 
 from ..config import DEFAULT_MAX_EVENT_BYTES
 from ..errors import CdcError, ConfigError
-from .base import Batch, unknown_option
+from .base import Batch, PlainSink, unknown_option
 from .retry import SinkUnavailable
 
 DEFAULT_PREFIX = "alga-psa:"  # REDIS_PREFIX
@@ -313,7 +313,7 @@ def _unavailable(exc: BaseException) -> SinkUnavailable:
     return SinkUnavailable(f"redis sink: {type(exc).__name__}: {detail}")
 
 
-class RedisStreamsSink:
+class RedisStreamsSink(PlainSink):
     """Per-type streams and the workflow stream, de-duplicated by idempotency key."""
 
     name = "redis"

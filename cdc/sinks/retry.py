@@ -13,7 +13,9 @@ batch is harmless: the Redis and NATS sinks de-duplicate by idempotency key.
 
 While it retries, the wrapper keeps :class:`SinkHealth` (healthy, consecutive failures, the
 last error, failing since when; the future ``/healthz`` will report it) and calls ``keepalive`` (if the watcher set
-one) between attempts, so the replication connection can keep reporting its position.
+one) between attempts, so the replication connection can keep reporting its position.  The
+optional abilities of the ``Sink`` protocol are forwarded: ``keepalive`` reaches the inner sink
+too, and ``store_writer`` is the inner sink's (a wrapped outbox stays exactly once).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from ..errors import CdcError
-from .base import Batch, Sink
+from .base import Batch, Sink, StoreWriter
 
 log = logging.getLogger("cdc.sinks")
 
@@ -130,7 +132,7 @@ class RetryingSink:
         self.policy = policy or RetryPolicy()
         self.health = SinkHealth()
         self.stop = stop  # a StopFlag: stop retrying when the watcher is told to stop
-        self.keepalive: Callable[[], None] | None = None  # called between attempts
+        self._keepalive: Callable[[], None] | None = None  # called between attempts
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
@@ -144,6 +146,19 @@ class RetryingSink:
 
     def close(self) -> None:
         self.inner.close()
+
+    # -- the optional abilities, forwarded ---------------------------------------------------
+    @property
+    def keepalive(self) -> Callable[[], None] | None:
+        return self._keepalive
+
+    @keepalive.setter
+    def keepalive(self, keepalive: Callable[[], None] | None) -> None:
+        self._keepalive = keepalive
+        self.inner.keepalive = keepalive  # an inner sink that waits on its own calls it too
+
+    def store_writer(self) -> StoreWriter | None:
+        return self.inner.store_writer()
 
     # -- internals -------------------------------------------------------------------------
     def _retrying(self, action: Callable[[], T]) -> T:
@@ -190,8 +205,8 @@ class RetryingSink:
                     f"stopped while sink {self.inner.name} was unavailable",
                     hint="nothing past the checkpoint was acknowledged; start `cdc watch` again",
                 )
-            if self.keepalive is not None:
-                self.keepalive()
+            if self._keepalive is not None:
+                self._keepalive()
             left = deadline - self._clock()
             if left <= 0:
                 return

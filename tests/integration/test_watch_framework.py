@@ -60,7 +60,7 @@ class StatusDeriver:
             if row["due_date"] is not None:
                 timers.arm(
                     key,
-                    table=c.table,
+                    c,
                     tenant=row["tenant"],
                     subject_id=row["ticket_id"],
                     stage="resolution",
@@ -248,7 +248,7 @@ def test_a_reference_table_added_after_setup_is_copied_at_start(
 
 
 def test_a_deriver_reading_an_unpublished_table_is_refused(db_dsn: str) -> None:
-    from cdc.watch import ReferenceTableNotPublished
+    from cdc.startup import ReferenceTableNotPublished
 
     seed_and_setup(db_dsn, NoStateDeriver(), tables=("public.tickets",))
     with pytest.raises(ReferenceTableNotPublished, match=r"public\.statuses"):

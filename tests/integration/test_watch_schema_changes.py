@@ -18,8 +18,9 @@ from cdc import queries
 from cdc.config import DEFAULT_TABLES
 from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import bootstrap_hook
+from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
+from derivers import default_derivers
 from tests.environ import command_env
 
 from .conftest import run_sql, wait_for
@@ -182,12 +183,20 @@ def test_watch_stops_at_the_first_change_without_full_identity_before_deriving_i
 
 def prepare(dsn: str) -> None:
     run_sql(dsn, queries.raw("sample/workload", "seed"))
-    setup(dsn, slot="cdc_events", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook)
+    setup(
+        dsn,
+        slot="cdc_events",
+        publication="cdc_events",
+        tables=DEFAULT_TABLES,
+        bootstrap=make_bootstrap_hook(default_derivers()),
+    )
 
 
 def drain(dsn: str) -> tuple[Watcher, list[Any]]:
     sink = MemorySink()
-    watcher = Watcher(WatchOptions(dsn, once=True, heartbeat_interval=0.5, status_interval=1.0), sink)
+    watcher = Watcher(
+        WatchOptions(dsn, once=True, heartbeat_interval=0.5, status_interval=1.0), sink, default_derivers()
+    )
     watcher.run()
     return watcher, sink.envelopes
 
@@ -216,7 +225,7 @@ def test_truncate_cancels_the_timers_its_rows_armed_and_empties_their_reference_
     run_sql(db_dsn, "TRUNCATE tickets CASCADE")
     assert wait_for(lambda: server_now(db_dsn) > due, timeout=30)
     watcher, after = drain(db_dsn)
-    assert watcher.watermark is not None and watcher.watermark > due  # the due time has passed ...
+    assert watcher.watermark.time is not None and watcher.watermark.time > due  # the due time has passed ...
     assert [
         e.event_type for e in after if e.event_type == "TICKET_SLA_STAGE_BREACHED"
     ] == []  # ... unbreached

@@ -14,11 +14,12 @@ from cdc import faults, queries
 from cdc.config import DEFAULT_TABLES
 from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import bootstrap_hook
+from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
+from derivers import default_derivers
 from derivers.base import canonical_time
 
-from .conftest import run_sql
+from .conftest import in_one_transaction, run_sql
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +43,19 @@ def step(dsn: str, name: str) -> None:
 def prepare(dsn: str, *slots: str) -> None:
     run_sql(dsn, queries.raw("sample/workload", "seed"))
     for slot in slots:
-        setup(dsn, slot=slot, publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook)
+        setup(
+            dsn,
+            slot=slot,
+            publication="cdc_events",
+            tables=DEFAULT_TABLES,
+            bootstrap=make_bootstrap_hook(default_derivers()),
+        )
 
 
 def drain(dsn: str, slot: str = "cdc_events", **kw: Any) -> list[Envelope]:
     sink = MemorySink()
     opts = WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=0.5, status_interval=1.0, **kw)
-    Watcher(opts, sink).run()
+    Watcher(opts, sink, default_derivers()).run()
     return sink.envelopes
 
 
@@ -84,7 +91,9 @@ def test_restart_mid_workload_delivers_the_same_events(db_dsn: str, monkeypatch:
     monkeypatch.setattr(faults, "reached", crash_after_second_sink_write)
     sink = MemorySink()
     with pytest.raises(Crash):
-        Watcher(WatchOptions(db_dsn, slot="bumpy", once=True, batch_max_transactions=3), sink).run()
+        Watcher(
+            WatchOptions(db_dsn, slot="bumpy", once=True, batch_max_transactions=3), sink, default_derivers()
+        ).run()
     delivered += sink.envelopes
     monkeypatch.setattr(faults, "reached", lambda point: None)
     delivered += drain(db_dsn, "bumpy", batch_max_transactions=3)
@@ -186,7 +195,9 @@ def test_breach_fires_in_a_running_watcher_from_its_heartbeat(db_dsn: str) -> No
     sink = MemorySink()
     stop = StopFlag()
     watcher = Watcher(
-        WatchOptions(db_dsn, heartbeat_interval=0.3, status_interval=1.0, batch_max_delay=0.05), sink
+        WatchOptions(db_dsn, heartbeat_interval=0.3, status_interval=1.0, batch_max_delay=0.05),
+        sink,
+        default_derivers(),
     )
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
@@ -213,8 +224,40 @@ def test_a_recreated_slot_starts_fresh_instead_of_at_the_old_checkpoint(db_dsn: 
     # the store outlived a server whose WAL went further (a lagging standby was promoted)
     run_sql(db_dsn, "UPDATE cdc.checkpoints SET lsn = 'FF/0' WHERE slot_name = 'cdc_events'")
     report = setup(
-        db_dsn, slot="cdc_events", publication="cdc_events", tables=DEFAULT_TABLES, bootstrap=bootstrap_hook
+        db_dsn,
+        slot="cdc_events",
+        publication="cdc_events",
+        tables=DEFAULT_TABLES,
+        bootstrap=make_bootstrap_hook(default_derivers()),
     )
     assert any("discard the old checkpoint" in line for line in report.changes)
     step(db_dsn, "assign")
     assert [e.event_type for e in drain(db_dsn)] == ["TICKET_ASSIGNED"]
+
+
+def test_a_breach_names_the_change_that_armed_it_not_the_first_of_its_transaction(db_dsn: str) -> None:
+    """The transaction's FIRST change is an audit row; its ticket update then starts an SLA
+    stage. The breach's source is that ticket change (DESIGN §4), with ``"timer": true``."""
+    prepare(db_dsn, "cdc_events")
+    step(db_dsn, "create_ticket")
+    policy = "abababab-abab-4bab-8bab-abababababab"
+    in_one_transaction(
+        db_dsn,
+        "INSERT INTO ticket_audit_logs (tenant, ticket_id, event_type, entity_type, actor_type, actor_user_id, "
+        f"source, occurred_at) VALUES ('{T}', '{T1}', 'TICKET_UPDATED', 'ticket', 'user', "
+        "'33333333-3333-4333-8333-333333333333', 'ui', now())",
+        # already overdue: the watcher's own heartbeat right after it moves the watermark past it
+        f"UPDATE tickets SET sla_policy_id = '{policy}', sla_started_at = now(), "
+        f"sla_resolution_due_at = now() - interval '1 minute' WHERE ticket_id = '{T1}'",
+    )
+    envs = drain(db_dsn)
+    assert _types(envs, T1)[-2:] == ["TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_BREACHED"]
+    entered, breach = (e for e in envs if e.payload.get("slaPolicyId") == policy)
+    assert breach.source.table == "public.tickets"
+    assert breach.source.timer and not entered.source.timer
+    armed = entered.source  # the change-driven event of the same change: its transaction's source
+    assert (breach.source.lsn, breach.source.xid, breach.source.commit_time) == (
+        armed.lsn,
+        armed.xid,
+        armed.commit_time,
+    )

@@ -1,4 +1,4 @@
-"""Envelope, canonical forms, idempotency keys, event ids and dead letters."""
+"""Envelope, idempotency keys, event ids and dead letters (the canonical forms: test_forms.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import catalog
-from catalog.base import canonical_lsn, canonical_ts, parse_lsn
 from catalog.dead_letters import dead_letter
 from catalog.envelope import (
     NAMESPACE,
@@ -26,12 +25,14 @@ from catalog.envelope import (
     KeyFormatError,
     build_envelope,
     change_key,
+    envelopes_json,
     event_id,
     timer_key,
 )
+from catalog.errors import FormError
 from catalog.jsonschema_export import envelope_schema, example
 from catalog.registry import REGISTRY
-from tests.unit.catalog_cases import EVENT_TYPES
+from tests.unit.catalog_cases import EVENT_TYPES, Case, valid_cases
 
 TENANT = "6f1c2b1e-5d0e-4c7a-9a61-2f4b8f0d9c11"
 TICKET = "0b5f4c1e-6f1a-4d6e-9a55-0c8e7f3b2a10"
@@ -59,49 +60,6 @@ def status_changed(**overrides: Any) -> EventDraft:
     return EventDraft("TICKET_STATUS_CHANGED", TENANT, TICKET, payload)
 
 
-# --- canonical forms -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("lsn", "text"),
-    [(0, "0/0"), (0x16B3748, "0/16B3748"), ((1 << 32) | 0xAB, "1/AB"), ((1 << 64) - 1, "FFFFFFFF/FFFFFFFF")],
-)
-def test_canonical_lsn(lsn: int, text: str) -> None:
-    assert canonical_lsn(lsn) == text
-    assert parse_lsn(text) == lsn
-
-
-@given(st.integers(min_value=0, max_value=(1 << 64) - 1))
-def test_lsn_round_trip(lsn: int) -> None:
-    text = canonical_lsn(lsn)
-    assert parse_lsn(text) == lsn
-    assert text == text.upper()
-    assert all(part == "0" or not part.startswith("0") for part in text.split("/"))
-
-
-@pytest.mark.parametrize("bad", [-1, 1 << 64])
-def test_canonical_lsn_range(bad: int) -> None:
-    with pytest.raises(ValueError):
-        canonical_lsn(bad)
-
-
-def test_canonical_ts() -> None:
-    assert canonical_ts(COMMIT) == "2026-01-02T03:04:05.678Z"  # truncated, not rounded
-    assert canonical_ts(datetime(2026, 1, 2, 4, 4, 5, tzinfo=timezone(timedelta(hours=1)))) == (
-        "2026-01-02T03:04:05.000Z"
-    )
-    with pytest.raises(ValueError):
-        canonical_ts(datetime(2026, 1, 2))
-
-
-@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30))])))
-def test_canonical_ts_is_the_instant(value: datetime) -> None:
-    text = canonical_ts(value)
-    assert len(text) == 24 and text.endswith("Z")
-    parsed = datetime.fromisoformat(text)
-    assert timedelta(0) <= value - parsed < timedelta(milliseconds=1)
-
-
 # --- keys and ids ----------------------------------------------------------------------------
 
 
@@ -112,6 +70,12 @@ def test_namespace_is_documented_derivation() -> None:
 
 @given(st.text())
 def test_event_id_is_uuid5_of_the_key(key: str) -> None:
+    assert event_id(key) == str(uuid.uuid5(NAMESPACE, key))
+
+
+@pytest.mark.parametrize("length", [*range(0, 140), 1000, 4096])
+def test_event_id_is_uuid5_around_the_sha1_block_sizes(length: int) -> None:
+    key = ("TICKET_ASSIGNED:" + "é✓x" * length)[: 16 + length]
     assert event_id(key) == str(uuid.uuid5(NAMESPACE, key))
 
 
@@ -244,6 +208,29 @@ def test_every_example_builds_a_schema_valid_envelope(event_type: str) -> None:
     assert env.idempotency_key.endswith(":d1@0/16B3748")
 
 
+@pytest.mark.parametrize("case", list(valid_cases()), ids=lambda c: c.id)
+def test_the_payload_is_what_the_model_validated(case: Case) -> None:
+    """The envelope's payload is the model's: the fields given (``exclude_unset``) and extra keys."""
+    draft = EventDraft(case.event_type, case.payload["tenantId"], TICKET, case.payload)
+    env = build_envelope(draft, **SOURCE)
+    model = REGISTRY[case.event_type].model.model_validate(case.payload)
+    assert env.payload == orjson.loads(orjson.dumps(model.model_dump(exclude_unset=True)))
+
+
+def test_envelopes_json_is_each_envelopes_bytes() -> None:
+    envs = []
+    for n, event_type in enumerate(EVENT_TYPES):
+        payload = example(event_type)
+        draft = EventDraft(event_type, payload["tenantId"], TICKET, payload, 'q"uote' if n % 5 == 0 else None)
+        table = "public.t" if n % 2 else "public.u"
+        envs.append(build_envelope(draft, **{**SOURCE, "lsn": 1000 + n // 4, "table": table}))
+    envs.append(Envelope.from_dict(envs[0].to_dict()))  # one built by its constructor
+    expected = [e.to_json_bytes() for e in envs]
+    assert envelopes_json(envs) == expected
+    assert [orjson.loads(raw) for raw in expected] == [e.to_dict() for e in envs]
+    assert envelopes_json([]) == []
+
+
 def test_extra_values_get_canonical_json() -> None:
     env = build_envelope(
         status_changed(
@@ -295,9 +282,10 @@ def test_timer_event_needs_stage_and_due() -> None:
     assert info.value.paths == ("timer_stage",)
 
 
-def test_bad_source_is_a_caller_bug() -> None:
-    with pytest.raises(ValueError):
-        build_envelope(status_changed(), **{**SOURCE, "commit_time": datetime(2026, 1, 2)})
+@pytest.mark.parametrize("bad", [{"commit_time": datetime(2026, 1, 2)}, {"lsn": -1}, {"lsn": 1 << 64}])
+def test_bad_source_is_a_caller_bug(bad: dict[str, Any]) -> None:
+    with pytest.raises(FormError):  # a ValueError, not a dead letter
+        build_envelope(status_changed(), **{**SOURCE, **bad})
 
 
 # --- dead letters ----------------------------------------------------------------------------

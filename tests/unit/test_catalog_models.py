@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from catalog.base import canonical_ts
+from catalog.forms import format_timestamp
 from catalog.jsonschema_export import example
 from catalog.payloads.projects import ProjectBillingScheduleEntryCreated
 from catalog.payloads.scheduling import AppointmentRequestCreated, CapacityThresholdReached
@@ -150,7 +150,7 @@ def test_plain_string_times_keep_their_text() -> None:
     base = example("TICKET_CREATED")
     assert TicketCreated.model_validate({**base, "createdAt": "yesterday"}).createdAt == "yesterday"
     aware = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert TicketCreated.model_validate({**base, "createdAt": aware}).createdAt == canonical_ts(aware)
+    assert TicketCreated.model_validate({**base, "createdAt": aware}).createdAt == format_timestamp(aware)
     warn = {**example("TICKET_AUTO_CLOSE_WARNING"), "scheduledCloseAt": "2026-01-09T00:00:00+01:00"}
     assert TicketAutoCloseWarning.model_validate(warn).scheduledCloseAt == "2026-01-09T00:00:00+01:00"
 

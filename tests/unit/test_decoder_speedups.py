@@ -20,7 +20,9 @@ from cdc.errors import DecodeError
 from cdc.pgoutput import decoder
 from cdc.pgoutput.messages import UNCHANGED_TOAST
 
-pytestmark = pytest.mark.skipif(not decoder.SPEEDUPS, reason="the compiled decoder is not in use (CDC_IMPL=python or not built)")
+pytestmark = pytest.mark.skipif(
+    not decoder.SPEEDUPS, reason="the compiled decoder is not in use (CDC_IMPL=python or not built)"
+)
 
 FIXTURES = json.loads((Path(__file__).parent.parent / "fixtures" / "pgoutput_golden.json").read_text())
 GOLDEN = [bytes.fromhex(h) for fmt in ("text", "binary") for h in FIXTURES[fmt]]

@@ -16,10 +16,12 @@ from cdc.assembler import RowChange
 from cdc.errors import ReplicaIdentityNotFull
 from cdc.pgoutput.messages import Column, Relation
 from cdc.relations import RelationGuard, TableShape, merge_reads, missing_reads, require_full_identity
-from cdc.state import StateStore, TimerStore
+from cdc.state import StateStore
+from cdc.timers import TimerStore
 from cdc.values import Row, RowShape
 from derivers import default_derivers
 from derivers.base import declare_reads
+from derivers.testing import FakeChange, make_tx
 from derivers.tickets import TicketDeriver
 
 TICKETS = "public.tickets"
@@ -167,7 +169,8 @@ def _literals_read(tree: ast.AST) -> set[str]:
 
 
 def test_every_column_a_ticket_rule_reads_is_declared() -> None:
-    declared = {column for columns in TicketDeriver.reads.values() for column in columns}
+    registered = merge_reads(d.reads for d in default_derivers())  # the toolkit reads for them all
+    declared = {column for columns in registered.values() for column in columns}
     for path in sorted(DERIVERS_DIR.glob("*.py")):
         if path.name in ("testing.py", "base.py"):
             continue
@@ -185,7 +188,8 @@ def test_every_column_a_ticket_rule_reads_is_declared() -> None:
 
 
 def test_every_event_type_a_ticket_rule_emits_is_declared() -> None:
-    declared = {t for columns in TicketDeriver.reads.values() for types in columns.values() for t in types}
+    registered = merge_reads(d.reads for d in default_derivers())
+    declared = {t for columns in registered.values() for types in columns.values() for t in types}
     emitted: set[str] = set()
     for path in DERIVERS_DIR.glob("*.py"):
         emitted |= {
@@ -210,16 +214,22 @@ AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_a_truncate_forgets_every_timer_the_rows_of_that_table_armed() -> None:
-    timers = TimerStore("s", "cdc")
-    timers.context = (0x100, 7, AT)
-    for key, table in (("t1", TICKETS), ("t2", TICKETS), ("p1", "public.projects")):
-        timers.arm(key, table=table, tenant="x", subject_id=key, stage="resolution", due_at=AT)
+    store = TimerStore("s", "cdc")
+    changes = [
+        FakeChange(TICKETS, "update"),
+        FakeChange(TICKETS, "update"),
+        FakeChange("public.projects", "insert"),
+    ]
+    tx = make_tx(changes, commit_time=AT, end_lsn=0x100, xid=7)
+    timers = store.bound("tickets", tx)
+    for key, change in zip(("t1", "t2", "p1"), tx.changes, strict=True):
+        timers.arm(key, change, tenant="x", subject_id=key, stage="resolution", due_at=AT)
     timers.settle("t2")  # settled or fired: the record of the verdict goes with the row too
-    assert timers.armed_by["t1"].table == TICKETS  # the table named by arm(), not a guess
-    assert timers.forget_table(TICKETS) == 2
-    assert set(timers.timers) == {"p1"}
-    assert timers.due(datetime(2027, 1, 1, tzinfo=UTC)) == [timers.timers["p1"]]
-    assert timers._deleted == {"t1", "t2"}  # deleted from the table at the next flush
+    assert store.armed_by["t1"].table == TICKETS  # the table of the change that armed it
+    assert store.forget_table(TICKETS) == 2
+    assert set(store.timers) == {"p1"}
+    assert store.due(datetime(2027, 1, 1, tzinfo=UTC)) == [store.timers["p1"]]
+    assert store._deleted == {"t1", "t2"}  # deleted from the table at the next flush
 
 
 def test_a_truncate_empties_a_reference_table_in_the_state_store() -> None:

@@ -11,7 +11,8 @@ from catalog.envelope import EventDraft, build_envelope
 from catalog.jsonschema_export import example
 from cdc.config import DEFAULT_MAX_EVENT_BYTES
 from cdc.errors import ConfigError
-from cdc.sinks.base import Batch, open_sink, store_dsn_of, take_oversized
+from cdc.sinks.base import Batch, PlainSink, Sink, take_oversized
+from cdc.sinks.factory import open_sink, store_dsn_of
 from cdc.sinks.jsonl import JsonLinesSink
 from cdc.sinks.memory import DiscardSink, MemorySink
 from cdc.sinks.nats_jetstream import NatsConfig, NatsJetStreamSink, subject_matches, subject_token
@@ -237,7 +238,7 @@ def test_subject_tokens() -> None:
 # -- retries -------------------------------------------------------------------------------------
 
 
-class Flaky:
+class Flaky(PlainSink):
     name = "flaky"
 
     def __init__(self, failures: int, exc: Exception | None = None) -> None:
@@ -271,6 +272,20 @@ class FakeTime:
 
 def retrying(inner: Flaky, policy: RetryPolicy, t: FakeTime, **kw: object) -> RetryingSink:
     return RetryingSink(inner, policy, sleep=t.sleep, clock=t.clock, rand=lambda: 0.0, **kw)  # type: ignore[arg-type]
+
+
+def test_a_wrapper_forwards_the_optional_abilities() -> None:
+    """A retrying outbox stays exactly once, and the watcher's keepalive reaches the inner sink."""
+    outbox = OutboxSink("postgresql://store.invalid/db")
+    wrapped: Sink = RetryingSink(outbox)
+    assert wrapped.store_writer() is outbox and outbox.store_writer() is outbox
+    assert RetryingSink(MemorySink()).store_writer() is None
+
+    def ping() -> None:
+        pass
+
+    wrapped.keepalive = ping
+    assert wrapped.keepalive is ping and outbox.keepalive is ping
 
 
 def test_backoff_grows_to_the_cap_with_jitter_below() -> None:

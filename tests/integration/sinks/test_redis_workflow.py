@@ -20,7 +20,8 @@ import redis
 from catalog.envelope import Envelope
 from catalog.registry import REGISTRY
 from cdc.provision import setup
-from cdc.sinks.base import Batch, open_sink
+from cdc.sinks import open_sink
+from cdc.sinks.base import Batch, PlainSink
 from cdc.sinks.memory import MemorySink
 from cdc.sinks.redis_streams import RedisStreamsSink
 from cdc.state import make_bootstrap_hook
@@ -92,7 +93,7 @@ def consume(url: str, stream: str) -> list[tuple[str, dict[str, Any]]]:
         client.close()
 
 
-class Tee:
+class Tee(PlainSink):
     """Writes each batch to two sinks: the Redis one under test and a memory one to compare."""
 
     name = "tee"
@@ -114,7 +115,13 @@ class Tee:
 
 def test_runtime_consumer_reads_watched_events(db_dsn: str, redis_service: Service, redis_ns: str) -> None:
     ids = seed(db_dsn, 3)
-    setup(db_dsn, slot=SLOT, publication=SLOT, tables=_tables(), bootstrap=make_bootstrap_hook())
+    setup(
+        db_dsn,
+        slot=SLOT,
+        publication=SLOT,
+        tables=_tables(),
+        bootstrap=make_bootstrap_hook(default_derivers()),
+    )
     status_updates(db_dsn, ids, 4)
     close_ticket(db_dsn, ids[0])
     memory = MemorySink()

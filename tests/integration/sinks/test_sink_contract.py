@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from catalog.envelope import Envelope
-from cdc.sinks.base import Batch, Sink, open_sink
+from cdc.sinks import open_sink
+from cdc.sinks.base import Batch, Sink
 from cdc.sinks.memory import MemorySink
 from cdc.sinks.outbox import OutboxSink
 from cdc.sinks.retry import RetryingSink
