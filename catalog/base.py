@@ -81,11 +81,11 @@ def _timestamp_from_text(value: str) -> str:
     return format_timestamp(datetime.fromisoformat(value))
 
 
-def _aware(schema: core_schema.CoreSchema | None = None) -> core_schema.CoreSchema:
+def _aware() -> core_schema.CoreSchema:
     """An aware ``datetime`` (any zone: psycopg hands timestamptz in the session's zone) as its
     canonical text; a naive one has no instant and fails."""
     return core_schema.no_info_after_validator_function(
-        format_timestamp, schema or core_schema.is_instance_schema(datetime)
+        format_timestamp, core_schema.is_instance_schema(datetime)
     )
 
 

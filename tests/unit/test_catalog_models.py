@@ -162,3 +162,51 @@ def test_legacy_bus_types_need_a_uuid_tenant() -> None:
             REGISTRY[event_type].model.model_validate({**example(event_type), "tenantId": "acme"})
     # v1 schemas only ask for a non-empty string.
     REGISTRY["TICKET_CREATED"].model.model_validate({**example("TICKET_CREATED"), "tenantId": "acme"})
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("2024-02-29T03:04:05.678Z", "2024-02-29T03:04:05.678Z"),  # canonical: kept as it is
+        ("2024-02-29T03:04:05Z", "2024-02-29T03:04:05.000Z"),  # zod's form: made canonical
+        ("2024-02-29T03:04:05.6789Z", "2024-02-29T03:04:05.678Z"),
+        (datetime(2024, 2, 29, 4, 4, 5, tzinfo=timezone(timedelta(hours=1))), "2024-02-29T03:04:05.000Z"),
+        ("2023-02-29T03:04:05.678Z", None),  # no such day, whatever the fraction
+        ("2023-02-29T03:04:05Z", None),
+        ("1900-02-29T00:00:00.000Z", None),
+        ("0000-01-01T00:00:00.000Z", None),
+        ("2024-02-29T03:04:05.678Z\n", None),
+        (b"2024-02-29T03:04:05.678Z", None),  # bytes are not text
+        (datetime(2024, 2, 29, 3, 4, 5), None),  # naive: no instant
+    ],
+)
+def test_utc_timestamps(value: object, stored: str | None) -> None:
+    base = example("TICKET_STATUS_CHANGED")
+    if stored is None:
+        with pytest.raises(ValidationError) as info:
+            TicketStatusChanged.model_validate({**base, "changedAt": value})
+        assert [(e["loc"], e["type"]) for e in info.value.errors()] == [(("changedAt",), "utc_timestamp")]
+    else:
+        assert TicketStatusChanged.model_validate({**base, "changedAt": value}).changedAt == stored
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("user@example.com", True),
+        ("A'b+c@mail.example.co", True),
+        ("user@example.com\n", False),  # the rule is anchored at the very end
+        (".user@example.com", False),
+        ("us..er@example.com", False),
+        ("user'@example.com", False),
+        ("user@example", False),
+    ],
+)
+def test_email_addresses(value: str, ok: bool) -> None:
+    payload = {**example("APPOINTMENT_REQUEST_CREATED"), "requesterEmail": value}
+    if ok:
+        assert AppointmentRequestCreated.model_validate(payload).requesterEmail == value
+    else:
+        with pytest.raises(ValidationError) as info:
+            AppointmentRequestCreated.model_validate(payload)
+        assert info.value.errors()[0]["type"] == "email"

@@ -247,3 +247,14 @@ def test_no_other_module_formats_times_or_lsns() -> None:
             if spots:
                 found[str(path.relative_to(ROOT))] = spots
     assert found == {}
+
+
+def test_row_json_writes_timestamps_in_the_canonical_form() -> None:
+    """``cdc tail`` and the row images write timestamps through catalog.forms: a timestamptz
+    value as its instant; a ``timestamp without time zone`` value read as UTC (cdc/values.py's
+    documented convention), never in the machine's zone."""
+    from cdc.values import dumps
+
+    aware = datetime(2026, 1, 2, 4, 4, 5, 678901, tzinfo=timezone(timedelta(hours=1)))
+    assert dumps({"at": aware}) == b'{"at":"2026-01-02T03:04:05.678Z"}'
+    assert dumps({"at": datetime(2026, 1, 2, 3, 4, 5, 678901)}) == b'{"at":"2026-01-02T03:04:05.678Z"}'
