@@ -176,3 +176,14 @@ def test_checks_catch_what_they_are_for(tmp_path: Path) -> None:
         "../x.md: no such file in the repository",
     ]
     assert prose_lines("as SPEC says, `--sink SPEC`\n```\nSPEC\n```") == ["as SPEC says, ", "", "", ""]
+
+
+def test_make_test_runs_the_suite_under_each_implementation() -> None:
+    """README § Build internals: `make test` runs the whole suite once per CDC_IMPL."""
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    runs = [line.strip() for line in recipe.splitlines() if "pytest" in line]
+    assert runs == [
+        "CDC_IMPL=python $(BIN)/python -m pytest -q",
+        "CDC_IMPL=c $(BIN)/python -m pytest -q",
+    ]
