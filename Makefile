@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.suite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

@@ -258,7 +258,9 @@ def main() -> None:
         )
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "watch.json").write_bytes(orjson.dumps(out_rows, option=orjson.OPT_INDENT_2))
+    (RESULTS / f"watch-{args.ntx}x{args.per}.json").write_bytes(
+        orjson.dumps(out_rows, option=orjson.OPT_INDENT_2)
+    )
 
 
 if __name__ == "__main__":

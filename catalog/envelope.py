@@ -233,10 +233,20 @@ def change_key(
     return _change_key(_type_part(event_type), tenant, subject_id, format_lsn(end_lsn), discriminator)
 
 
+_UUID_TEXT = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: A key's head whose parts are canonical as given: checked in one match (the common case).
+_CANONICAL_HEAD_RE = re.compile(f"[A-Z][A-Z0-9_]*:{_UUID_TEXT}:{_UUID_TEXT}")
+
+
 def _change_key(
     event_type: str, tenant: str | UUID, subject_id: str | UUID, lsn: str, discriminator: str | None
 ) -> str:
-    head = f"{event_type}:{_uuid_part(tenant, 'tenant')}:{_uuid_part(subject_id, 'subject_id')}"
+    head = f"{event_type}:{tenant}:{subject_id}"
+    if type(tenant) is not str or type(subject_id) is not str or _CANONICAL_HEAD_RE.fullmatch(head) is None:
+        # not canonical as given: each part checked (and brought into canonical form) on its own
+        head = (
+            f"{_type_part(event_type)}:{_uuid_part(tenant, 'tenant')}:{_uuid_part(subject_id, 'subject_id')}"
+        )
     if discriminator is not None:
         head = f"{head}:{_text_part(discriminator, 'discriminator')}"
     return f"{head}@{lsn}"
@@ -281,12 +291,13 @@ def draft_key(draft: EventDraft, lsn: int, *, timer: bool = False) -> str:
 
 def _draft_key(draft: EventDraft, lsn: str, timer: bool) -> str:
     try:
-        event_type = _type_part(draft.event_type)
         if timer:
             if draft.timer_stage is None or draft.due_at is None:
                 raise KeyFormatError("timer_stage", "and due_at are needed for a timer event")
+            event_type = _type_part(draft.event_type)
             return _timer_key(event_type, draft.tenant, draft.subject_id, draft.timer_stage, draft.due_at)
-        return _change_key(event_type, draft.tenant, draft.subject_id, lsn, draft.discriminator)
+        # _change_key checks the event type with the rest of the head
+        return _change_key(draft.event_type, draft.tenant, draft.subject_id, lsn, draft.discriminator)
     except KeyFormatError as exc:
         raise EventValidationError(
             str(draft.event_type), _raw_key(draft, lsn, timer), [FieldError(exc.part, "key", str(exc))]
@@ -404,9 +415,13 @@ def _given(model: BaseModel) -> dict[str, Any]:
     values are canonical already; nested models and other values are converted by
     :func:`_json_value`): the declared fields that were given, then the extra keys."""
     given = model.model_fields_set
-    out = {k: v for k, v in model.__dict__.items() if k in given}
-    if model.model_extra:
-        out.update(model.model_extra)
+    fields = model.__dict__
+    extra = model.model_extra
+    if len(given) == len(fields) and not extra:
+        return dict(fields)  # every declared field given, none extra: the common case
+    out = {k: v for k, v in fields.items() if k in given}
+    if extra:
+        out.update(extra)
     return out
 
 

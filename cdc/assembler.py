@@ -182,7 +182,3 @@ class Assembler:
         elif type(msg) is Origin and self._tx is not None:
             self._tx.origin = msg.name
         return None
-
-    def reset(self) -> None:
-        """Forget a half-received transaction (the connection dropped mid-way)."""
-        self._tx = None

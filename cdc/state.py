@@ -62,9 +62,6 @@ class StateStore:
         return [rows[k] for k in index.get(_hashable(value), ())]
 
     # -- applying changes -------------------------------------------------------------------
-    def watches(self, table: str) -> bool:
-        return table in self.primary_keys
-
     def _key(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(str(row[c]) for c in self.primary_keys[table])
 
@@ -121,10 +118,6 @@ class StateStore:
         self._indexes.clear()
         self._dirty.clear()
         return count
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self._dirty)
 
     def flush(self, conn: psycopg.Connection[Any]) -> None:
         """Write what changed since the last flush (inside the caller's transaction)."""

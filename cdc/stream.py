@@ -136,7 +136,6 @@ class ReplicationStream:
         self.position = FlushPosition()
         self.server_wal_end = 0
         self._next_status = 0.0
-        self._force_status = False
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> ReplicationStream:

@@ -187,10 +187,6 @@ class Row(Mapping[str, Any]):
     def is_unknown(self, name: str) -> bool:
         return self.data[self.shape.index[name]] is UNCHANGED_TOAST
 
-    def unknown_columns(self) -> list[str]:
-        names = self.shape.names
-        return [names[i] for i, v in enumerate(self.data) if v is UNCHANGED_TOAST]
-
     def changed(self, other: Row, name: str) -> bool:
         """Whether ``name`` differs between this image and ``other`` (compared raw)."""
         i = self.shape.index[name]
@@ -240,9 +236,6 @@ class Row(Mapping[str, Any]):
         if conv is orjson.Fragment:
             return orjson.loads(raw)  # type: ignore[arg-type]
         return conv(raw)  # type: ignore[arg-type]
-
-    def json_view(self) -> JsonRowView:
-        return JsonRowView(self)
 
     def key(self) -> tuple[RawValue, ...]:
         return self.shape.key_of(self.data)

@@ -80,10 +80,6 @@ SELECT o.id::text
 -- Binary: the envelope goes in as the bytes the watcher serialised (cdc/sinks/outbox.py).
 COPY {schema}.outbox (id, idempotency_key, event_type, tenant, envelope) FROM STDIN (FORMAT BINARY)
 
--- name: read_envelopes
--- Every event in delivery order (tests, inspection).
-SELECT envelope FROM {schema}.outbox ORDER BY seq
-
 -- Relay side -------------------------------------------------------------------------------
 -- A relay loops: claim_batch, publish the claimed rows in seq order, mark_published (or
 -- release_claims after a failed publish).  FOR UPDATE SKIP LOCKED lets several relays share

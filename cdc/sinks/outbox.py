@@ -158,11 +158,6 @@ class OutboxSink(PlainSink):
     def close(self) -> None:
         self._drop_own()
 
-    # -- readers ---------------------------------------------------------------------------
-    def read_envelopes(self, conn: psycopg.Connection[Any]) -> list[Envelope]:
-        """Every event in the outbox, in delivery order."""
-        return [Envelope.from_dict(row[0]) for row in conn.execute(_q("read_envelopes", self.schema))]
-
     # -- internals -------------------------------------------------------------------------
     def _wrote_in_this_transaction(self, conn: psycopg.Connection[Any]) -> bool:
         """Whether the caller's transaction has written anything (has an xid) — then it may

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from ..errors import CdcError
 from .base import Batch, Sink, StoreWriter
@@ -74,16 +74,6 @@ class SinkHealth:
     failing_since: datetime | None = None
     last_success: datetime | None = None
     retries_total: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "healthy": self.healthy,
-            "consecutiveFailures": self.consecutive_failures,
-            "lastError": self.last_error,
-            "failingSince": self.failing_since.isoformat() if self.failing_since else None,
-            "lastSuccess": self.last_success.isoformat() if self.last_success else None,
-            "retriesTotal": self.retries_total,
-        }
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""``make bench``: the shapes the project is judged on, each against pg_recvlogical on identical
+slot content in the same run (medians of ``--reps``), then the memory bound.
+
+1. 200 × 1,000 ``tickets`` updates (status + assignee + ``updated_at``) through the installed
+   ``cdc watch --once`` to (a) ``--sink discard``, (b) ``--sink -`` with stdout to /dev/null,
+   (c) the default Postgres outbox (:mod:`bench.watch`);
+2. (d) the same 200,000 updates as 20,000 transactions of 10 rows, to ``discard``;
+3. peak RSS of ``cdc watch --once`` through one 1,000,000-row transaction (:mod:`bench.memory`).
+
+Each part is its own child process, so one part's memory or caches do not colour the next.
+
+    make bench                      # python -m bench.suite
+    python -m bench.suite --reps 5 --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the memory run's transaction")
+    args = ap.parse_args()
+    reps = str(args.reps)
+    parts = [
+        ["bench.watch", "--reps", reps, "--sink", "discard", "--sink", "-", "--sink", "postgres"],
+        ["bench.watch", "--reps", reps, "--ntx", "20000", "--per", "10", "--sink", "discard"],
+        ["bench.memory", "--rows", str(args.rows)],
+    ]
+    for part in parts:
+        print(f"$ python -m {' '.join(part)}", flush=True)
+        subprocess.run([sys.executable, "-m", *part], check=True)
+
+
+if __name__ == "__main__":
+    main()
