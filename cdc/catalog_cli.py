@@ -27,7 +27,7 @@ from .config import DEFAULT_SCHEMA, load_settings
 from .connect import connect, set_defaults
 from .errors import ConfigError, translate
 
-__all__ = ["app", "emitted_types"]
+__all__ = ["app", "emitted_types", "not_derived"]
 
 
 app = typer.Typer(
@@ -38,6 +38,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help, like the cdc command's
 )
+
+
+def not_derived() -> dict[str, str]:
+    """Event type → why no registered deriver emits it (:mod:`derivers.not_derived`)."""
+    from derivers.not_derived import NOT_DERIVED
+
+    return NOT_DERIVED
 
 
 def emitted_types() -> frozenset[str]:
@@ -61,8 +68,9 @@ class ExportFormat(StrEnum):
 def list_(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
 ) -> None:
-    """List every catalogued event type; `derived`: a registered deriver emits it."""
+    """List every catalogued event type; `derived`: a registered deriver emits it (else `why not`)."""
     emitted = emitted_types()
+    reasons = not_derived()
     rows: list[dict[str, Any]] = [
         {
             "eventType": s.event_type,
@@ -75,6 +83,7 @@ def list_(
             "inAppCatalog": s.in_app_catalog,
             "derivable": s.derivable,
             "derived": s.event_type in emitted,
+            "whyNot": None if s.event_type in emitted else reasons.get(s.event_type),
         }
         for s in specs()
     ]
@@ -91,7 +100,8 @@ def list_(
         "derivable",
         "derived",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
+    table.add_column("why not", overflow="fold", min_width=40)
     for r in rows:
         table.add_row(
             r["eventType"],
@@ -101,8 +111,9 @@ def list_(
             "yes" if r["inAppCatalog"] else "no",
             "yes" if r["derivable"] else "no",
             "yes" if r["derived"] else "no",
+            r["whyNot"] or "",
         )
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(220, Console().width)).print(table)
 
 
 @app.command("export")

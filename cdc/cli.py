@@ -352,7 +352,7 @@ def watch(
             spill_bytes=s.spill_mb << 20,
         ),
         open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
-        default_derivers(),
+        default_derivers(sla_threshold_share=s.sla_threshold_share),
         stop,
     )
     typer.echo(

@@ -42,6 +42,9 @@ DEFAULT_SPILL_CHANGES: Final = 50_000
 DEFAULT_SPILL_MB: Final = 64
 #: The cap on one event's envelope JSON, for every sink: NATS's default max_payload.
 DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
+#: The share of an SLA stage's time after which TICKET_SLA_THRESHOLD_REACHED fires (the ticket
+#: deriver's default, derivers.ticket_sla.DEFAULT_THRESHOLD_SHARE; a test keeps them equal).
+DEFAULT_SLA_THRESHOLD_SHARE: Final = 0.75
 
 #: The tables events come from, and the reference tables the derivers look things up in.
 DEFAULT_TABLES: Final[tuple[str, ...]] = (
@@ -136,6 +139,9 @@ class Settings(BaseSettings):
     connect_timeout_s: int = Field(default=DEFAULT_CONNECT_TIMEOUT_S, ge=2)
     #: statement_timeout of the watcher's own-table, preflight, setup and teardown connections.
     statement_timeout_s: float = Field(default=DEFAULT_STATEMENT_TIMEOUT_S, gt=0)
+    #: When a ticket's SLA stage reports TICKET_SLA_THRESHOLD_REACHED: this share of the stage's
+    #: time (0 < share < 1). Timers already armed keep their due time (docs: derivers.ticket_sla).
+    sla_threshold_share: float = Field(default=DEFAULT_SLA_THRESHOLD_SHARE, gt=0, lt=1)
 
     @field_validator("dsn")
     @classmethod

@@ -10,6 +10,24 @@ The author is the comment's internal user (``users.user_type = 'internal'``), el
 of its client user, else its client user, else its ``contact_id`` (inbound email without a
 portal user). The channel is ``metadata.responseSource`` when the writer recorded it, else the
 source of the transaction's audit row, else what the author implies.
+
+Edits and deletes (the legacy bus events; :func:`comment_change_events`), about the ticket,
+discriminated by the comment id like the additions:
+
+* **TICKET_COMMENT_DELETED** — a visible comment (published, not soft-deleted) goes away: a hard
+  DELETE, or the application's soft delete (``deleted_at`` NULL → value, the note replaced by
+  ``[deleted]``, when the comment has replies). A soft-deleted comment deleted later is not
+  deleted twice; a scheduled comment never shown is not reported; nor are the comments deleted
+  in the transaction that deletes their ticket (they go with it: TICKET_DELETED says so), nor
+  bundle mirror copies. ``userId`` is the declared actor's user (audit row of the ticket, else
+  the ``cdc.context`` message) and is left out otherwise (optional in the schema).
+* **TICKET_COMMENT_UPDATED** — the ``note`` of a visible comment changed (not the soft delete,
+  not the scheduled → published step, not a mirror copy). Its schema requires ``userId``, the
+  editing user, and no column says who edited (the author is not necessarily the editor): it is
+  emitted only when the transaction declares a user actor (an audit row of the ticket, or the
+  ``cdc.context`` message). ``oldComment`` / ``newComment`` are ``{id, content (the note),
+  author (the comment's user id, else its contact id), isInternal}``, left out when the
+  comment names no author.
 """
 
 from __future__ import annotations
@@ -17,7 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .base import Change, Image
-from .tables import AUDIT_LOGS, BUNDLE_MIRRORS, COMMENTS, USERS
+from .tables import AUDIT_LOGS, BUNDLE_MIRRORS, COMMENTS, TICKETS, USERS
 from .toolkit import NO_ACTOR, Actor, contact_actor, fields, user_actor
 
 if TYPE_CHECKING:
@@ -29,6 +47,7 @@ COMMENT_EVENTS: Final = (
     "TICKET_CUSTOMER_REPLIED",
     "TICKET_COMMENT_ADDED",
 )
+CHANGE_EVENTS: Final = ("TICKET_COMMENT_UPDATED", "TICKET_COMMENT_DELETED")
 _CHANNEL_EVENTS: Final = ("TICKET_MESSAGE_ADDED", "TICKET_CUSTOMER_REPLIED")
 
 #: What these rules read (see ``derivers.base.Reads``); the actor is declared with the ticket rules.
@@ -51,6 +70,23 @@ READS: Final = (
         COMMENT_EVENTS,
     ),
     (COMMENTS, ("metadata",), _CHANNEL_EVENTS),
+    (
+        COMMENTS,
+        (
+            "tenant",
+            "comment_id",
+            "ticket_id",
+            "publish_state",
+            "deleted_at",
+            "is_internal",
+            "user_id",
+            "contact_id",
+        ),
+        CHANGE_EVENTS,
+    ),
+    (COMMENTS, ("note",), ("TICKET_COMMENT_UPDATED",)),
+    (BUNDLE_MIRRORS, ("tenant", "child_comment_id"), CHANGE_EVENTS),
+    (TICKETS, ("tenant", "ticket_id"), ("TICKET_COMMENT_DELETED",)),
     (AUDIT_LOGS, ("source",), _CHANNEL_EVENTS),
     (BUNDLE_MIRRORS, ("tenant", "child_comment_id"), COMMENT_EVENTS),
     (USERS, ("tenant", "user_id", "user_type", "contact_id"), COMMENT_EVENTS),
@@ -213,3 +249,114 @@ def _author_actor(author: Author | None) -> Actor:
     if author.type == "contact":
         return contact_actor(author.id)
     return user_actor(author.id)
+
+
+# --- edits and deletes ---------------------------------------------------------------------------
+
+
+def comment_change_events(ctx: TicketTx) -> None:
+    """TICKET_COMMENT_UPDATED and TICKET_COMMENT_DELETED (see the module docstring)."""
+    mirrors: set[tuple[str, str]] | None = None
+    gone: set[tuple[str, str]] | None = None
+    for change in ctx.comments:
+        before, after = change.before, change.after
+        if before is None or not _visible(before):
+            continue
+        if change.op == "delete":
+            if gone is None:
+                gone = {
+                    (row["tenant"], row["ticket_id"])
+                    for c in ctx.tickets
+                    if c.op == "delete" and (row := c.before) is not None
+                }
+            if (before["tenant"], before["ticket_id"]) in gone:
+                continue
+            kind = "TICKET_COMMENT_DELETED"
+        elif change.op == "update" and after is not None:
+            if after.get("deleted_at") is not None:
+                kind = "TICKET_COMMENT_DELETED"
+            elif change.changed("note") and _visible(after):
+                kind = "TICKET_COMMENT_UPDATED"
+            else:
+                continue
+        else:
+            continue
+        tenant, comment_id = before["tenant"], before["comment_id"]
+        if mirrors is None:
+            mirrors = _mirror_copies(ctx)
+        if (tenant, comment_id) in mirrors or _mirror_in_state(ctx, tenant, comment_id):
+            continue
+        if kind == "TICKET_COMMENT_DELETED":
+            _comment_deleted(ctx, change, before)
+        else:
+            assert after is not None
+            _comment_updated(ctx, change, before, after)
+
+
+def _visible(row: Image) -> bool:
+    return row.get("publish_state") == "published" and row.get("deleted_at") is None
+
+
+def _mirror_copies(ctx: TicketTx) -> set[tuple[str, str]]:
+    """Mirror copies this transaction wrote or removed (a removed mirror row is gone from the state)."""
+    out: set[tuple[str, str]] = set()
+    for change in ctx.mirrors:
+        for row in (change.before, change.after):
+            if row is not None:
+                out.add((row["tenant"], row["child_comment_id"]))
+    return out
+
+
+def _comment_deleted(ctx: TicketTx, change: Change, row: Image) -> None:
+    tenant, comment_id, ticket_id = row["tenant"], row["comment_id"], row["ticket_id"]
+    actor = ctx.declared_actor(tenant, ticket_id) or NO_ACTOR
+    ctx.emit(
+        change,
+        "TICKET_COMMENT_DELETED",
+        tenant,
+        ticket_id,
+        actor,
+        fields(
+            ticketId=ticket_id,
+            commentId=comment_id,
+            userId=actor.get("actorUserId"),
+            isInternal=row.get("is_internal") if isinstance(row.get("is_internal"), bool) else None,
+        ),
+        discriminator=comment_id,
+    )
+
+
+def _comment_updated(ctx: TicketTx, change: Change, before: Image, after: Image) -> None:
+    tenant, comment_id, ticket_id = after["tenant"], after["comment_id"], after["ticket_id"]
+    actor = ctx.declared_actor(tenant, ticket_id)
+    user_id = actor.get("actorUserId") if actor else None
+    if actor is None or user_id is None:
+        return  # the schema requires the editing user, and no column says who edited
+    ctx.emit(
+        change,
+        "TICKET_COMMENT_UPDATED",
+        tenant,
+        ticket_id,
+        actor,
+        fields(
+            ticketId=ticket_id,
+            userId=user_id,
+            commentId=comment_id,  # an extra: which comment, without opening the versions
+            oldComment=_version(before),
+            newComment=_version(after),
+        ),
+        discriminator=comment_id,
+    )
+
+
+def _version(row: Image) -> dict[str, Any] | None:
+    author = row.get("user_id") or row.get("contact_id")
+    note = row.get("note")
+    if author is None or not isinstance(note, str):
+        return None
+    return fields(
+        id=row["comment_id"],
+        content=note,
+        author=author,
+        isInternal=row.get("is_internal") if isinstance(row.get("is_internal"), bool) else None,
+    )

@@ -16,11 +16,30 @@ Two models, chosen per ticket row:
 Exactly one verdict per stage instance: a MET is emitted only while the timer has not fired
 (the framework fires it, and marks it fired, once the watermark passes the due time); a fired or
 settled timer ignores later arms. :func:`sla_breach` turns a fired timer into the BREACHED draft.
+
+**TICKET_SLA_THRESHOLD_REACHED** (the application's Temporal SLA workflow; no row change shows
+it): every stage timer has a twin, key ``<stage timer key>:threshold``, due when a share of the
+stage's time has elapsed — ``share`` is the deriver's ``sla_threshold_share`` (setting
+``sla_threshold_share`` / ``CDC_SLA_THRESHOLD_SHARE``, default 0.75, ``thresholdPercent`` =
+the share in whole percent). The stage's time is its target minus its start (``sla_started_at``,
+or the commit time that entered it; ``entered_at`` for the ITIL fallback) minus the minutes it
+spent paused (``sla_total_pause_minutes``, policy model only), so the threshold moves with the
+due time when the pause service shifts it: due at ``target − (1 − share) × working time``. The
+twin is armed, moved, paused, settled and forgotten with its stage timer: a stage met (or a ticket
+deleted, a policy removed) before the threshold never reports it; a threshold that has fired does
+not fire again when the due time moves (once per stage instance, like the verdict). It fires
+before the breach (it is due earlier); a stage that begins already past its threshold reports it at
+the next watermark. Its key is ``TICKET_SLA_THRESHOLD_REACHED:<tenant>:<ticket>:<stage>@<due>``
+and its source names the change that armed or last moved it. The phase is ``response`` or
+``resolution`` (the ITIL fallback's stage is ``resolution``); the payload adds ``slaPolicyId`` and
+``targetAt`` as of the arming (extras the schema allows). A changed share applies to stages armed
+or moved after the change: armed timers keep their due time (a backfill with another share yields
+other keys for those events).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from catalog.envelope import EventDraft
@@ -41,8 +60,19 @@ ITIL_TARGET_HOURS: Final = {1: 1, 2: 4, 3: 24, 4: 72, 5: 168}
 ITIL_DEFAULT_HOURS: Final = 24
 ITIL_STAGE: Final = "resolution"
 
-SLA_EVENTS: Final = ("TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_MET", "TICKET_SLA_STAGE_BREACHED")
-TIMER_EVENTS: Final = ("TICKET_SLA_STAGE_BREACHED",)  # fired by timers, not by a row change
+THRESHOLD_EVENT: Final = "TICKET_SLA_THRESHOLD_REACHED"
+SLA_EVENTS: Final = (
+    "TICKET_SLA_STAGE_ENTERED",
+    "TICKET_SLA_STAGE_MET",
+    "TICKET_SLA_STAGE_BREACHED",
+    THRESHOLD_EVENT,
+)
+# fired by timers, not by a row change
+TIMER_EVENTS: Final = ("TICKET_SLA_STAGE_BREACHED", THRESHOLD_EVENT)
+
+#: The share of a stage's time after which TICKET_SLA_THRESHOLD_REACHED fires (the setting
+#: ``sla_threshold_share`` of cdc/config.py has the same default).
+DEFAULT_THRESHOLD_SHARE: Final = 0.75
 
 #: What these rules read (see ``derivers.base.Reads``). The actor and the close of a ticket, which
 #: the MET rules also use, are declared with the ticket rules.
@@ -62,6 +92,7 @@ READS: Final = (
         ),
         SLA_EVENTS,
     ),
+    (TICKETS, ("sla_total_pause_minutes",), (THRESHOLD_EVENT,)),
 )
 
 
@@ -72,6 +103,27 @@ def policy_timer_key(tenant: str, ticket_id: str, stage: str) -> str:
 def itil_timer_key(tenant: str, ticket_id: str) -> str:
     # Its own key, so that a ticket moving to a policy never collides with the fallback stage.
     return f"sla:{tenant}:{ticket_id}:itil"
+
+
+def threshold_key(stage_key: str) -> str:
+    """The threshold twin of a stage timer."""
+    return f"{stage_key}:threshold"
+
+
+def threshold_due(started_at: str, target_at: str, paused_minutes: object, share: float) -> datetime | None:
+    """When ``share`` of the stage's working time has elapsed: ``target − (1 − share) × (target −
+    start − paused)``, in whole milliseconds (the keys' precision); None when the stage has no time."""
+    target = parse_time(target_at)
+    paused = paused_minutes if isinstance(paused_minutes, int) and paused_minutes > 0 else 0
+    working = target - parse_time(started_at) - timedelta(minutes=paused)
+    working_ms = working // timedelta(milliseconds=1)
+    if working_ms <= 0:
+        return None
+    return target - timedelta(milliseconds=round(working_ms * (1 - share)))
+
+
+def threshold_percent(share: float) -> int:
+    return round(share * 100)
 
 
 def itil_target(entered_at: str, level: object) -> str:
@@ -93,6 +145,7 @@ def _enter(
     policy_id: str,
     entered_at: str,
     target_at: str,
+    paused_minutes: object = 0,
 ) -> None:
     ctx.timers.arm(
         key,
@@ -102,6 +155,9 @@ def _enter(
         stage=stage,
         due_at=parse_time(target_at),
         data={"slaPolicyId": policy_id},
+    )
+    _arm_threshold(
+        ctx, change, tenant, ticket_id, key, stage, policy_id, entered_at, target_at, paused_minutes
     )
     ctx.emit(
         change,
@@ -142,6 +198,7 @@ def _met(
         return
     else:
         ctx.timers.settle(key)
+        ctx.timers.settle(threshold_key(key))
     ctx.emit(
         change,
         "TICKET_SLA_STAGE_MET",
@@ -160,8 +217,19 @@ def _met(
 
 
 def _arm(
-    ctx: TicketTx, change: Change, tenant: str, ticket_id: str, key: str, stage: str, due: str, policy_id: str
+    ctx: TicketTx,
+    change: Change,
+    tenant: str,
+    ticket_id: str,
+    key: str,
+    stage: str,
+    due: str,
+    policy_id: str,
+    started_at: str | None = None,
+    paused_minutes: object = 0,
 ) -> None:
+    """Arm or move a stage timer and its threshold twin (which keeps the start it was armed with;
+    ``started_at`` is the start for a twin not armed yet)."""
     ctx.timers.arm(
         key,
         change,
@@ -171,6 +239,54 @@ def _arm(
         due_at=parse_time(due),
         data={"slaPolicyId": policy_id},
     )
+    twin = ctx.timers.get(threshold_key(key))
+    if twin is not None:
+        known = twin.data.get("startedAt")
+        started_at = known if isinstance(known, str) else started_at
+    if started_at is not None:
+        _arm_threshold(ctx, change, tenant, ticket_id, key, stage, policy_id, started_at, due, paused_minutes)
+
+
+def _arm_threshold(
+    ctx: TicketTx,
+    change: Change,
+    tenant: str,
+    ticket_id: str,
+    key: str,
+    stage: str,
+    policy_id: str,
+    started_at: str,
+    target_at: str,
+    paused_minutes: object,
+) -> None:
+    share = ctx.threshold_share
+    due = threshold_due(started_at, target_at, paused_minutes, share)
+    if due is None:
+        return
+    ctx.timers.arm(
+        threshold_key(key),
+        change,
+        tenant=tenant,
+        subject_id=ticket_id,
+        stage=stage,
+        due_at=due,
+        data={
+            "slaPolicyId": policy_id,
+            "startedAt": started_at,
+            "targetAt": target_at,
+            "thresholdPercent": threshold_percent(share),
+        },
+    )
+
+
+def _pause(ctx: TicketTx, key: str) -> None:
+    ctx.timers.pause(key)
+    ctx.timers.pause(threshold_key(key))
+
+
+def _forget(ctx: TicketTx, key: str) -> None:
+    ctx.timers.forget(key)
+    ctx.timers.forget(threshold_key(key))
 
 
 # --- ticket inserted -------------------------------------------------------------------------------
@@ -182,13 +298,14 @@ def sla_on_insert(ctx: TicketTx, change: Change, tenant: str, ticket_id: str, ac
     policy_id = row.get("sla_policy_id")
     if policy_id is not None:
         paused = row.get("sla_paused_at") is not None
+        pause = row.get("sla_total_pause_minutes")
         entered_at = row.get("sla_started_at") or ctx.occurred_at
         for stage, due_col, at_col, met_col in POLICY_STAGES:
             due = row.get(due_col)
             if due is None:
                 continue
             key = policy_timer_key(tenant, ticket_id, stage)
-            _enter(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, entered_at, due)
+            _enter(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, entered_at, due, pause)
             met_at = row.get(at_col)
             if met_at is not None or row.get(met_col) is True:
                 _met(
@@ -204,7 +321,7 @@ def sla_on_insert(ctx: TicketTx, change: Change, tenant: str, ticket_id: str, ac
                     due,
                 )
             elif paused:
-                ctx.timers.pause(key)
+                _pause(ctx, key)
         return
 
     level = row.get("itil_priority_level")
@@ -247,7 +364,7 @@ def sla_on_update(
     elif change.changed("sla_policy_id"):
         # The policy was removed: its stages end without a verdict.
         for stage, *_ in POLICY_STAGES:
-            ctx.timers.forget(policy_timer_key(tenant, ticket_id, stage))
+            _forget(ctx, policy_timer_key(tenant, ticket_id, stage))
     elif itil_level_changed or closed_at is not None:
         _itil_update(ctx, change, tenant, ticket_id, actor, closed_at, itil_level_changed)
 
@@ -260,16 +377,18 @@ def _policy_update(
     policy_changed = change.changed("sla_policy_id")
     if policy_changed and before.get("sla_policy_id") is None:
         # The ITIL fallback no longer applies once a policy governs the ticket.
-        ctx.timers.forget(itil_timer_key(tenant, ticket_id))
+        _forget(ctx, itil_timer_key(tenant, ticket_id))
     pause_changed = change.changed("sla_paused_at")
     paused = after.get("sla_paused_at") is not None
+    pause = after.get("sla_total_pause_minutes")
+    started_at = after.get("sla_started_at")
     for stage, due_col, at_col, met_col in POLICY_STAGES:
         key = policy_timer_key(tenant, ticket_id, stage)
         due_changed = change.changed(due_col)
         due = after.get(due_col)
         if due is None:
             if due_changed:
-                ctx.timers.forget(key)  # the stage was withdrawn; a new due time is a new instance
+                _forget(ctx, key)  # the stage was withdrawn; a new due time is a new instance
             continue
         met_now = (change.changed(at_col) and after.get(at_col) is not None) or (
             change.changed(met_col) and after.get(met_col) is True
@@ -277,17 +396,17 @@ def _policy_update(
         if not met_now and (after.get(at_col) is not None or after.get(met_col) is True):
             continue  # completed earlier: nothing left to time
         if due_changed and before.get(due_col) is None:
-            entered_at = after.get("sla_started_at") or ctx.occurred_at
-            _enter(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, entered_at, due)
+            entered_at = started_at or ctx.occurred_at
+            _enter(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, entered_at, due, pause)
             if paused:
-                ctx.timers.pause(key)
+                _pause(ctx, key)
         elif due_changed or policy_changed or (pause_changed and not paused):
             # Moved (the pause service shifts due times on resume), re-governed, or resumed.
-            _arm(ctx, change, tenant, ticket_id, key, stage, due, policy_id)
+            _arm(ctx, change, tenant, ticket_id, key, stage, due, policy_id, started_at, pause)
             if paused:
-                ctx.timers.pause(key)
+                _pause(ctx, key)
         elif pause_changed:
-            ctx.timers.pause(key)
+            _pause(ctx, key)
         if met_now:
             met_at = after.get(at_col) or ctx.occurred_at
             _met(ctx, change, tenant, ticket_id, actor, key, stage, policy_id, met_at, due)
@@ -309,14 +428,14 @@ def _itil_update(
     if level_changed:
         level = after.get("itil_priority_level")
         if level is None:
-            ctx.timers.forget(key)
+            _forget(ctx, key)
         elif entered_at is not None:
             target = itil_target(entered_at, level)
             if before.get("itil_priority_level") is None:
                 if closed_at is None and after.get("is_closed") is not True:
                     _enter(ctx, change, tenant, ticket_id, actor, key, ITIL_STAGE, tenant, entered_at, target)
             elif ctx.timers.get(key) is not None:
-                _arm(ctx, change, tenant, ticket_id, key, ITIL_STAGE, target, tenant)
+                _arm(ctx, change, tenant, ticket_id, key, ITIL_STAGE, target, tenant, entered_at)
 
     if closed_at is None:
         return
@@ -338,11 +457,47 @@ def _itil_update(
 def sla_on_delete(ctx: TicketTx, tenant: str, ticket_id: str) -> None:
     """A deleted ticket has no stages left to breach."""
     for stage, *_ in POLICY_STAGES:
-        ctx.timers.forget(policy_timer_key(tenant, ticket_id, stage))
-    ctx.timers.forget(itil_timer_key(tenant, ticket_id))
+        _forget(ctx, policy_timer_key(tenant, ticket_id, stage))
+    _forget(ctx, itil_timer_key(tenant, ticket_id))
 
 
 # --- timer fired -----------------------------------------------------------------------------------
+
+
+def sla_timer_fired(timer: Timer) -> list[EventDraft]:
+    """The drafts of a fired timer of this module: a threshold twin, or a stage's breach."""
+    if "thresholdPercent" in timer.data:
+        return sla_threshold(timer)
+    return sla_breach(timer)
+
+
+def sla_threshold(timer: Timer) -> list[EventDraft]:
+    """The watermark passed a stage's threshold: THRESHOLD_REACHED at the threshold time."""
+    percent = timer.data.get("thresholdPercent")
+    if timer.stage not in ("response", "resolution") or not isinstance(percent, int):
+        return []
+    due = canonical_time(timer.due_at)
+    payload = {
+        "tenantId": timer.tenant,
+        "occurredAt": due,
+        "ticketId": timer.subject_id,
+        "phase": timer.stage,
+        "thresholdPercent": percent,
+    }
+    for name in ("slaPolicyId", "targetAt"):
+        value = timer.data.get(name)
+        if isinstance(value, str):
+            payload[name] = value
+    return [
+        EventDraft(
+            THRESHOLD_EVENT,
+            timer.tenant,
+            timer.subject_id,
+            payload,
+            timer_stage=timer.stage,
+            due_at=timer.due_at,
+        )
+    ]
 
 
 def sla_breach(timer: Timer) -> list[EventDraft]:

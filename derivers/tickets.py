@@ -5,8 +5,9 @@ This module owns :class:`TicketDeriver` (the deriver the registry runs for the t
 tables' changes by name and the status lookups its rules share), and the rules on the
 ``tickets`` and ``ticket_resources`` rows themselves: TICKET_CREATED, the update transitions
 (STATUS_CHANGED, PRIORITY_CHANGED, UNASSIGNED, QUEUE_CHANGED, REOPENED, ESCALATED, then one of
-CLOSED / ASSIGNED / UPDATED, then RESPONSE_STATE_CHANGED), the suppression of ``sync_updates``
-bundle propagation, and TICKET_ADDITIONAL_AGENT_ASSIGNED. Comments, bundles and SLA stages have
+CLOSED / ASSIGNED / UPDATED, then RESPONSE_STATE_CHANGED), TICKET_DELETED (only with a declared
+actor: its schema requires the deleting user, see :func:`ticket_deleted`), the suppression of
+``sync_updates`` bundle propagation, and TICKET_ADDITIONAL_AGENT_ASSIGNED. Comments, bundles and SLA stages have
 their own modules (:mod:`derivers.ticket_comments`, :mod:`derivers.ticket_bundles`,
 :mod:`derivers.ticket_sla`); they receive the :class:`TicketTx` and emit through it. Time
 entries are a deriver of their own (:mod:`derivers.time_entries`). docs/derivers.md states every
@@ -38,8 +39,15 @@ from .tables import (
     USERS,
 )
 from .ticket_bundles import bundle_events
-from .ticket_comments import comment_events
-from .ticket_sla import TIMER_EVENTS, sla_breach, sla_on_delete, sla_on_insert, sla_on_update
+from .ticket_comments import comment_change_events, comment_events
+from .ticket_sla import (
+    DEFAULT_THRESHOLD_SHARE,
+    TIMER_EVENTS,
+    sla_on_delete,
+    sla_on_insert,
+    sla_on_update,
+    sla_timer_fired,
+)
 from .toolkit import NO_ACTOR, Edits, FamilyTx, fields, subject, user_actor, written_actor
 
 # Columns whose change is a ticket edit (TICKET_UPDATED, and `updatedFields` / `changes` of
@@ -94,10 +102,17 @@ class TicketTx(FamilyTx):
     """One transaction as the ticket rules see it: the ticket tables' changes by name, the
     reference state and timers, the actor rule (``ticket_audit_logs``), the drafts so far."""
 
-    __slots__ = ("_closed", "comments", "mirrors", "resources", "settings", "tickets")
+    __slots__ = ("_closed", "comments", "mirrors", "resources", "settings", "threshold_share", "tickets")
 
-    def __init__(self, tx: TxView, state: StateView, timers: TimerOps) -> None:
+    def __init__(
+        self,
+        tx: TxView,
+        state: StateView,
+        timers: TimerOps,
+        threshold_share: float = DEFAULT_THRESHOLD_SHARE,
+    ) -> None:
         super().__init__(tx, state, timers, TicketDeriver.tables, audit=TICKET_AUDIT)
+        self.threshold_share = threshold_share
         self.tickets = self.changes(TICKETS)
         self.comments = self.changes(COMMENTS)
         self.resources = self.changes(TICKET_RESOURCES)
@@ -490,9 +505,30 @@ def commented_in_tx(ctx: TicketTx, tenant: str, ticket_id: str) -> bool:
 
 
 def ticket_deleted(ctx: TicketTx, change: Change) -> None:
+    """TICKET_DELETED, whose (legacy bus) schema requires ``userId``, the user who deleted it: only
+    a declared actor can say who that is (the ticket's audit rows cannot outlive it, so in practice
+    the transaction's ``cdc.context`` message); without one the event is not emitted. Its SLA
+    timers are forgotten either way."""
     row = change.before
-    if row is not None:
-        sla_on_delete(ctx, *subject(row, "ticket_id"))
+    if row is None:
+        return
+    tenant, ticket_id = subject(row, "ticket_id")
+    sla_on_delete(ctx, tenant, ticket_id)
+    actor = ctx.declared_actor(tenant, ticket_id)
+    user_id = actor.get("actorUserId") if actor else None
+    if actor is None or user_id is None:
+        return
+    ctx.emit(
+        change,
+        "TICKET_DELETED",
+        tenant,
+        ticket_id,
+        actor,
+        # ticketNumber and title are extras: the row is gone, they say which ticket it was.
+        fields(
+            ticketId=ticket_id, userId=user_id, ticketNumber=row.get("ticket_number"), title=row.get("title")
+        ),
+    )
 
 
 def ticket_events(ctx: TicketTx) -> None:
@@ -579,7 +615,8 @@ CLOSE_EVENTS: Final = (
 
 #: What the rules of this module read (see ``derivers.base.Reads``): a row per rule, columns first.
 READS: Final = (
-    (TICKETS, ("tenant", "ticket_id"), ("TICKET_CREATED", *UPDATE_EVENTS)),
+    (TICKETS, ("tenant", "ticket_id"), ("TICKET_CREATED", *UPDATE_EVENTS, "TICKET_DELETED")),
+    (TICKETS, ("ticket_number", "title"), ("TICKET_DELETED",)),
     (
         TICKETS,
         ("entered_by", "entered_at", "board_id", "priority_id", "client_id", "source"),
@@ -633,8 +670,13 @@ class TicketDeriver:
     state_tables = frozenset({STATUSES, USERS, BUNDLE_SETTINGS, BUNDLE_MIRRORS})
     reads = declare_reads(*_RULE_READS, _ACTOR_READS)
 
+    def __init__(self, *, sla_threshold_share: float = DEFAULT_THRESHOLD_SHARE) -> None:
+        if not 0 < sla_threshold_share < 1:
+            raise ValueError("sla_threshold_share must be between 0 and 1 (exclusive)")
+        self.sla_threshold_share = sla_threshold_share
+
     def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
-        ctx = TicketTx(tx, state, timers)
+        ctx = TicketTx(tx, state, timers, self.sla_threshold_share)
         if ctx.tickets:
             ticket_events(ctx)
             bundle_events(ctx)
@@ -642,8 +684,9 @@ class TicketDeriver:
             additional_agent_events(ctx)
         if ctx.comments:
             comment_events(ctx)
+            comment_change_events(ctx)
         # Delivery order is by the causing row's position; within one row, the order above.
         return ctx.drafts()
 
     def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:
-        return sla_breach(timer)
+        return sla_timer_fired(timer)

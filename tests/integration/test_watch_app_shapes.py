@@ -91,8 +91,15 @@ SCENARIO: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
     ("bundle_unbundle", [("TICKET_SPLIT", {"originalTicketId": T2, "newTicketIds": [T1],
                                            "reason": "bundle:unbundle_master"})]),
     ("timer_start", []),  # a running session is not a time entry yet
-    ("timer_stop", [("TICKET_TIME_ENTRY_ADDED", {"ticketId": T1, "minutes": 90, "billable": False})]),
-    ("time_entry", [("TICKET_TIME_ENTRY_ADDED", {"ticketId": T1, "minutes": 45, "billable": True})]),
+    # a stopped session becomes an entry: the time-entry family's event, then the ticket's
+    ("timer_stop", [
+        ("TIME_ENTRY_CREATED", {"workItemId": T1, "workItemType": "TICKET"}),
+        ("TICKET_TIME_ENTRY_ADDED", {"ticketId": T1, "minutes": 90, "billable": False}),
+    ]),
+    ("time_entry", [
+        ("TIME_ENTRY_CREATED", {"workItemId": T1, "workItemType": "TICKET"}),
+        ("TICKET_TIME_ENTRY_ADDED", {"ticketId": T1, "minutes": 45, "billable": True}),
+    ]),
     ("scheduled_comment", []),  # nothing until it is published
     ("scheduled_comment_published", [
         ("TICKET_MESSAGE_ADDED", {"messageId": C + "7", "visibility": "public"}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ T1 = "99999999-9999-4999-8999-999999999991"
 T3 = "99999999-9999-4999-8999-999999999993"
 OPEN = "66666666-6666-4666-8666-666666666661"
 CLOSED = "66666666-6666-4666-8666-666666666663"
+POLICY = "abababab-abab-4bab-8bab-abababababab"
 
 WORKLOAD = (
     "create_ticket", "assign", "add_agent", "status_in_progress", "priority_high", "internal_note",
@@ -120,20 +122,49 @@ def close_t3(dsn: str) -> None:
     )
 
 
-def test_sla_breach_fires_once_when_due_passes_with_the_ticket_open(db_dsn: str) -> None:
+def test_sla_threshold_then_breach_fire_once_when_due_passes_with_the_ticket_open(db_dsn: str) -> None:
     prepare(db_dsn, "cdc_events")
     sla_ticket(db_dsn, "now() + interval '2 seconds'")
     first = drain(db_dsn)
     assert _types(first, T3) == ["TICKET_CREATED", "TICKET_SLA_STAGE_ENTERED"]
+    entered = first[1]
     time.sleep(2.5)
     second = drain(db_dsn)
-    assert _types(second, T3) == ["TICKET_SLA_STAGE_BREACHED"]
-    breach = second[0]
-    assert breach.source.timer and breach.payload["stage"] == "resolution"
-    assert breach.payload["slaPolicyId"] == "abababab-abab-4bab-8bab-abababababab"
-    assert breach.timestamp == breach.payload["targetAt"]  # occurredAt = the due time
+    assert [e.event_type for e in second] == ["TICKET_SLA_THRESHOLD_REACHED", "TICKET_SLA_STAGE_BREACHED"]
+    threshold, breach = second
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute(
+            "SELECT sla_started_at, sla_resolution_due_at FROM tickets WHERE ticket_id = %s", (T3,)
+        ).fetchone()
+    assert row is not None
+    started, due = row
+    # 75 % of the stage's time (the default share), in whole milliseconds
+    at = canonical_time(
+        due - timedelta(milliseconds=round((due - started) / timedelta(milliseconds=1) * 0.25))
+    )
+    assert threshold.idempotency_key == f"TICKET_SLA_THRESHOLD_REACHED:{T}:{T3}:resolution@{at}"
+    assert threshold.timestamp == at < canonical_time(due)
+    assert threshold.payload == {
+        "tenantId": T,
+        "occurredAt": at,
+        "ticketId": T3,
+        "phase": "resolution",
+        "thresholdPercent": 75,
+        "slaPolicyId": POLICY,
+        "targetAt": canonical_time(due),
+    }
+    # the source is the change that armed it: the ticket's insert, as for the breach
+    for fired in (threshold, breach):
+        assert fired.source.timer and fired.source.table == "public.tickets"
+        assert (fired.source.lsn, fired.source.xid) == (entered.source.lsn, entered.source.xid)
+    assert breach.payload["stage"] == "resolution"
+    assert breach.payload["slaPolicyId"] == POLICY
+    assert breach.timestamp == breach.payload["targetAt"] == canonical_time(due)  # occurredAt = the due time
     close_t3(db_dsn)
-    assert "TICKET_SLA_STAGE_MET" not in _types(drain(db_dsn), T3)  # one verdict per stage
+    assert _types(drain(db_dsn), T3) == [
+        "TICKET_STATUS_CHANGED",
+        "TICKET_CLOSED",
+    ]  # one verdict, no second threshold
     assert drain(db_dsn) == []
 
 
@@ -212,6 +243,7 @@ def test_breach_fires_in_a_running_watcher_from_its_heartbeat(db_dsn: str) -> No
     assert _types(sink.envelopes, T3) == [
         "TICKET_CREATED",
         "TICKET_SLA_STAGE_ENTERED",
+        "TICKET_SLA_THRESHOLD_REACHED",
         "TICKET_SLA_STAGE_BREACHED",
     ]
 
@@ -251,6 +283,7 @@ def test_a_breach_names_the_change_that_armed_it_not_the_first_of_its_transactio
         f"sla_resolution_due_at = now() - interval '1 minute' WHERE ticket_id = '{T1}'",
     )
     envs = drain(db_dsn)
+    # due before it started: a stage without time has no threshold (derivers.ticket_sla)
     assert _types(envs, T1)[-2:] == ["TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_BREACHED"]
     entered, breach = (e for e in envs if e.payload.get("slaPolicyId") == policy)
     assert breach.source.table == "public.tickets"
@@ -261,3 +294,117 @@ def test_a_breach_names_the_change_that_armed_it_not_the_first_of_its_transactio
         armed.xid,
         armed.commit_time,
     )
+
+
+# --- comment edits and deletes, ticket deletion --------------------------------------------------------
+
+T5 = "99999999-9999-4999-8999-999999999995"
+C1, C2, C5 = (f"cccccccc-cccc-4ccc-8ccc-ccccccccccc{n}" for n in (1, 2, 9))
+DANA = "33333333-3333-4333-8333-333333333333"
+LEE = "44444444-4444-4444-8444-444444444444"
+
+
+def acts(user_id: str) -> str:
+    """The application's opt-in: who acts in this transaction (one line in its transaction)."""
+    return f"SELECT pg_logical_emit_message(true, 'cdc.context', '{{\"actorUserId\": \"{user_id}\"}}')"
+
+
+def comment_sql(comment_id: str, set_sql: str) -> str:
+    return f"UPDATE comments SET {set_sql}, updated_at = now() WHERE tenant = '{T}' AND comment_id = '{comment_id}'"
+
+
+def audit_sql(event_type: str, user_id: str) -> str:
+    return (
+        "INSERT INTO ticket_audit_logs (tenant, ticket_id, event_type, entity_type, actor_type, actor_user_id, "
+        f"source, occurred_at) VALUES ('{T}', '{T1}', '{event_type}', 'comment', 'user', '{user_id}', 'ui', now())"
+    )
+
+
+T5_WITH_COMMENT = (
+    "INSERT INTO tickets (tenant, ticket_id, ticket_number, title, status_id, board_id, client_id, entered_by, "
+    f"entered_at) VALUES ('{T}', '{T5}', 'T-1005', 'Duplicate of T-1001', '{OPEN}', "
+    f"'70707070-7070-4707-8707-707070707070', '22222222-2222-4222-8222-222222222222', '{DANA}', now())",
+    "INSERT INTO comment_threads (tenant, thread_id, ticket_id, root_comment_id, is_internal) "
+    f"VALUES ('{T}', 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa9', '{T5}', '{C5}', false)",
+    "INSERT INTO comments (tenant, comment_id, ticket_id, user_id, note, is_internal, is_resolution, author_type, "
+    f"thread_id) VALUES ('{T}', '{C5}', '{T5}', '{DANA}', 'Same printer.', false, false, 'internal', "
+    "'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa9')",
+)
+# deleteTicket: its comments and threads, then the ticket
+DELETE_T5 = (
+    f"DELETE FROM comments WHERE tenant = '{T}' AND ticket_id = '{T5}'",
+    f"DELETE FROM comment_threads WHERE tenant = '{T}' AND ticket_id = '{T5}'",
+    f"DELETE FROM tickets WHERE tenant = '{T}' AND ticket_id = '{T5}'",
+)
+
+
+def test_comment_edits_and_deletes_and_ticket_deletion(db_dsn: str) -> None:
+    prepare(db_dsn, "cdc_events")
+    for name in ("create_ticket", "internal_note", "customer_reply"):
+        step(db_dsn, name)
+    in_one_transaction(db_dsn, *T5_WITH_COMMENT)
+    drain(db_dsn)  # their creation events: other tests cover them
+    in_one_transaction(
+        db_dsn,
+        comment_sql(C1, "note = 'Extinguisher applied twice.'"),
+        audit_sql("TICKET_COMMENT_UPDATED", LEE),
+    )
+    in_one_transaction(db_dsn, comment_sql(C2, "note = 'It is smoking again.'"))  # nobody says who: no event
+    in_one_transaction(
+        db_dsn, acts(DANA), comment_sql(C1, "note = '[deleted]', deleted_at = now()")
+    )  # has replies
+    in_one_transaction(db_dsn, f"DELETE FROM comments WHERE tenant = '{T}' AND comment_id = '{C2}'")
+    in_one_transaction(
+        db_dsn, *DELETE_T5
+    )  # nobody says who deleted it: no TICKET_DELETED (userId is required)
+    in_one_transaction(db_dsn, *T5_WITH_COMMENT)
+    in_one_transaction(db_dsn, acts(DANA), *DELETE_T5)
+    got = drain(db_dsn)
+
+    def body(env: Envelope) -> dict[str, Any]:
+        assert env.timestamp == env.payload["occurredAt"] == env.source.commit_time
+        assert env.payload["tenantId"] == T
+        return {k: v for k, v in env.payload.items() if k not in ("tenantId", "occurredAt")}
+
+    assert [(e.event_type, e.payload["ticketId"]) for e in got] == [
+        ("TICKET_COMMENT_UPDATED", T1),
+        ("TICKET_COMMENT_DELETED", T1),
+        ("TICKET_COMMENT_DELETED", T1),
+        # T5 again: created, then deleted with its comment (no COMMENT_DELETED for it)
+        ("TICKET_CREATED", T5),
+        ("TICKET_MESSAGE_ADDED", T5),
+        ("TICKET_COMMENT_ADDED", T5),
+        ("TICKET_DELETED", T5),
+    ]
+    edited, soft_deleted, hard_deleted, deleted = got[0], got[1], got[2], got[6]
+    assert body(edited) == {
+        "actorType": "USER",
+        "actorUserId": LEE,  # the ticket's audit row of the transaction
+        "ticketId": T1,
+        "userId": LEE,
+        "commentId": C1,
+        "oldComment": {"id": C1, "content": "Extinguisher applied.", "author": LEE, "isInternal": True},
+        "newComment": {"id": C1, "content": "Extinguisher applied twice.", "author": LEE, "isInternal": True},
+    }
+    assert edited.idempotency_key == f"TICKET_COMMENT_UPDATED:{T}:{T1}:{C1}@{edited.source.lsn}"
+    assert body(soft_deleted) == {
+        "actorType": "USER",
+        "actorUserId": DANA,
+        "ticketId": T1,
+        "commentId": C1,
+        "userId": DANA,
+        "isInternal": True,
+    }
+    assert body(hard_deleted) == {"ticketId": T1, "commentId": C2, "isInternal": False}  # no actor known
+    assert hard_deleted.idempotency_key == f"TICKET_COMMENT_DELETED:{T}:{T1}:{C2}@{hard_deleted.source.lsn}"
+    assert body(deleted) == {
+        "actorType": "USER",
+        "actorUserId": DANA,
+        "ticketId": T5,
+        "userId": DANA,
+        "ticketNumber": "T-1005",
+        "title": "Duplicate of T-1001",
+    }
+    assert deleted.idempotency_key == f"TICKET_DELETED:{T}:{T5}@{deleted.source.lsn}"
+    assert deleted.source.table == "public.tickets"
+    assert drain(db_dsn) == []

@@ -329,3 +329,25 @@ def audit(**values: Any) -> FakeChange:
 
 
 CLOSE_TIME = "2026-01-02T03:04:05.500Z"
+
+
+def only(result: Run, *event_types: str) -> Run:
+    """``result`` restricted to the drafts (and envelopes) of ``event_types``: for the tables of
+    one rule when the same rows also yield other rules' events (a time entry's own events and
+    TICKET_TIME_ENTRY_ADDED, say)."""
+    kept = [i for i, d in enumerate(result.derived) if d.draft.event_type in event_types]
+    return Run(
+        result.tx,
+        [result.derived[i] for i in kept],
+        [result.envelopes[i] for i in kept],
+        result.timers,
+        result.state,
+    )
+
+
+def context(actor_user_id: str) -> tuple[str, bytes]:
+    """The ``cdc.context`` logical message of a transaction that declares its acting user."""
+    return ("cdc.context", b'{"actorUserId": "%s"}' % actor_user_id.encode())
+
+
+USER_STAFF3 = {"actorType": "USER", "actorUserId": STAFF3, "actorContactId": ABSENT}

@@ -4,7 +4,10 @@ of a transaction across derivers (derivers.default_derivers).
 
 from __future__ import annotations
 
+from catalog.registry import specs
+from cdc.catalog_cli import emitted_types
 from derivers import default_derivers
+from derivers.not_derived import NOT_DERIVED
 from derivers.tickets import TicketDeriver
 from derivers.time_entries import TimeEntryDeriver
 from tests.unit.derive_cases import (
@@ -29,8 +32,25 @@ from tests.unit.derive_cases import (
 # --- the deriver as the framework sees it ------------------------------------------------------------
 
 
-def test_the_registry_runs_the_ticket_family_then_time_entries() -> None:
-    assert [d.name for d in default_derivers()] == ["tickets", "time_entries"]
+def test_the_registry_runs_the_families_in_one_order() -> None:
+    assert [d.name for d in default_derivers()] == [
+        "tickets",
+        "time_entries",
+        "scheduling",
+        "capacity",
+        "projects",
+    ]
+
+
+def test_every_type_of_the_four_families_is_derived_or_says_why_not() -> None:
+    emitted = emitted_types()
+    family_types = {
+        s.event_type for s in specs() if s.family in ("tickets", "scheduling", "projects", "time")
+    }
+    assert set(NOT_DERIVED) <= family_types  # only catalogued types of the four families
+    assert not emitted & set(NOT_DERIVED)  # a type a deriver emits is not listed as not derived
+    assert family_types == emitted | set(NOT_DERIVED)
+    assert all(reason.strip() for reason in NOT_DERIVED.values())
 
 
 def test_deriver_declares_its_tables() -> None:
@@ -45,7 +65,7 @@ def test_deriver_declares_its_tables() -> None:
 
 
 def test_unrelated_tables_are_ignored() -> None:
-    assert run([ins("public.projects", {"tenant": TENANT, "project_id": u(5)})]).types == []
+    assert run([ins("public.clients", {"tenant": TENANT, "client_id": u(5)})]).types == []
 
 
 def test_events_follow_row_positions() -> None:
@@ -57,13 +77,14 @@ def test_events_follow_row_positions() -> None:
         ]
     )
     assert result.types == [
+        "TIME_ENTRY_CREATED",
         "TICKET_TIME_ENTRY_ADDED",
         "TICKET_PRIORITY_CHANGED",
         "TICKET_UPDATED",
         "TICKET_MESSAGE_ADDED",
         "TICKET_COMMENT_ADDED",
     ]
-    assert [d.position for d in result.derived] == [0, 1, 1, 2, 2]
+    assert [d.position for d in result.derived] == [0, 0, 1, 1, 2, 2]
 
 
 def test_events_of_two_derivers_interleave_by_row_position() -> None:
@@ -78,8 +99,9 @@ def test_events_of_two_derivers_interleave_by_row_position() -> None:
     assert result.types == [
         "TICKET_PRIORITY_CHANGED",
         "TICKET_UPDATED",
+        "TIME_ENTRY_CREATED",
         "TICKET_TIME_ENTRY_ADDED",
         "TICKET_MESSAGE_ADDED",
         "TICKET_COMMENT_ADDED",
     ]
-    assert [d.position for d in result.derived] == [0, 0, 1, 2, 2]
+    assert [d.position for d in result.derived] == [0, 0, 1, 1, 2, 2]

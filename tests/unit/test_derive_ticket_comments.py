@@ -1,5 +1,5 @@
-"""Comment events: MESSAGE_ADDED, INTERNAL_NOTE_ADDED, CUSTOMER_REPLIED, COMMENT_ADDED
-(derivers.ticket_comments).
+"""Comment events: MESSAGE_ADDED, INTERNAL_NOTE_ADDED, CUSTOMER_REPLIED, COMMENT_ADDED, and the
+edits and deletes COMMENT_UPDATED / COMMENT_DELETED (derivers.ticket_comments).
 """
 
 from __future__ import annotations
@@ -24,16 +24,22 @@ from tests.unit.derive_cases import (
     NOW,
     PORTAL_USER,
     STAFF,
+    STAFF2,
     TENANT,
     TICKET,
+    TICKETS,
     USER_STAFF,
+    USER_STAFF2,
     Expected,
     audit,
     base_state,
     check,
     comment_row,
+    context,
+    dele,
     ins,
     run,
+    ticket_row,
     ticket_upd,
     u,
     upd,
@@ -299,3 +305,199 @@ def test_comment_author_is_looked_up_in_the_comment_tenant() -> None:
             ("TICKET_COMMENT_ADDED", {}),
         ],
     )
+
+
+# --- edits and deletes ---------------------------------------------------------------------------------
+
+EDITED = {"note": "Hello again"}
+SOFT_DELETED = {"note": "[deleted]", "deleted_at": NOW}
+BY_STAFF2 = [context(STAFF2)]
+
+CHANGE_CASES = [
+    pytest.param(
+        [upd(COMMENTS, comment_row(), comment_row(**EDITED))],
+        BY_STAFF2,
+        [
+            (
+                "TICKET_COMMENT_UPDATED",
+                {
+                    "ticketId": TICKET,
+                    "userId": STAFF2,
+                    "commentId": COMMENT1,
+                    "oldComment": {"id": COMMENT1, "content": "Hello", "author": STAFF, "isInternal": False},
+                    "newComment": {
+                        "id": COMMENT1,
+                        "content": "Hello again",
+                        "author": STAFF,
+                        "isInternal": False,
+                    },
+                    **USER_STAFF2,
+                },
+            )
+        ],
+        id="edited-by-the-context-actor",
+    ),
+    pytest.param(
+        [audit(actor_user_id=STAFF), upd(COMMENTS, comment_row(), comment_row(**EDITED))],
+        BY_STAFF2,
+        [("TICKET_COMMENT_UPDATED", {"userId": STAFF, **USER_STAFF})],
+        id="edited-audit-row-first",
+    ),
+    pytest.param(
+        [upd(COMMENTS, comment_row(), comment_row(**EDITED))], (), [], id="edited-nobody-declared-no-userId"
+    ),
+    pytest.param(
+        [upd(COMMENTS, comment_row(), comment_row(**EDITED))],
+        [("cdc.context", b'{"actorContactId": "%s"}' % CONTACT.encode())],
+        [],
+        id="edited-by-a-contact-no-userId",
+    ),
+    pytest.param(
+        [
+            upd(
+                COMMENTS,
+                comment_row(user_id=None, contact_id=CONTACT),
+                comment_row(user_id=None, contact_id=CONTACT, **EDITED),
+            )
+        ],
+        BY_STAFF2,
+        [
+            (
+                "TICKET_COMMENT_UPDATED",
+                {"oldComment": {"id": COMMENT1, "content": "Hello", "author": CONTACT, "isInternal": False}},
+            )
+        ],
+        id="edited-contact-comment",
+    ),
+    pytest.param(
+        [upd(COMMENTS, comment_row(user_id=None), comment_row(user_id=None, **EDITED))],
+        BY_STAFF2,
+        [("TICKET_COMMENT_UPDATED", {"oldComment": ABSENT, "newComment": ABSENT, "userId": STAFF2})],
+        id="edited-comment-without-author",
+    ),
+    pytest.param(
+        [upd(COMMENTS, comment_row(), comment_row(markdown_content="**Hello**", updated_at=NOW))],
+        BY_STAFF2,
+        [],
+        id="note-unchanged-no-edit",
+    ),
+    pytest.param(
+        [
+            upd(
+                COMMENTS,
+                comment_row(publish_state="scheduled"),
+                comment_row(publish_state="scheduled", **EDITED),
+            )
+        ],
+        BY_STAFF2,
+        [],
+        id="scheduled-comment-edited-not-shown-yet",
+    ),
+    pytest.param(
+        [upd(COMMENTS, comment_row(), comment_row(**SOFT_DELETED))],
+        BY_STAFF2,
+        [
+            (
+                "TICKET_COMMENT_DELETED",
+                {
+                    "ticketId": TICKET,
+                    "commentId": COMMENT1,
+                    "userId": STAFF2,
+                    "isInternal": False,
+                    **USER_STAFF2,
+                },
+            )
+        ],
+        id="soft-deleted",
+    ),
+    pytest.param(
+        [dele(COMMENTS, comment_row(is_internal=True))],
+        (),
+        [
+            (
+                "TICKET_COMMENT_DELETED",
+                {"commentId": COMMENT1, "userId": ABSENT, "isInternal": True, **NO_ACTOR},
+            )
+        ],
+        id="hard-deleted-nobody-declared",
+    ),
+    pytest.param(
+        [dele(COMMENTS, comment_row(**SOFT_DELETED))], (), [], id="soft-deleted-then-removed-not-twice"
+    ),
+    pytest.param(
+        [dele(COMMENTS, comment_row(publish_state="scheduled"))], (), [], id="scheduled-never-shown"
+    ),
+    pytest.param(
+        [
+            dele(COMMENTS, comment_row(COMMENT1)),
+            dele(COMMENTS, comment_row(COMMENT2)),
+            dele(TICKETS, ticket_row()),
+        ],
+        BY_STAFF2,
+        [("TICKET_DELETED", {"ticketId": TICKET, "userId": STAFF2})],
+        id="comments-go-with-their-ticket",
+    ),
+    pytest.param(
+        [
+            upd(COMMENTS, comment_row(), comment_row(**EDITED)),
+            upd(COMMENTS, comment_row(MIRROR_COPY, CHILD1), comment_row(MIRROR_COPY, CHILD1, **EDITED)),
+        ],
+        BY_STAFF2,
+        [("TICKET_COMMENT_UPDATED", {"commentId": COMMENT1})],
+        id="mirror-copy-edit-is-not-news",
+    ),
+    pytest.param(
+        [
+            dele(MIRRORS, mirror_row(COMMENT1, CHILD1, MIRROR_COPY)),
+            dele(COMMENTS, comment_row(MIRROR_COPY, CHILD1)),
+            dele(COMMENTS, comment_row()),
+        ],
+        (),
+        [("TICKET_COMMENT_DELETED", {"commentId": COMMENT1})],
+        id="mirror-copy-delete-is-not-news",
+    ),
+    pytest.param(
+        [
+            upd(COMMENTS, comment_row(COMMENT1), comment_row(COMMENT1, **EDITED)),
+            upd(COMMENTS, comment_row(COMMENT2), comment_row(COMMENT2, **SOFT_DELETED)),
+        ],
+        BY_STAFF2,
+        [
+            ("TICKET_COMMENT_UPDATED", {"commentId": COMMENT1}),
+            ("TICKET_COMMENT_DELETED", {"commentId": COMMENT2}),
+        ],
+        id="two-comments-one-ticket",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "messages", "expected"), CHANGE_CASES)
+def test_comment_edits_and_deletes(
+    changes: list[FakeChange], messages: list[tuple[str, bytes]], expected: Expected
+) -> None:
+    state = base_state().put(MIRRORS, (TENANT, COMMENT1, CHILD1), mirror_row(COMMENT1, CHILD1, MIRROR_COPY))
+    if any(c.table == MIRRORS and c.op == "delete" for c in changes):
+        state = base_state()  # the state is applied before derive: a deleted mirror row is gone
+    result = run(changes, state=state, messages=messages)
+    check(result, expected)
+    for d in result.derived:
+        if d.draft.event_type.startswith("TICKET_COMMENT_"):
+            assert (d.draft.subject_id, d.draft.discriminator) == (TICKET, d.draft.payload["commentId"])
+
+
+def test_comment_updated_payload_exactly() -> None:
+    result = run([upd(COMMENTS, comment_row(), comment_row(**EDITED))], messages=BY_STAFF2)
+    (env,) = result.envelopes
+    assert env.payload_schema_ref == "payload.TicketCommentUpdated.v1"
+    assert env.idempotency_key == f"TICKET_COMMENT_UPDATED:{TENANT}:{TICKET}:{COMMENT1}@0/16B3748"
+    assert env.payload == {
+        "tenantId": TENANT,
+        "occurredAt": NOW,
+        "actorType": "USER",
+        "actorUserId": STAFF2,
+        "ticketId": TICKET,
+        "userId": STAFF2,
+        "commentId": COMMENT1,
+        "oldComment": {"id": COMMENT1, "content": "Hello", "author": STAFF, "isInternal": False},
+        "newComment": {"id": COMMENT1, "content": "Hello again", "author": STAFF, "isInternal": False},
+    }

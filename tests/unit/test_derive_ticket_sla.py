@@ -5,12 +5,18 @@ timer yields (derivers.ticket_sla).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from catalog import build_envelope
-from derivers.testing import FakeTimers
+from cdc.config import DEFAULT_SLA_THRESHOLD_SHARE, load_settings
+from cdc.errors import ConfigError
+from derivers import default_derivers
+from derivers.base import canonical_time
+from derivers.testing import FakeTimers, make_tx
+from derivers.ticket_sla import DEFAULT_THRESHOLD_SHARE
 from derivers.tickets import TicketDeriver
 from tests.unit.derive_cases import (
     ARMING,
@@ -30,6 +36,7 @@ from tests.unit.derive_cases import (
     Expected,
     base_state,
     check,
+    dele,
     ins,
     run,
     ticket_row,
@@ -80,7 +87,10 @@ def armed(*keys: str, due: str | None = None, state: str = "armed") -> FakeTimer
 
 
 def timer_view(timers: FakeTimers) -> dict[str, tuple[str, str]]:
-    return {k: (t.state, t.due_at.isoformat()) for k, t in timers.timers.items()}
+    """The stage timers (their threshold twins have tests of their own below)."""
+    return {
+        k: (t.state, t.due_at.isoformat()) for k, t in timers.timers.items() if not k.endswith(":threshold")
+    }
 
 
 def test_policy_ticket_created_enters_both_stages() -> None:
@@ -478,3 +488,165 @@ def test_policy_lifecycle_move_pause_resume_met() -> None:
     again = run([ticket_upd(resumed, {**resumed, "sla_resolution_due_at": RESOLUTION_DUE})], timers=timers)
     assert again.types == []
     assert timers.timers[RESOLUTION_KEY].state == "settled"
+
+
+# --- SLA: threshold timers (TICKET_SLA_THRESHOLD_REACHED) ---------------------------------------------
+
+RESPONSE_TWIN = f"{RESPONSE_KEY}:threshold"
+RESOLUTION_TWIN = f"{RESOLUTION_KEY}:threshold"
+ITIL_TWIN = f"{ITIL_KEY}:threshold"
+# 75 % of each stage's time from EARLIER (01:00): response to 04:00, resolution to 11:00
+RESPONSE_THRESHOLD = "2026-01-02T03:15:00.000Z"
+RESOLUTION_THRESHOLD = "2026-01-02T08:30:00.000Z"
+
+
+def twins(timers: FakeTimers) -> dict[str, tuple[str, str]]:
+    return {
+        k: (t.state, canonical_time(t.due_at)) for k, t in timers.timers.items() if k.endswith(":threshold")
+    }
+
+
+def test_threshold_twins_are_armed_with_their_stages() -> None:
+    result = run([ins(TICKETS, ticket_row(**POLICY_SLA))])
+    assert twins(result.timers) == {
+        RESPONSE_TWIN: ("armed", RESPONSE_THRESHOLD),
+        RESOLUTION_TWIN: ("armed", RESOLUTION_THRESHOLD),
+    }
+    twin = result.timers.timers[RESPONSE_TWIN]
+    assert (twin.tenant, twin.subject_id, twin.stage) == (TENANT, TICKET, "response")
+    assert twin.data == {
+        "slaPolicyId": POLICY,
+        "startedAt": EARLIER,
+        "targetAt": RESPONSE_DUE,
+        "thresholdPercent": 75,
+    }
+    assert result.types == ["TICKET_CREATED", "TICKET_SLA_STAGE_ENTERED", "TICKET_SLA_STAGE_ENTERED"]
+
+
+def test_itil_threshold_and_level_change_move_it() -> None:
+    timers = FakeTimers()
+    run([ins(TICKETS, ticket_row(itil_priority_level=2))], timers=timers)  # 4 h from 01:00
+    assert twins(timers) == {ITIL_TWIN: ("armed", "2026-01-02T04:00:00.000Z")}
+    assert timers.timers[ITIL_TWIN].data["slaPolicyId"] == TENANT
+    run([ticket_upd({"itil_priority_level": 2}, {"itil_priority_level": 3})], timers=timers)  # 24 h
+    assert twins(timers) == {ITIL_TWIN: ("armed", "2026-01-02T19:00:00.000Z")}
+
+
+def test_the_share_is_the_derivers_setting() -> None:
+    tx = make_tx([ins(TICKETS, ticket_row(**POLICY_SLA))], commit_time=COMMIT)
+    timers = FakeTimers()
+    TicketDeriver(sla_threshold_share=0.5).derive(tx, base_state(), timers)
+    assert twins(timers)[RESPONSE_TWIN] == ("armed", "2026-01-02T02:30:00.000Z")
+    assert timers.timers[RESPONSE_TWIN].data["thresholdPercent"] == 50
+
+
+def test_the_registry_passes_the_share_and_keeps_the_default() -> None:
+    (tickets,) = [d for d in default_derivers(sla_threshold_share=0.9) if d.name == "tickets"]
+    assert isinstance(tickets, TicketDeriver) and tickets.sla_threshold_share == 0.9
+    (default,) = [d for d in default_derivers() if d.name == "tickets"]
+    assert (
+        isinstance(default, TicketDeriver) and default.sla_threshold_share == DEFAULT_THRESHOLD_SHARE == 0.75
+    )
+    assert DEFAULT_SLA_THRESHOLD_SHARE == DEFAULT_THRESHOLD_SHARE  # the setting's default is the deriver's
+
+
+@pytest.mark.parametrize("share", [0, 1, 1.5, -0.25])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="sla_threshold_share"):
+        TicketDeriver(sla_threshold_share=share)
+
+
+def test_a_stage_without_time_has_no_threshold() -> None:
+    result = run([ins(TICKETS, ticket_row(**{**POLICY_SLA, "sla_response_due_at": EARLIER}))])
+    assert set(twins(result.timers)) == {RESOLUTION_TWIN}
+
+
+def test_fire_threshold_at_its_time() -> None:
+    timers = run([ins(TICKETS, ticket_row(**POLICY_SLA))]).timers
+    (draft,) = TicketDeriver().fire(timers.timers[RESPONSE_TWIN], base_state())
+    env = build_envelope(
+        draft, slot="t", lsn=0x16B3748, xid=1000, commit_time=COMMIT, table=TICKETS, timer=True
+    )
+    assert env.event_type == "TICKET_SLA_THRESHOLD_REACHED"
+    assert (
+        env.idempotency_key == f"TICKET_SLA_THRESHOLD_REACHED:{TENANT}:{TICKET}:response@{RESPONSE_THRESHOLD}"
+    )
+    assert env.timestamp == RESPONSE_THRESHOLD
+    assert env.payload == {
+        "tenantId": TENANT,
+        "occurredAt": RESPONSE_THRESHOLD,
+        "ticketId": TICKET,
+        "phase": "response",
+        "thresholdPercent": 75,
+        "slaPolicyId": POLICY,
+        "targetAt": RESPONSE_DUE,
+    }
+    # the stage timer still breaches as before
+    (breach,) = TicketDeriver().fire(timers.timers[RESPONSE_KEY], base_state())
+    assert breach.event_type == "TICKET_SLA_STAGE_BREACHED"
+
+
+def test_threshold_pauses_and_moves_with_the_pause_service() -> None:
+    timers = FakeTimers()
+    run([ins(TICKETS, ticket_row(**POLICY_SLA))], timers=timers)
+    paused = {**POLICY_SLA, "sla_paused_at": NOW}
+    run([ticket_upd(POLICY_SLA, paused)], timers=timers)
+    assert {state for state, _ in twins(timers).values()} == {"paused"}
+    # resumed after 90 minutes: the pause service shifts the due time and counts the pause
+    resumed = {
+        **POLICY_SLA,
+        "sla_response_due_at": "2026-01-02T05:30:00.000Z",
+        "sla_resolution_due_at": MOVED_DUE,
+        "sla_total_pause_minutes": 90,
+    }
+    run([ticket_upd(paused, resumed)], timers=timers)
+    assert twins(timers) == {  # each moved by the 90 paused minutes
+        RESPONSE_TWIN: ("armed", "2026-01-02T04:45:00.000Z"),
+        RESOLUTION_TWIN: ("armed", "2026-01-02T10:00:00.000Z"),
+    }
+
+
+def test_met_before_the_threshold_settles_it_and_a_fired_one_never_fires_again() -> None:
+    timers = FakeTimers()
+    run([ins(TICKETS, ticket_row(**POLICY_SLA))], timers=timers)
+    timers.mark_fired(RESOLUTION_TWIN)  # the watermark passed 08:30
+    met = {**POLICY_SLA, "sla_response_at": NOW, "sla_response_met": True}
+    result = run([ticket_upd(POLICY_SLA, met)], timers=timers)
+    assert result.types == ["TICKET_SLA_STAGE_MET"]
+    moved = {**met, "sla_resolution_due_at": MOVED_DUE}
+    run([ticket_upd(met, moved)], timers=timers)
+    assert twins(timers) == {
+        RESPONSE_TWIN: ("settled", RESPONSE_THRESHOLD),
+        RESOLUTION_TWIN: ("fired", RESOLUTION_THRESHOLD),  # once per stage instance
+    }
+    assert timer_view(timers)[RESOLUTION_KEY] == ("armed", at(MOVED_DUE).isoformat())
+
+
+def test_threshold_twins_go_with_the_stage() -> None:
+    timers = FakeTimers()
+    run([ins(TICKETS, ticket_row(**POLICY_SLA))], timers=timers)
+    run([ticket_upd(POLICY_SLA, {**POLICY_SLA, "sla_response_due_at": None})], timers=timers)
+    assert set(twins(timers)) == {RESOLUTION_TWIN}  # the stage was withdrawn
+    run([ticket_upd(POLICY_SLA, {**POLICY_SLA, "sla_policy_id": None})], timers=timers)
+    assert twins(timers) == {}  # the policy was removed
+    run([ins(TICKETS, ticket_row(itil_priority_level=2))], timers=timers)
+    assert set(twins(timers)) == {ITIL_TWIN}
+    run([dele(TICKETS, ticket_row(itil_priority_level=2))], timers=timers)
+    assert timers.timers == {}  # the ticket was deleted
+
+
+def test_the_share_setting_comes_from_the_environment_and_the_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CDC_CONFIG", raising=False)
+    monkeypatch.delenv("CDC_SLA_THRESHOLD_SHARE", raising=False)
+    assert load_settings().sla_threshold_share == 0.75
+    config = tmp_path / "cdc.toml"
+    config.write_text("sla_threshold_share = 0.6\n")
+    monkeypatch.setenv("CDC_CONFIG", str(config))
+    assert load_settings().sla_threshold_share == 0.6
+    monkeypatch.setenv("CDC_SLA_THRESHOLD_SHARE", "0.8")  # a variable over the file
+    assert load_settings().sla_threshold_share == 0.8
+    monkeypatch.setenv("CDC_SLA_THRESHOLD_SHARE", "1")
+    with pytest.raises(ConfigError, match="sla_threshold_share"):
+        load_settings()

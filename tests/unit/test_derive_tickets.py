@@ -51,6 +51,7 @@ from tests.unit.derive_cases import (
     audit_row,
     base_state,
     check,
+    context,
     dele,
     ins,
     resource_row,
@@ -607,6 +608,39 @@ CREATE_CASES = [
 @pytest.mark.parametrize(("values", "others", "expected"), CREATE_CASES)
 def test_ticket_created(values: dict[str, Any], others: list[FakeChange], expected: Expected) -> None:
     check(run([*others, ins(TICKETS, ticket_row(**values))]), expected)
+
+
+DELETE_CASES = [
+    pytest.param(
+        [context(STAFF2)],
+        [
+            (
+                "TICKET_DELETED",
+                {
+                    "ticketId": TICKET,
+                    "userId": STAFF2,
+                    "ticketNumber": "T-1",
+                    "title": "Printer on fire",
+                    **USER_STAFF2,
+                },
+            )
+        ],
+        id="deleted-by-the-context-actor",
+    ),
+    pytest.param([], [], id="nobody-declared-no-userId"),
+    pytest.param(
+        [("cdc.context", b'{"actorContactId": "%s"}' % CONTACT.encode())], [], id="a-contact-is-no-userId"
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "expected"), DELETE_CASES)
+def test_ticket_deleted(messages: list[tuple[str, bytes]], expected: Expected) -> None:
+    result = run([dele(TICKETS, ticket_row())], messages=messages)
+    check(result, expected)
+    for env in result.envelopes:
+        assert env.idempotency_key == f"TICKET_DELETED:{TENANT}:{TICKET}@0/16B3748"
+        assert env.payload_schema_ref == "payload.TicketDeleted.v1"
 
 
 def test_ticket_deleted_emits_nothing_and_forgets_its_timers() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import derivers
+from catalog.registry import REGISTRY
 from cdc.assembler import RowChange
 from cdc.errors import ReplicaIdentityNotFull
 from cdc.pgoutput.messages import Column, Relation
@@ -142,7 +143,8 @@ def _never(table: str) -> str:
 
 DERIVERS_DIR = Path(derivers.__file__).parent
 _COLUMN = re.compile(r"[a-z][a-z0-9_]*")
-_EVENT_TYPE = re.compile(r"TICKET_[A-Z_]+")
+#: Every catalogued event type: a string literal in a deriver module equal to one is a type it emits.
+_CATALOG_TYPES = frozenset(REGISTRY)
 
 
 def _literals_read(tree: ast.AST) -> set[str]:
@@ -187,17 +189,17 @@ def test_every_column_a_ticket_rule_reads_is_declared() -> None:
     assert by_constant <= set(TicketDeriver.reads[TICKETS])
 
 
-def test_every_event_type_a_ticket_rule_emits_is_declared() -> None:
+def test_every_event_type_a_rule_emits_is_declared() -> None:
     registered = merge_reads(d.reads for d in default_derivers())
     declared = {t for columns in registered.values() for types in columns.values() for t in types}
     emitted: set[str] = set()
     for path in DERIVERS_DIR.glob("*.py"):
+        if path.name == "not_derived.py":  # names the types no rule emits, with the reason
+            continue
         emitted |= {
             node.value
             for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and _EVENT_TYPE.fullmatch(node.value)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in _CATALOG_TYPES
         }
     assert emitted and emitted == declared
 
