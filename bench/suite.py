@@ -5,7 +5,9 @@ slot content in the same run (medians of ``--reps``), then the memory bound.
    ``cdc watch --once`` to (a) ``--sink discard``, (b) ``--sink -`` with stdout to /dev/null,
    (c) the default Postgres outbox (:mod:`bench.watch`);
 2. (d) the same 200,000 updates as 20,000 transactions of 10 rows, to ``discard``;
-3. peak RSS of ``cdc watch --once`` through one 1,000,000-row transaction (:mod:`bench.memory`).
+3. the mixed workload of every family (tickets, schedule entries with assignees and capacity,
+   project tasks; 200,000 row changes) to ``discard`` and to the outbox (:mod:`bench.mixed`);
+4. peak RSS of ``cdc watch --once`` through one 1,000,000-row transaction (:mod:`bench.memory`).
 
 Each part is its own child process, so one part's memory or caches do not colour the next.
 
@@ -29,6 +31,7 @@ def main() -> None:
     parts = [
         ["bench.watch", "--reps", reps, "--sink", "discard", "--sink", "-", "--sink", "postgres"],
         ["bench.watch", "--reps", reps, "--ntx", "20000", "--per", "10", "--sink", "discard"],
+        ["bench.mixed", "--reps", reps, "--sink", "discard", "--sink", "postgres"],
         ["bench.memory", "--rows", str(args.rows)],
     ]
     for part in parts:

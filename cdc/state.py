@@ -10,14 +10,14 @@ checkpoint's transaction.  The derivers' durable timers are :mod:`cdc.timers`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import sql
 
-from derivers.base import Deriver, Image
+from derivers.base import Deriver, Image, StateIndex
 
 from . import queries
 from .assembler import RowChange
@@ -42,6 +42,7 @@ class StateStore:
         self.primary_keys = dict(primary_keys)  # only these tables are kept
         self.rows: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {t: {} for t in self.primary_keys}
         self._indexes: dict[tuple[str, str], dict[Any, set[tuple[str, ...]]]] = {}
+        self._lookups: dict[StateIndex, dict[Hashable, set[tuple[str, ...]]]] = {}
         self._dirty: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
 
     # -- StateView ------------------------------------------------------------------------
@@ -61,6 +62,17 @@ class StateStore:
         rows = self.rows.get(table, {})
         return [rows[k] for k in index.get(_hashable(value), ())]
 
+    def lookup(self, index: StateIndex, key: Hashable) -> list[Image]:
+        keyed = self._lookups.get(index)
+        if keyed is None:  # built on first use, then kept current by _put
+            keyed = {}
+            for k, row in self.rows.get(index.table, {}).items():
+                for found in index.keys(row):
+                    keyed.setdefault(found, set()).add(k)
+            self._lookups[index] = keyed
+        rows = self.rows.get(index.table, {})
+        return [rows[k] for k in keyed.get(key, ())]
+
     # -- applying changes -------------------------------------------------------------------
     def _key(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(str(row[c]) for c in self.primary_keys[table])
@@ -75,6 +87,15 @@ class StateStore:
                 index.get(_hashable(old.get(col)), set()).discard(key)
             if row is not None:
                 index.setdefault(_hashable(row.get(col)), set()).add(key)
+        for lookup, keyed in self._lookups.items():
+            if lookup.table != table:
+                continue
+            if old is not None:
+                for found in lookup.keys(old):
+                    keyed.get(found, set()).discard(key)
+            if row is not None:
+                for found in lookup.keys(row):
+                    keyed.setdefault(found, set()).add(key)
         if row is None:
             rows.pop(key, None)
         else:
@@ -116,6 +137,7 @@ class StateStore:
                 self.rows[table][tuple(orjson.loads(key))] = orjson.loads(data)
                 count += 1
         self._indexes.clear()
+        self._lookups.clear()
         self._dirty.clear()
         return count
 

@@ -21,7 +21,7 @@ events it can no longer derive — and withhold them rather than emit them from 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
@@ -95,6 +95,19 @@ class TxView:
         return canonical_time(self.commit_time)
 
 
+@dataclass(frozen=True, eq=False)
+class StateIndex:
+    """A lookup a deriver asks the state to keep for it: every row of ``table`` is found under
+    each key ``keys(row)`` yields (none: not found). ``keys`` must be a pure function of the row;
+    the state keeps the index current as rows change. For lookups no single column answers,
+    e.g. schedule entries by the UTC days they overlap. Compared by identity: define one per
+    lookup, at module level."""
+
+    table: str
+    name: str
+    keys: Callable[[Image], Iterable[Hashable]]
+
+
 class StateView(Protocol):
     """Replicated reference rows, as of the transaction being derived."""
 
@@ -104,6 +117,10 @@ class StateView(Protocol):
 
     def find(self, table: str, column: str, value: Any) -> list[Image]:
         """Rows of ``table`` whose ``column`` equals ``value``."""
+        ...
+
+    def lookup(self, index: StateIndex, key: Hashable) -> list[Image]:
+        """Rows of ``index.table`` that ``index.keys`` files under ``key`` (in no order)."""
         ...
 
 

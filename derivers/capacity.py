@@ -43,7 +43,9 @@ overlap (an entry ending exactly at midnight does not touch the next day).
 * *Recurring series*: only rows count (the master's own interval, and the standalone rows a
   ``single``/``future`` edit inserts); virtual occurrences are not booked, as in the app.
 * *Entries without times* (ad-hoc entries may have NULL times) or with an end not after their
-  start book nothing.
+  start book nothing; nor does an entry spanning more than :data:`MAX_BOOKING_DAYS` (31) UTC
+  days — a month-long hold or a far end date (``9999-12-31``) is not a booking of each day's
+  hours, and it would cost one check (and possibly one event) per day.
 * *Member, resource and user changes* (a member joins or leaves, a capacity is edited, a user
   is deactivated) move the limit and the bookings but do not run the check by themselves, as
   in the app: the event reports bookings crossing the limit, not the limit moving under the
@@ -59,12 +61,14 @@ overlap (an entry ending exactly at midnight does not touch the next day).
   decimals) are JSON numbers as the catalog's model writes them (``8.0``, ``8.5``);
   ``triggeredAt`` is the commit time.
 
-**Cost.** The state offers lookups by key and by column value, not by date, so a check reads
-every assignee row of the team's members (``find`` by user, then the entry by key; canonical
-timestamps compare as text, so rows outside the checked days are skipped unparsed), once on the
-current state and again on the state before the transaction only for the members whose
-bookings it moved. That is linear in the team's booking history, about 1–2 µs per assignee row
-per schedule transaction (a team of 10 with 1,000 bookings each: ~10 ms).
+**Cost.** Only a day on which the transaction *added* bookings to a team can cross: with the
+team's membership unchanged, ``previous`` = ``current`` minus what the moved entries changed
+(their intervals and assignees before and after), so a day whose bookings did not grow is not
+read at all, and ``current`` is read once per (tenant, day) for all teams. Reading it goes
+through a state index by (tenant, UTC day) (:data:`ENTRIES_BY_DAY`, kept current by the state as
+rows change) and each entry's assignees by entry id: linear in the entries booked on that day
+for the tenant, not in the team's booking history. Entry times are parsed once (a bounded cache
+of the texts). A change of the team's membership in the same transaction reads both sides.
 
 **Key and actor.** Subject = the team, discriminator = the UTC date: the uniform key
 ``CAPACITY_THRESHOLD_REACHED:<tenant>:<team>:<YYYY-MM-DD>@<end LSN>`` (DESIGN §4), not the app's
@@ -76,8 +80,10 @@ on that date.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 from catalog.envelope import EventDraft
@@ -86,11 +92,11 @@ from .base import (
     Change,
     Derived,
     Image,
+    StateIndex,
     StateView,
     Timer,
     TimerOps,
     TxView,
-    canonical_time,
     declare_reads,
     parse_time,
 )
@@ -128,7 +134,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _DAY_MS: Final = 86_400_000
 _HOUR_MS: Final = 3_600_000
-_CANONICAL_LENGTH: Final = len("2026-01-02T03:04:05.678Z")
 
 
 # --- the state before the transaction -----------------------------------------------------------------
@@ -138,16 +143,22 @@ def _key(row: Image, columns: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(row[column] for column in columns)
 
 
+def _hashable(value: Any) -> Hashable:
+    # the columns looked up here hold uuids and text; a json value compares as its text
+    return value if isinstance(value, Hashable) else repr(value)
+
+
 class _Undone:
     """A :class:`~derivers.base.StateView` of the state as it was before the transaction: the
     current state with the transaction's changes of :data:`PRIMARY_KEYS` tables undone (a row
     it inserted is absent, a row it updated or deleted is its before-image)."""
 
-    __slots__ = ("_state", "_undo")
+    __slots__ = ("_state", "_undo", "_undone_by")
 
     def __init__(self, state: StateView, changes: Mapping[str, Sequence[Change]]) -> None:
         self._state = state
         self._undo: dict[str, dict[tuple[str, ...], Image | None]] = {}
+        self._undone_by: dict[tuple[str, str], dict[Hashable, list[Image]]] = {}
         for table, of_table in changes.items():
             if not of_table:
                 continue
@@ -174,7 +185,23 @@ class _Undone:
             return rows
         columns = PRIMARY_KEYS[table]
         out = [row for row in rows if _key(row, columns) not in undo]
-        out.extend(row for row in undo.values() if row is not None and row.get(column) == value)
+        by_value = self._undone_by.get((table, column))
+        if by_value is None:  # the before-images by this column, gathered once
+            by_value = self._undone_by[(table, column)] = {}
+            for row in undo.values():
+                if row is not None:
+                    by_value.setdefault(_hashable(row.get(column)), []).append(row)
+        out.extend(by_value.get(_hashable(value), ()))
+        return out
+
+    def lookup(self, index: StateIndex, key: Hashable) -> list[Image]:
+        rows = self._state.lookup(index, key)
+        undo = self._undo.get(index.table)
+        if not undo:
+            return rows
+        columns = PRIMARY_KEYS[index.table]
+        out = [row for row in rows if _key(row, columns) not in undo]
+        out.extend(row for row in undo.values() if row is not None and key in index.keys(row))
         return out
 
 
@@ -186,10 +213,22 @@ def _ms(text: Any) -> int | None:
     (``infinity``)."""
     if not isinstance(text, str):
         return None
+    return _text_ms(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _text_ms(text: str) -> int | None:
+    # the same entries' times are read by every check of their days: parsed once
     try:
         return (parse_time(text) - _EPOCH) // _MS
     except ValueError:
         return None
+
+
+#: An entry spanning more UTC days than this books no daily capacity: a month-long hold or a far
+#: end date (``9999-12-31``) is not a booking of that day's hours, and checking or indexing it
+#: per day would cost one event, one check and one index key per day.
+MAX_BOOKING_DAYS: Final = 31
 
 
 def _interval(entry: Image | None) -> tuple[int, int] | None:
@@ -203,11 +242,13 @@ def _interval(entry: Image | None) -> tuple[int, int] | None:
 
 
 def _days(interval: tuple[int, int] | None) -> range:
-    """The UTC days (days since the epoch) the interval overlaps."""
+    """The UTC days (days since the epoch) the interval overlaps; none for an entry longer than
+    :data:`MAX_BOOKING_DAYS` (it books no daily capacity)."""
     if interval is None:
         return range(0)
     start, end = interval
-    return range(start // _DAY_MS, (end - 1) // _DAY_MS + 1)
+    days = range(start // _DAY_MS, (end - 1) // _DAY_MS + 1)
+    return days if len(days) <= MAX_BOOKING_DAYS else range(0)
 
 
 def _date_text(day: int) -> str:
@@ -243,58 +284,98 @@ def _limit(view: StateView, tenant: str, team: str) -> int:
     return total
 
 
-def _booked(view: StateView, tenant: str, user_id: str, days: Mapping[int, Any]) -> dict[int, int]:
-    """Milliseconds the user's assignee rows book on each of ``days`` (UTC days): each row
-    adds its entry's overlap with the day."""
-    totals = dict.fromkeys(days, 0)
-    low, high = min(days) * _DAY_MS, (max(days) + 1) * _DAY_MS
-    low_text, high_text = _canonical_text(low), _canonical_text(high)
-    get = view.get
-    for assignee in view.find(ASSIGNEES, "user_id", user_id):
-        if assignee.get("tenant") != tenant:
-            continue
-        entry = get(SCHEDULE_ENTRIES, (tenant, assignee["entry_id"]))
-        if entry is None:
-            continue
-        start_text, end_text = entry.get("scheduled_start"), entry.get("scheduled_end")
-        # Canonical timestamps order as text: most of a member's history is skipped unparsed.
-        if (
-            type(start_text) is str
-            and type(end_text) is str
-            and len(start_text) == len(end_text) == _CANONICAL_LENGTH
-            and (start_text >= high_text or end_text <= low_text)
-        ):
-            continue
+def _entry_days(entry: Image) -> list[tuple[str, int]]:
+    """The (tenant, UTC day) keys of the days the entry's interval overlaps (none without one)."""
+    return [(entry["tenant"], day) for day in _days(_interval(entry))]
+
+
+#: Schedule entries by (tenant, UTC day): a check reads the entries of the day it checks, never
+#: a member's whole booking history (the state keeps the index current, derivers.base.StateIndex).
+ENTRIES_BY_DAY: Final = StateIndex(SCHEDULE_ENTRIES, "entries by UTC day", _entry_days)
+
+
+def _users_booked(view: StateView, tenant: str, day: int) -> dict[str, int]:
+    """Milliseconds each user has booked on the UTC ``day``: each entry overlapping the day adds
+    its overlap once per assignee row."""
+    booked: dict[str, int] = {}
+    low, high = day * _DAY_MS, (day + 1) * _DAY_MS
+    for entry in view.lookup(ENTRIES_BY_DAY, (tenant, day)):
         interval = _interval(entry)
-        if interval is None or interval[0] >= high or interval[1] <= low:
+        if interval is None:
             continue
-        start, end = interval
-        for day in _days(interval):
-            if day in totals:
-                totals[day] += min(end, (day + 1) * _DAY_MS) - max(start, day * _DAY_MS)
-    return totals
+        overlap = min(interval[1], high) - max(interval[0], low)
+        for assignee in view.find(ASSIGNEES, "entry_id", entry["entry_id"]):
+            if assignee.get("tenant") == tenant:
+                user = assignee["user_id"]
+                booked[user] = booked.get(user, 0) + overlap
+    return booked
 
 
-def _canonical_text(ms: int) -> str:
-    return canonical_time(_EPOCH + ms * _MS)
+class _Bookings:
+    """Per-user booked milliseconds of (tenant, day), read once per transaction and view: the
+    teams checked on one day share the day's entries."""
+
+    def __init__(self, view: StateView) -> None:
+        self.view = view
+        self._days: dict[tuple[str, int], dict[str, int]] = {}
+
+    def team(self, tenant: str, members: set[str], day: int) -> int:
+        booked = self._days.get((tenant, day))
+        if booked is None:
+            booked = self._days[(tenant, day)] = _users_booked(self.view, tenant, day)
+        return sum(booked.get(user, 0) for user in members)
+
+
+@dataclass(frozen=True)
+class _Moved:
+    """One entry the transaction moved: its interval and assignees before and after it."""
+
+    before: tuple[int, int] | None
+    users_before: tuple[str, ...]  # one per assignee row
+    after: tuple[int, int] | None
+    users_after: tuple[str, ...]
+
+
+def _overlap(interval: tuple[int, int] | None, day: int) -> int:
+    if interval is None or day not in _days(interval):
+        return 0
+    return min(interval[1], (day + 1) * _DAY_MS) - max(interval[0], day * _DAY_MS)
+
+
+def _delta(moved: Sequence[_Moved], members: set[str], day: int) -> int:
+    """What the moved entries change in the team's booked milliseconds of ``day`` (members unchanged)."""
+    total = 0
+    for entry in moved:
+        total += _overlap(entry.after, day) * sum(user in members for user in entry.users_after)
+        total -= _overlap(entry.before, day) * sum(user in members for user in entry.users_before)
+    return total
 
 
 def _team_booked(
-    before: StateView, after: StateView, tenant: str, team: str, days: Mapping[int, Any], touched: set[str]
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Booked milliseconds per day of the team before and after the transaction. A member's own
-    bookings differ between the two only if the transaction moved an entry assigned to them
-    (``touched``); the others are measured once, on the current state."""
-    members_before = {m["user_id"] for m in _members(before, tenant, team)}
-    members_after = {m["user_id"] for m in _members(after, tenant, team)}
-    now = {user: _booked(after, tenant, user, days) for user in sorted(members_after | members_before)}
-    then = {user: _booked(before, tenant, user, days) for user in sorted(members_before & touched)}
-    previous = dict.fromkeys(days, 0)
-    current = dict.fromkeys(days, 0)
+    before: _Bookings,
+    after: _Bookings,
+    moved: Sequence[_Moved],
+    tenant: str,
+    team: str,
+    days: Mapping[int, Any],
+) -> dict[int, tuple[int, int]]:
+    """(previous, current) booked milliseconds of the team on each day that may have crossed,
+    each with the team's members as they were then. With the membership unchanged, only the
+    moved entries differ between the two (previous = current − their delta) and a day whose
+    bookings did not grow cannot cross: it is not read at all."""
+    members_before = {m["user_id"] for m in _members(before.view, tenant, team)}
+    members_after = {m["user_id"] for m in _members(after.view, tenant, team)}
+    out: dict[int, tuple[int, int]] = {}
     for day in days:
-        previous[day] = sum(then[user][day] if user in then else now[user][day] for user in members_before)
-        current[day] = sum(now[user][day] for user in members_after)
-    return previous, current
+        if members_before == members_after:
+            delta = _delta(moved, members_after, day)
+            if delta <= 0:
+                continue
+            current = after.team(tenant, members_after, day)
+            out[day] = (current - delta, current)
+        else:
+            out[day] = (before.team(tenant, members_before, day), after.team(tenant, members_after, day))
+    return out
 
 
 def _hours(ms: int) -> float:
@@ -336,14 +417,16 @@ def capacity_events(ctx: FamilyTx) -> None:
     views: tuple[StateView, StateView] = (before, after)
     # (tenant, team) → UTC day → the first change that moved an entry of the team on that day
     checks: dict[tuple[str, str], dict[int, Change]] = {}
-    touched: set[str] = set()  # users assigned (before or after) to a moved entry
+    moved_of: dict[str, list[_Moved]] = {}  # tenant → the entries the transaction moved
     for (tenant, entry_id), change in moved.items():
-        days: set[int] = set()
-        users: set[str] = set()
-        for view in views:
-            days.update(_days(_interval(view.get(SCHEDULE_ENTRIES, (tenant, entry_id)))))
-            users.update(a["user_id"] for a in _of_tenant(view.find(ASSIGNEES, "entry_id", entry_id), tenant))
-        touched |= users
+        intervals = [_interval(view.get(SCHEDULE_ENTRIES, (tenant, entry_id))) for view in views]
+        assigned = [
+            tuple(a["user_id"] for a in _of_tenant(view.find(ASSIGNEES, "entry_id", entry_id), tenant))
+            for view in views
+        ]
+        moved_of.setdefault(tenant, []).append(_Moved(intervals[0], assigned[0], intervals[1], assigned[1]))
+        days = set(_days(intervals[0])) | set(_days(intervals[1]))
+        users = set(assigned[0]) | set(assigned[1])
         if not days or not users:
             continue
         teams = {
@@ -357,14 +440,16 @@ def capacity_events(ctx: FamilyTx) -> None:
             for day in days:
                 by_day.setdefault(day, change)
     actor = ctx.context_actor or NO_ACTOR
+    booked_before, booked_after = _Bookings(before), _Bookings(after)
     for (tenant, team), by_day in sorted(checks.items()):
         limit = _limit(after, tenant, team)
         if limit <= 0:
             continue
         limit_ms = limit * _HOUR_MS
-        previous, current = _team_booked(before, after, tenant, team, by_day, touched)
-        for day in sorted(by_day):
-            if previous[day] < limit_ms <= current[day]:
+        booked = _team_booked(booked_before, booked_after, moved_of[tenant], tenant, team, by_day)
+        for day in sorted(booked):
+            previous, current = booked[day]
+            if previous < limit_ms <= current:
                 date = _date_text(day)
                 ctx.emit(
                     by_day[day],
@@ -376,7 +461,7 @@ def capacity_events(ctx: FamilyTx) -> None:
                         teamId=team,
                         date=date,
                         capacityLimit=float(limit),
-                        currentBooked=_hours(current[day]),
+                        currentBooked=_hours(current),
                         triggeredAt=ctx.occurred_at,
                     ),
                     # one team, several dates in one transaction (an entry across midnight)

@@ -8,12 +8,12 @@ production too.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .base import Change, Image, Op, Timer, TxView
+from .base import Change, Image, Op, StateIndex, Timer, TxView
 
 
 @dataclass
@@ -79,6 +79,9 @@ class FakeState:
         wanted = _comparable(value)
         return [r for r in self.rows.get(table, {}).values() if _comparable(r.get(column)) == wanted]
 
+    def lookup(self, index: StateIndex, key: Hashable) -> list[Image]:
+        return [r for r in self.rows.get(index.table, {}).values() if key in set(index.keys(r))]
+
 
 def _comparable(value: Any) -> Any:
     return _as_sent(value) if isinstance(value, list | dict) else value
@@ -107,9 +110,16 @@ class FakeTimers:
         current = self.timers.get(key)
         if current is not None and current.state in ("fired", "settled"):
             return
-        self.timers[key] = Timer(
-            key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data or {})
-        )
+        if data is None:  # a move that says nothing of the data keeps what the timer carries
+            data = current.data if current is not None else {}
+        if (
+            current is not None
+            and current.state == "armed"
+            and current.due_at == due_at
+            and data == current.data
+        ):
+            return  # nothing moves: the change that armed it stays its source
+        self.timers[key] = Timer(key, self.deriver, tenant, subject_id, stage, due_at, "armed", dict(data))
         self.armed_by[key] = change
 
     def pause(self, key: str) -> None:

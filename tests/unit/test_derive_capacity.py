@@ -184,6 +184,14 @@ CASES = [
         id="booking-reaches-the-limit",
     ),
     pytest.param(book(E1, at(DAY, 15), at(DAY, 16), STAFF2), [], [], id="booking-under-the-limit"),
+    # longer than MAX_BOOKING_DAYS: no daily booking (a far end date would otherwise cost a check,
+    # an index key and possibly an event per day)
+    pytest.param(
+        book(E1, at(DAY, 15), "9999-12-31T00:00:00.000Z", STAFF2), [], [], id="far-end-date-books-nothing"
+    ),
+    pytest.param(
+        book(E1, at(DAY, 15), at("2026-02-06", 0), STAFF2), [], [], id="entry-over-31-days-books-nothing"
+    ),
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 17, 30), STAFF2),
         [],
@@ -398,6 +406,15 @@ def test_capacity(
                 assert name not in envelope.payload, name
             else:
                 assert envelope.payload.get(name, ABSENT) == value, (name, envelope.payload)
+
+
+def test_an_entry_of_31_days_books_each_of_them() -> None:
+    """The longest entry that still books daily capacity: each UTC day is checked on its own."""
+    _, envelopes = run(book(E1, at(DAY, 15), at("2026-02-05", 0), STAFF2))
+    dates = [e.payload["date"] for e in envelopes]
+    assert len(dates) == 31 and dates[0] == DAY and dates[-1] == "2026-02-04"
+    assert envelopes[0].payload["currentBooked"] == 15  # 6 h booked before + 9 h of the entry
+    assert {e.payload["currentBooked"] for e in envelopes[1:]} == {24}
 
 
 def test_key_is_team_and_utc_date_at_the_transaction() -> None:

@@ -1,7 +1,9 @@
 """One contract, two implementations: the in-memory twins that deriver tests use
-(``derivers.testing.FakeChange``, ``FakeState``) pass the same assertions as the real
-``Change`` (``cdc.derive.DeriverChange`` over a row change the assembler built from pgoutput
-messages) and the real ``StateView`` (``cdc.state.StateStore`` fed by the same messages).
+(``derivers.testing.FakeChange``, ``FakeState``, ``FakeTimers``) pass the same assertions as the
+real ``Change`` (``cdc.derive.DeriverChange`` over a row change the assembler built from pgoutput
+messages), the real ``StateView`` (``cdc.state.StateStore`` fed by the same messages) and the real
+``TimerOps`` (``cdc.timers.TimerStore`` bound to a deriver and a transaction). The ``Sink`` twin
+(``cdc.sinks.memory.MemorySink``) has its contract in ``tests/integration/sinks/test_sink_contract.py``.
 
 Each case is written as Postgres sends it (text-format column values); the twin is given the
 images a deriver sees — the canonical JSON forms (``cdc.values``) — and is then asked the same
@@ -12,6 +14,7 @@ production would fail.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,9 +24,10 @@ from cdc.derive import DeriverChange
 from cdc.pgoutput import UNCHANGED_TOAST, Begin, Column, Commit, Delete, Insert, Relation, TupleData, Update
 from cdc.pgoutput.messages import RawValue
 from cdc.state import StateStore
+from cdc.timers import TimerStore
 from cdc.values import JsonRowView, Row, RowShape
-from derivers.base import Change, Op, StateView
-from derivers.testing import FakeChange, FakeState
+from derivers.base import Change, Op, StateIndex, StateView, TimerOps
+from derivers.testing import FakeChange, FakeState, FakeTimers, make_tx
 
 UUID, BOOL, INT4, TEXT, NUMERIC, TIMESTAMPTZ, JSONB = 2950, 16, 23, 25, 1700, 1184, 3802
 
@@ -281,3 +285,130 @@ def test_a_rewritten_row_is_found_by_its_new_values_only(state: StateUnderTest) 
     assert ids(view.find(TABLE, "title", "Scanner")) == [THING1, THING2]
     assert ids(view.find(TABLE, "title", "Printer")) == [THING3]
     assert ids(view.find(TABLE, "count", 5)) == [THING1]
+
+
+#: Things by the first letter of their title (a lookup no single column answers).
+BY_INITIAL = StateIndex(TABLE, "by initial", lambda row: [row["title"][:1]] if row.get("title") else [])
+
+
+def test_lookup_files_rows_under_the_keys_of_the_index(state: StateUnderTest) -> None:
+    state.write(*ROWS)
+    view: StateView = state.view
+    assert ids(view.lookup(BY_INITIAL, "P")) == [THING1, THING3]
+    assert ids(view.lookup(BY_INITIAL, "S")) == [THING2]
+    assert view.lookup(BY_INITIAL, "F") == []
+
+
+def test_a_rewritten_row_is_looked_up_by_its_new_keys_only(state: StateUnderTest) -> None:
+    state.write(*ROWS)
+    view: StateView = state.view
+    assert ids(view.lookup(BY_INITIAL, "S")) == [THING2]  # built before the rewrite
+    state.write(("update", raw(), raw(title=b"Scanner")))
+    assert ids(view.lookup(BY_INITIAL, "S")) == [THING1, THING2]
+    assert ids(view.lookup(BY_INITIAL, "P")) == [THING3]
+
+
+# --- TimerOps --------------------------------------------------------------------------------------
+
+DUE = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+LATER = datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
+TICKET_CHANGE = FakeChange("public.tickets", "update")
+AUDIT_CHANGE = FakeChange("public.ticket_audit_logs", "insert")
+
+
+class RealTimers:
+    """``cdc.timers.TimerStore`` as a deriver sees it: bound to the deriver and a transaction."""
+
+    def __init__(self) -> None:
+        self.store = TimerStore("contract", "cdc")
+        self.ops: TimerOps = self.store.bound(
+            "tickets", make_tx([TICKET_CHANGE, AUDIT_CHANGE], commit_time=DUE)
+        )
+
+    def armed_table(self, key: str) -> str:
+        return self.store.armed_by[key].table
+
+
+class TwinTimers:
+    """``derivers.testing.FakeTimers``."""
+
+    def __init__(self) -> None:
+        self.twin = FakeTimers(deriver="tickets")
+        self.ops: TimerOps = self.twin
+
+    def armed_table(self, key: str) -> str:
+        return self.twin.armed_by[key].table
+
+
+TimersUnderTest = RealTimers | TwinTimers
+
+
+@pytest.fixture(params=[RealTimers, TwinTimers], ids=["real", "twin"])
+def timers(request: pytest.FixtureRequest) -> TimersUnderTest:
+    return request.param()  # type: ignore[no-any-return]
+
+
+def arm(t: TimersUnderTest, due: datetime = DUE, change: Change = TICKET_CHANGE, **data: Any) -> None:
+    t.ops.arm(
+        "k", change, tenant=TENANT, subject_id=THING1, stage="resolution", due_at=due, data=data or None
+    )
+
+
+def test_arm_creates_an_armed_timer_of_the_bound_deriver(timers: TimersUnderTest) -> None:
+    assert timers.ops.get("k") is None
+    arm(timers, policy="p1")
+    timer = timers.ops.get("k")
+    assert timer is not None
+    assert (timer.deriver, timer.tenant, timer.subject_id, timer.stage) == (
+        "tickets",
+        TENANT,
+        THING1,
+        "resolution",
+    )
+    assert (timer.due_at, timer.state, dict(timer.data)) == (DUE, "armed", {"policy": "p1"})
+    assert timers.armed_table("k") == "public.tickets"
+
+
+def test_arming_again_moves_the_timer_and_its_source(timers: TimersUnderTest) -> None:
+    arm(timers, policy="p1")
+    arm(timers, LATER, AUDIT_CHANGE)  # no data: the timer keeps what it carries
+    timer = timers.ops.get("k")
+    assert timer is not None and (timer.due_at, timer.state, dict(timer.data)) == (
+        LATER,
+        "armed",
+        {"policy": "p1"},
+    )
+    assert timers.armed_table("k") == "public.ticket_audit_logs"
+
+
+def test_arming_again_unchanged_keeps_the_change_that_armed_it(timers: TimersUnderTest) -> None:
+    arm(timers, policy="p1")
+    arm(timers, DUE, AUDIT_CHANGE, policy="p1")
+    assert timers.armed_table("k") == "public.tickets"
+
+
+def test_a_paused_timer_is_armed_again_by_arm(timers: TimersUnderTest) -> None:
+    arm(timers)
+    timers.ops.pause("k")
+    assert (t := timers.ops.get("k")) is not None and t.state == "paused"
+    arm(timers, LATER)
+    assert (t := timers.ops.get("k")) is not None and (t.state, t.due_at) == ("armed", LATER)
+
+
+def test_a_settled_timer_keeps_its_verdict(timers: TimersUnderTest) -> None:
+    arm(timers)
+    timers.ops.settle("k")
+    arm(timers, LATER, AUDIT_CHANGE)
+    timers.ops.pause("k")
+    assert (t := timers.ops.get("k")) is not None and (t.state, t.due_at) == ("settled", DUE)
+    assert timers.armed_table("k") == "public.tickets"
+
+
+def test_a_forgotten_timer_is_gone_and_may_be_armed_anew(timers: TimersUnderTest) -> None:
+    arm(timers)
+    timers.ops.settle("k")
+    timers.ops.forget("k")
+    assert timers.ops.get("k") is None
+    timers.ops.forget("k")  # forgetting nothing is no error
+    arm(timers, LATER)
+    assert (t := timers.ops.get("k")) is not None and (t.state, t.due_at) == ("armed", LATER)
