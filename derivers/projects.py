@@ -45,13 +45,19 @@ changed to a user (or ``assigned_team_id`` to a team: ``assignedToType`` ``team`
 discriminator ``team``; the application only knows users; ``assignedByName`` is the acting
 user's "First Last" from ``users``), and PROJECT_TASK_UPDATED (the v1 shape:
 camelCase ``updatedFields`` / ``changes``) when a column of :data:`TASK_EDITS` changed;
-``order_key`` and ``wbs_code`` are positions the board rewrites and no edit. A delete is
+``order_key`` and ``wbs_code`` are positions the board rewrites and no edit. A pure drag to
+another column (only ``project_status_mapping_id``) is a TASK_UPDATED too, after STATUS_CHANGED:
+the application's update reports phase and status moves among the task's changes (SPEC §5.9),
+and a workflow on "task updated" sees every edit of the task, a status move included. A delete is
 PROJECT_TASK_DELETED.
 
-**Additional agents.** A ``task_resources`` row inserted with an ``additional_user_id`` is
-PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED (``primaryAgentId`` = the row's ``assigned_to``, which
-the application fills with the task's assignee; discriminator: the agent). An agent removed and
-added back on the same task in one transaction is churn, not news.
+**Additional agents.** A ``task_resources`` row inserted with an ``additional_user_id``, or
+updated to another one (or onto another task), is PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED
+(``primaryAgentId`` = the row's ``assigned_to``, which the application fills with the task's
+assignee; discriminator: the agent; ``assignedAt`` = the row's ``assigned_at`` when the change
+wrote it, else the commit time). One event per task and agent per transaction, however many rows
+name them. An agent removed and added back on the same task in one transaction is churn, not
+news.
 
 **Dependencies.** Only ``blocks`` edges count (successor blocked by predecessor): an edge that
 appears is PROJECT_TASK_DEPENDENCY_BLOCKED (``blockedAt`` = the row's ``created_at``), one that
@@ -615,25 +621,40 @@ def task_deleted(ctx: ProjectTx, change: Change) -> None:
 # --- additional agents ------------------------------------------------------------------------------
 
 
+Agent = tuple[str, str, str]  # tenant, task, additional agent
+
+
+def _agent(row: Image | None) -> Agent | None:
+    if row is None or row.get("additional_user_id") is None:
+        return None
+    return row["tenant"], row["task_id"], row["additional_user_id"]
+
+
 def additional_agent_events(ctx: ProjectTx) -> None:
     resources = ctx.changes(TASK_RESOURCES)
-    removed = {
-        (row["tenant"], row["task_id"], row.get("additional_user_id"))
-        for c in resources
-        if c.op == "delete" and (row := c.before) is not None
-    }
+    removed: set[Agent] = set()
+    for change in resources:
+        before, after = _agent(change.before), _agent(change.after)
+        if before is not None and before != after:
+            removed.add(before)
+    emitted: set[Agent] = set()
     for change in resources:
         row = change.after
-        if change.op != "insert" or row is None or row.get("additional_user_id") is None:
-            continue
-        tenant, task_id, agent = row["tenant"], row["task_id"], row["additional_user_id"]
-        if (tenant, task_id, agent) in removed:
+        added = _agent(row)
+        if added is None or added == _agent(change.before) or added in emitted:
+            continue  # no agent, the same agent, or this agent reported already in this transaction
+        if added in removed:
             continue  # removed and added back: a reassignment's churn
+        assert row is not None
+        emitted.add(added)
+        tenant, task_id, agent = added
         task = ctx.task(tenant, task_id)
         project_id = None if task is None else ctx.phase_project(tenant, task.get("phase_id"))
         if project_id is None or row.get("assigned_to") is None:
             continue
         actor = ctx.actor
+        # an update that moves a row to another agent keeps the old assignment's time unless it sets one
+        fresh = change.op == "insert" or change.changed("assigned_at")
         ctx.emit(
             change,
             "PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED",
@@ -646,7 +667,7 @@ def additional_agent_events(ctx: ProjectTx) -> None:
                 primaryAgentId=row["assigned_to"],
                 additionalAgentId=agent,
                 assignedByUserId=_user_id(actor),
-                assignedAt=row.get("assigned_at") or ctx.occurred_at,
+                assignedAt=(row.get("assigned_at") if fresh else None) or ctx.occurred_at,
             ),
             discriminator=agent,
         )

@@ -10,10 +10,13 @@ assignee rows the transaction inserted plus those it deleted. So assignees count
 they arrive with their entry or in a later transaction (the client portal's three
 transactions), and a reassignment that deletes and re-inserts rows is one change of the set —
 one APPOINTMENT_ASSIGNED, and a DISPATCHED only for a technician who was not assigned before.
+An assignee row updated onto another entry (``entry_id`` changed) leaves the one and joins the
+other, as a delete and an insert would.
 
 **Classification** (SPEC §5.8): an *appointment* is an entry whose ``work_item_type`` is
-``ticket`` or ``appointment_request``; a *block* is private, ``ad_hoc``, without work item and
-with exactly one assignee (its owner). ``ticketId`` is the ``work_item_id`` of a ticket entry, or
+``ticket`` or ``appointment_request``; a *block* is private, ``ad_hoc``, without work item,
+with both times and with exactly one assignee (its owner). ``ticketId`` is the ``work_item_id``
+of a ticket entry, or
 the ``ticket_id`` of the appointment request an ``appointment_request`` entry names (state, as of
 the transaction). ``timezone`` is always ``UTC``. Statuses are compared trimmed and lower-cased,
 and an event fires when the status *enters* a vocabulary (not in it before, in it after).
@@ -28,8 +31,10 @@ and an event fires when the status *enters* a vocabulary (not in it before, in i
   getting its single assignee later); SCHEDULE_BLOCK_DELETED when a block is deleted (reason
   ``Deleted``, or ``Deleted (all occurrences)`` for a recurring entry, whose row deletion removes
   the series) or stops being one (``No longer private ad-hoc block``: made public, given a work
-  item, a second assignee …). Time changes of a block emit nothing. A block without times (the
-  schema allows them for ``ad_hoc``) cannot fill ``startAt``/``endAt``: no BLOCK_CREATED.
+  item, a second assignee, its times cleared …). Time changes of a block emit nothing. An entry
+  without times (the schema allows them for ``ad_hoc``) cannot fill ``startAt``/``endAt``, so it
+  is no block: no BLOCK_CREATED when it is inserted, none DELETED when it goes, and
+  BLOCK_CREATED when it gets both times (what a workflow waiting for the block sees first).
   ``reason`` = the title unless it is empty or ``busy``, else the notes.
 * APPOINTMENT_CREATED for an inserted appointment (``assigneeId`` only with exactly one
   assignee; ``createdAt`` = the row's ``created_at``).
@@ -65,13 +70,15 @@ APPOINTMENT_CREATED, TECHNICIAN_DISPATCHED only for technicians the master did n
 ``appointmentId`` is the new row's id. Occurrences are not stored; for ``single`` the
 occurrence's own times are known — the date newly added to ``exceptions`` at the master's time
 of day and duration — and RESCHEDULED compares the new row with them (a title-only edit of one
-occurrence reschedules nothing); for ``future``, or an exception that is not one readable date,
-RESCHEDULED's previous times are the master row's, as the application reports them. The
+occurrence reschedules nothing); for ``future``, or an exception that is not one readable date
+(or whose occurrence would end past the calendar, 9999-12-31 after midnight), RESCHEDULED's
+previous times are the master row's, as the application reports them. The
 master's own pattern change emits nothing more. An insert is a split when exactly one master in
 the transaction had its pattern cut (``exceptions`` grew: ``single``, paired with a
 non-recurring insert; ``endDate`` set or moved earlier: ``future``, paired with a recurring
-insert) and the insert has the master's work item. A master cut in a transaction
-that inserts no entry lost occurrences (the ``single`` / ``future`` scopes of a delete): an
+insert) and the insert has the master's work item. A master cut that no insert of the
+transaction is paired with (none, or only unrelated ones) lost occurrences (the ``single`` /
+``future`` scopes of a delete): an
 appointment series gets APPOINTMENT_CANCELED about the master (reason ``Deleted``), as the
 application reports it; a block series stays a block (no BLOCK_DELETED). (An ``all`` edit that
 sets an end date looks the same in the rows, and it removes occurrences too.)
@@ -192,11 +199,15 @@ def is_appointment(row: Image | None) -> bool:
 
 
 def is_block(row: Image | None, assignees: tuple[str, ...]) -> bool:
+    """A private ``ad_hoc`` entry without work item, with one assignee and both times (a block
+    without times cannot be reported: it is none until it gets them)."""
     return (
         row is not None
         and row.get("is_private") is True
         and row.get("work_item_type") == "ad_hoc"
         and row.get("work_item_id") is None
+        and row.get("scheduled_start") is not None
+        and row.get("scheduled_end") is not None
         and len(assignees) == 1
     )
 
@@ -279,7 +290,12 @@ def entry_diffs(ctx: SchedulingTx) -> list[EntryDiff]:
     first_assignee_change: dict[tuple[str, str], Change] = {}
     for change in ctx.changes(ENTRY_ASSIGNEES):
         before, after = change.before, change.after
-        if before is not None and after is not None and before.get("user_id") == after.get("user_id"):
+        if (
+            before is not None
+            and after is not None
+            and before.get("entry_id") == after.get("entry_id")
+            and before.get("user_id") == after.get("user_id")
+        ):
             continue  # deleted and re-inserted (or touched): still assigned
         if before is not None:
             key = (before["tenant"], before["entry_id"])
@@ -298,7 +314,6 @@ def entry_diffs(ctx: SchedulingTx) -> list[EntryDiff]:
 
     splits, cut = _recurring_splits(ctx, entry_changes)
     masters = set(splits.values())
-    any_insert = any(c.op == "insert" for c in entry_changes.values())
     diffs: list[EntryDiff] = []
     for key in sorted(
         entry_changes.keys() | first_assignee_change.keys(),
@@ -339,7 +354,7 @@ def entry_diffs(ctx: SchedulingTx) -> list[EntryDiff]:
             occurrence=occurrence,
         )
         if after is not None:
-            diff.occurrences_deleted = key in cut and not any_insert
+            diff.occurrences_deleted = key in cut and key not in masters
             had = set(diff.assignees_before)
             diff.added = [(user, c) for user, c in inserted.get(key, ()) if user not in had]
         diffs.append(diff)
@@ -361,9 +376,12 @@ def _occurrence_times(master: Change) -> tuple[str, str] | None:
     day = _day(added[0])
     if day is None:
         return None
-    first, last = parse_time(start), parse_time(end)
-    occurs = datetime.combine(day, first.timetz())
-    return canonical_time(occurs), canonical_time(occurs + (last - first))
+    try:
+        first, last = parse_time(start), parse_time(end)
+        occurs = datetime.combine(day, first.timetz())
+        return canonical_time(occurs), canonical_time(occurs + (last - first))
+    except (OverflowError, ValueError):
+        return None  # past the calendar's end (9999-12-31 running past midnight): the master's
 
 
 def _exceptions(pattern: Any) -> list[Any]:
@@ -511,9 +529,6 @@ def _block_events(ctx: SchedulingTx, d: EntryDiff) -> None:
     now = is_block(d.after, d.assignees_after)
     after = d.after
     if now and not was and after is not None:
-        start, end = after.get("scheduled_start"), after.get("scheduled_end")
-        if start is None or end is None:
-            return
         ctx.emit(
             d.anchor,
             "SCHEDULE_BLOCK_CREATED",
@@ -524,8 +539,8 @@ def _block_events(ctx: SchedulingTx, d: EntryDiff) -> None:
                 scheduleBlockId=d.entry_id,
                 ownerId=d.assignees_after[0],
                 ownerType="user",
-                startAt=start,
-                endAt=end,
+                startAt=after["scheduled_start"],
+                endAt=after["scheduled_end"],
                 timezone=UTC,
                 createdAt=after.get("created_at") if d.before is None else None,
                 reason=_block_reason(after),

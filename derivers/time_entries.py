@@ -2,7 +2,8 @@
 (the REST service, the in-app time sheet and timers, approvals, imports, SQL).
 
 **TICKET_TIME_ENTRY_ADDED** (SPEC §5.5): an entry is added when it is inserted finished
-(``end_time`` set) or when a running timer stops (``end_time`` NULL → value), if it is booked
+(``end_time`` set) or when a running timer stops (``end_time`` NULL → value; not a restarted
+entry stopped again, see below), if it is booked
 against a ticket (``work_item_type = 'ticket'``, ``work_item_id`` set) and lasts at least one whole
 minute: minutes = round((end − start) / 60 s) with both times truncated to the minute, as the
 application computes it. ``billable`` is ``billable_duration > 0`` (minutes; 0 marks a non-billable
@@ -33,7 +34,21 @@ APPROVED, CHANGES_REQUESTED, DELETED, then TICKET_TIME_ENTRY_ADDED.
   interaction) cannot satisfy them and get no SUBMITTED / APPROVED. ``userId`` is the entry's user
   (whose time it is), not the approver; the approver or requester is the actor when the transaction
   declares one (``requestedBy`` of CHANGES_REQUESTED too). No column holds a reason: none is sent.
-* **TIME_ENTRY_DELETED**: a finished entry deleted.
+* **TIME_ENTRY_DELETED**: a finished entry deleted (or a restarted one, see below).
+* **A finished entry restarted** (``end_time`` value → NULL, which the application's own paths
+  never write: an import, SQL, a client that resumes a stopped timer) is not a new session: the
+  entry was created once and its ticket got its TICKET_TIME_ENTRY_ADDED. The restart emits
+  nothing (the entry is running again); its next stop is **TIME_ENTRY_UPDATED** of the existing
+  entry, whose ``changes`` compare the entry as it was finished before the restart with the
+  entry as stopped now (``endTime``, usually; nothing when it stops exactly as it was), with
+  approval transitions as for any update — no second CREATED and no second
+  TICKET_TIME_ENTRY_ADDED (that type has no "changed" form; a workflow that sums a ticket's
+  time reads the entry's UPDATED). Deleting it while it runs is TIME_ENTRY_DELETED. What the
+  entry was is remembered in a timer that is settled as soon as it is set and so never fires
+  (key ``time_entry:<tenant>:<entry>:restarted``, data the :data:`ENTRY_EDITS` columns), the
+  deriver's durable memory: it commits with the checkpoint and is rebuilt by a backfill; the
+  stop or the delete forgets it. An entry restarted before the watcher saw its history (no
+  marker) is, at its stop, CREATED with TICKET_TIME_ENTRY_ADDED, as a first stop is.
 * Payloads (the legacy bus ``TimeEntryEventPayloadSchema`` for CREATED / UPDATED / DELETED /
   CHANGES_REQUESTED): ``timeEntryId``, ``userId``, ``workItemId``, ``workItemType``, plus the extras
   ``workDate``, ``startTime``, ``endTime``, ``billableDuration`` (what a workflow usually needs of an
@@ -49,6 +64,7 @@ APPROVED, CHANGES_REQUESTED, DELETED, then TICKET_TIME_ENTRY_ADDED.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Final
 
 from catalog.envelope import EventDraft
@@ -132,7 +148,14 @@ READS: Final = (
 # --- the entry's own events ----------------------------------------------------------------------
 
 
-def entry_events(ctx: FamilyTx) -> None:
+def restarted_key(tenant: str, entry_id: str) -> str:
+    """The marker timer of a finished entry put back to running (settled as it is armed: never fires)."""
+    return f"time_entry:{tenant}:{entry_id}:restarted"
+
+
+def entry_events(ctx: FamilyTx) -> set[tuple[str, str]]:
+    """The entry's own events; returns the restarted entries this transaction stopped again."""
+    stopped_again: set[tuple[str, str]] = set()
     for change in ctx.changes(TIME_ENTRIES):
         before, after = change.before, change.after
         if change.op == "insert" and after is not None:
@@ -140,12 +163,22 @@ def entry_events(ctx: FamilyTx) -> None:
                 _entry_event(ctx, change, after, "TIME_ENTRY_CREATED", written_actor(change, "created_by"))
         elif change.op == "update" and before is not None and after is not None:
             if after.get("end_time") is None:
+                if before.get("end_time") is not None:
+                    _mark_restarted(ctx, change, before)
                 continue  # a running session (or one restarted): not an entry
             actor = written_actor(change, "updated_by")
             if before.get("end_time") is None:
-                # the session that stopped was created by created_by, unless this change names who stopped it
-                creator = actor or user_actor(after.get("created_by"))
-                _entry_event(ctx, change, after, "TIME_ENTRY_CREATED", creator)
+                finished = _restarted_entry(ctx, after)
+                if finished is not None:  # an entry restarted and stopped again: an edit of it
+                    stopped_again.add((after["tenant"], after["entry_id"]))
+                    edited = [c for c in ENTRY_EDITS.columns if finished.get(c) != after.get(c)]
+                    if edited:
+                        edits = ENTRY_EDITS.payload(edited, finished, after)
+                        _entry_event(ctx, change, after, "TIME_ENTRY_UPDATED", actor, edits)
+                else:
+                    # the session that stopped was created by created_by, unless this change names who stopped it
+                    creator = actor or user_actor(after.get("created_by"))
+                    _entry_event(ctx, change, after, "TIME_ENTRY_CREATED", creator)
             else:
                 edits = ENTRY_EDITS.of(change)
                 if edits:
@@ -154,8 +187,41 @@ def entry_events(ctx: FamilyTx) -> None:
                 event_type = APPROVAL_EVENTS.get(str(after.get("approval_status")))
                 if event_type is not None:
                     _approval_event(ctx, change, after, event_type, actor)
-        elif change.op == "delete" and before is not None and before.get("end_time") is not None:
-            _entry_event(ctx, change, before, "TIME_ENTRY_DELETED", NO_ACTOR)
+        elif change.op == "delete" and before is not None:
+            restarted = before.get("end_time") is None and _restarted_entry(ctx, before) is not None
+            if before.get("end_time") is not None or restarted:
+                _entry_event(ctx, change, before, "TIME_ENTRY_DELETED", NO_ACTOR)
+    return stopped_again
+
+
+def _mark_restarted(ctx: FamilyTx, change: Change, finished: Image) -> None:
+    """Remember a finished entry put back to running, with its edit columns as they were: its
+    next stop is an edit of the entry, not a new one (a settled timer never fires; it is the
+    deriver's durable memory, replayed with the journal like any timer)."""
+    tenant, entry_id = finished["tenant"], finished["entry_id"]
+    key = restarted_key(tenant, entry_id)
+    ctx.timers.forget(key)  # a marker left over (a stop the watcher never saw) is stale
+    ctx.timers.arm(
+        key,
+        change,
+        tenant=tenant,
+        subject_id=entry_id,
+        stage="restarted",
+        due_at=ctx.tx.commit_time,
+        data={column: finished.get(column) for column in ENTRY_EDITS.columns},
+    )
+    ctx.timers.settle(key)
+
+
+def _restarted_entry(ctx: FamilyTx, row: Image) -> dict[str, Any] | None:
+    """The finished entry's edit columns when ``row`` is a restarted entry (the marker is
+    forgotten: the stop or the delete ends the restart)."""
+    key = restarted_key(row["tenant"], row["entry_id"])
+    marker = ctx.timers.get(key)
+    if marker is None:
+        return None
+    ctx.timers.forget(key)
+    return dict(marker.data)
 
 
 def _work_item_type(row: Image) -> str | None:
@@ -216,15 +282,17 @@ def _approval_event(ctx: FamilyTx, change: Change, row: Image, event_type: str, 
 # --- TICKET_TIME_ENTRY_ADDED -----------------------------------------------------------------------
 
 
-def time_entry_events(ctx: FamilyTx) -> None:
+def time_entry_events(ctx: FamilyTx, restarted: Collection[tuple[str, str]] = ()) -> None:
+    """TICKET_TIME_ENTRY_ADDED; ``restarted``: entries stopped again after a restart (not added)."""
     for change in ctx.changes(TIME_ENTRIES):
         row = change.after
         if row is None or row.get("end_time") is None:
             continue
+        tenant, entry_id = row["tenant"], row["entry_id"]
         if change.op == "update":
             before = change.before
-            if before is None or before.get("end_time") is not None:
-                continue
+            if before is None or before.get("end_time") is not None or (tenant, entry_id) in restarted:
+                continue  # edits, and restarted entries stopped again, are no additions
         elif change.op != "insert":
             continue
         if row.get("work_item_type") != "ticket":
@@ -269,7 +337,8 @@ def _entry_added(ctx: FamilyTx, change: Change, tenant: str, ticket_id: str, min
 
 
 class TimeEntryDeriver:
-    """The time-entry family from ``time_entries``; no timers, no reference state."""
+    """The time-entry family from ``time_entries``; no reference state; a settled marker timer
+    per restarted entry (none fires)."""
 
     name = "time_entries"
     tables = frozenset({TIME_ENTRIES})
@@ -278,8 +347,7 @@ class TimeEntryDeriver:
 
     def derive(self, tx: TxView, state: StateView, timers: TimerOps) -> list[Derived]:
         ctx = FamilyTx(tx, state, timers, self.tables, audit=TICKET_AUDIT)
-        entry_events(ctx)
-        time_entry_events(ctx)
+        time_entry_events(ctx, entry_events(ctx))
         return ctx.drafts()
 
     def fire(self, timer: Timer, state: StateView) -> list[EventDraft]:

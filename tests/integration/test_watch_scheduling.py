@@ -33,7 +33,8 @@ REQ_TICKET = "99999999-9999-4999-8999-999999999992"
 A1, A2, A3 = (f"a0000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
 P1, P2, P3 = (f"b0000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
 R1, R2, R3 = (f"c0000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
-BLOCK = "d0000000-0000-4000-8000-000000000001"
+BLOCK, BLOCK2, BLOCK3 = (f"d0000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
+S1, S2, A4 = (f"f0000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
 SERVICE = "e0000000-0000-4000-8000-000000000001"
 
 START, END = "2026-03-02T09:00:00.000Z", "2026-03-02T10:00:00.000Z"
@@ -54,14 +55,34 @@ def tx(dsn: str, *statements: str, actor: str | None = None) -> None:
 
 
 def insert_entry(
-    entry_id: str, work_item_type: str, work_item_id: str | None, *, private: bool = False
+    entry_id: str,
+    work_item_type: str,
+    work_item_id: str | None,
+    *,
+    private: bool = False,
+    start: str | None = START,
+    end: str | None = END,
 ) -> str:
     item = f"'{work_item_id}'" if work_item_id else "NULL"
+    times = ", ".join(f"'{t}'" if t else "NULL" for t in (start, end))
     return (
         "INSERT INTO schedule_entries (tenant, entry_id, title, work_item_id, scheduled_start, scheduled_end, "
         "status, work_item_type, is_private, created_at, updated_at) VALUES "
-        f"('{T}', '{entry_id}', 'Visit', {item}, '{START}', '{END}', 'scheduled', '{work_item_type}', "
+        f"('{T}', '{entry_id}', 'Visit', {item}, {times}, 'scheduled', '{work_item_type}', "
         f"{str(private).lower()}, '{CREATED}', '{CREATED}')"
+    )
+
+
+OVERNIGHT_START, OVERNIGHT_END = "2026-03-02T23:00:00.000Z", "2026-03-03T01:00:00.000Z"
+
+
+def series_sql(entry_id: str) -> str:
+    """A daily series (its master row) from 23:00 to 01:00 on a ticket."""
+    return (
+        "INSERT INTO schedule_entries (tenant, entry_id, title, work_item_id, scheduled_start, scheduled_end, "
+        "status, work_item_type, is_recurring, recurrence_pattern, created_at, updated_at) VALUES "
+        f"('{T}', '{entry_id}', 'Visit', '{TICKET}', '{OVERNIGHT_START}', '{OVERNIGHT_END}', 'scheduled', "
+        f"'ticket', true, '{{\"frequency\": \"daily\"}}', '{CREATED}', '{CREATED}')"
     )
 
 
@@ -105,14 +126,18 @@ def drain(dsn: str) -> list[Envelope]:
 
 
 def events(envs: list[Envelope]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(type, key subject, payload without tenant and occurredAt), commit-time values as AT; every
-    payload's tenant and occurredAt are checked here."""
+    """(type, key subject[:discriminator], payload without tenant and occurredAt), commit-time
+    values as AT; every payload's tenant and occurredAt, and the key's type, tenant and LSN, are
+    checked here."""
     out = []
     for e in envs:
         payload = dict(e.payload)
         assert payload.pop("tenantId") == T
         assert payload.pop("occurredAt") == e.source.commit_time == e.timestamp
-        subject = e.idempotency_key.split(":")[2].split("@")[0]
+        head, lsn = e.idempotency_key.split("@")
+        assert lsn == e.source.lsn
+        event_type, tenant, subject = head.split(":", 2)  # subject, then ":discriminator" if any
+        assert (event_type, tenant) == (e.event_type, T)
         out.append(
             (e.event_type, subject, {k: AT if v == e.source.commit_time else v for k, v in payload.items()})
         )
@@ -124,7 +149,7 @@ def dispatched(
 ) -> tuple[str, str, dict[str, Any]]:
     return (
         "TECHNICIAN_DISPATCHED",
-        entry_id,
+        f"{entry_id}:{technician}",
         {
             "appointmentId": entry_id,
             "ticketId": ticket,
@@ -138,7 +163,7 @@ def dispatched(
 def walk(event_type: str, at_field: str, entry_id: str, technician: str) -> tuple[str, str, dict[str, Any]]:
     return (
         event_type,
-        entry_id,
+        f"{entry_id}:{technician}",
         {"appointmentId": entry_id, "ticketId": TICKET, "technicianUserId": technician, at_field: AT},
     )
 
@@ -165,6 +190,29 @@ def test_an_appointments_life_and_its_dispatch_walk(db_dsn: str) -> None:
     tx(db_dsn, delete(A3))
     # the second deleted while still open
     tx(db_dsn, remove(A2, KIM), delete(A2))
+    # a daily series running past midnight; one occurrence moved, on the calendar's last day
+    # (no occurrence time can be computed: the master's), then one occurrence deleted in a
+    # transaction that also books an unrelated appointment
+    tx(db_dsn, series_sql(S1), add(S1, DANA))
+    tx(
+        db_dsn,
+        update(S1, """recurrence_pattern = '{"frequency": "daily", "exceptions": ["9999-12-31"]}'"""),
+        insert_entry(S2, "ticket", TICKET, start=START2, end=END2),
+        add(S2, DANA),
+    )
+    tx(
+        db_dsn,
+        update(
+            S1,
+            """recurrence_pattern = '{"frequency": "daily", "exceptions": ["9999-12-31", "2026-03-05"]}'""",
+        ),
+        insert_entry(A4, "ticket", REQ_TICKET),
+    )
+    # an assignee row moved to another entry by UPDATE
+    tx(
+        db_dsn,
+        f"UPDATE schedule_entry_assignees SET entry_id = '{A4}' WHERE tenant = '{T}' AND entry_id = '{S2}'",
+    )
 
     def base(entry_id: str) -> dict[str, Any]:
         return {"appointmentId": entry_id, "ticketId": TICKET}
@@ -252,6 +300,51 @@ def test_an_appointments_life_and_its_dispatch_walk(db_dsn: str) -> None:
         ("APPOINTMENT_CREATED", A3, {**base(A3), **created}),
         ("APPOINTMENT_CANCELED", A3, {**base(A3), "canceledAt": AT}),
         ("APPOINTMENT_CANCELED", A2, {**base(A2), "canceledAt": AT, "reason": "Deleted"}),
+        (
+            "APPOINTMENT_CREATED",
+            S1,
+            {
+                **base(S1),
+                **created,
+                "startAt": OVERNIGHT_START,
+                "endAt": OVERNIGHT_END,
+                "assigneeId": DANA,
+                "assigneeType": "user",
+            },
+        ),
+        (
+            "APPOINTMENT_ASSIGNED",
+            S1,
+            {**base(S1), "newAssigneeId": DANA, "newAssigneeType": "user", "assignedAt": AT},
+        ),
+        dispatched(S1, DANA),
+        (
+            "APPOINTMENT_RESCHEDULED",
+            S2,
+            {
+                **base(S2),
+                "previousStartAt": OVERNIGHT_START,
+                "previousEndAt": OVERNIGHT_END,
+                "newStartAt": START2,
+                "newEndAt": END2,
+                "timezone": "UTC",
+                "rescheduledAt": AT,
+            },
+        ),
+        ("APPOINTMENT_CANCELED", S1, {**base(S1), "canceledAt": AT, "reason": "Deleted"}),
+        ("APPOINTMENT_CREATED", A4, {"appointmentId": A4, "ticketId": REQ_TICKET, **created}),
+        (
+            "APPOINTMENT_ASSIGNED",
+            A4,
+            {
+                "appointmentId": A4,
+                "ticketId": REQ_TICKET,
+                "newAssigneeId": DANA,
+                "newAssigneeType": "user",
+                "assignedAt": AT,
+            },
+        ),
+        dispatched(A4, DANA, ticket=REQ_TICKET),
     ]
     assert drain(db_dsn) == []
 
@@ -306,6 +399,12 @@ def test_portal_requests_answered_and_a_private_block(db_dsn: str) -> None:
     tx(db_dsn, insert_entry(BLOCK, "ad_hoc", None, private=True), add(BLOCK, KIM))
     tx(db_dsn, update(BLOCK, "is_private = false"))
     tx(db_dsn, remove(BLOCK, KIM), delete(BLOCK))
+    # blocks without times: one given its times (a block from then on), one deleted without them
+    tx(db_dsn, insert_entry(BLOCK2, "ad_hoc", None, private=True, start=None, end=None), add(BLOCK2, KIM))
+    tx(db_dsn, update(BLOCK2, f"scheduled_start = '{START2}', scheduled_end = '{END2}'"))
+    tx(db_dsn, remove(BLOCK2, KIM), delete(BLOCK2))
+    tx(db_dsn, insert_entry(BLOCK3, "ad_hoc", None, private=True, start=None, end=None), add(BLOCK3, KIM))
+    tx(db_dsn, remove(BLOCK3, KIM), delete(BLOCK3))
 
     def portal_created(entry_id: str, technician: str) -> list[tuple[str, str, dict[str, Any]]]:
         base = {"appointmentId": entry_id, "ticketId": REQ_TICKET}
@@ -363,4 +462,19 @@ def test_portal_requests_answered_and_a_private_block(db_dsn: str) -> None:
             BLOCK,
             {"scheduleBlockId": BLOCK, "deletedAt": AT, "reason": "No longer private ad-hoc block"},
         ),
+        (
+            "SCHEDULE_BLOCK_CREATED",
+            BLOCK2,
+            {
+                "scheduleBlockId": BLOCK2,
+                "ownerId": KIM,
+                "ownerType": "user",
+                "startAt": START2,
+                "endAt": END2,
+                "timezone": "UTC",
+                "reason": "Visit",
+            },
+        ),
+        ("SCHEDULE_BLOCK_DELETED", BLOCK2, {"scheduleBlockId": BLOCK2, "deletedAt": AT, "reason": "Deleted"}),
     ]
+    assert drain(db_dsn) == []

@@ -50,6 +50,8 @@ WORKLOAD: list[tuple[str, ...]] = [
     (entries("approval_status = 'SUBMITTED'"),),
     (DANA_ACTS, entries("approval_status = 'APPROVED'")),
     (DANA_ACTS, f"DELETE FROM time_entries WHERE tenant = '{T}' AND entry_id = '{E2}'"),
+    (e1("end_time = NULL"),),  # the approved entry's session restarted: nothing yet
+    (e1(f"end_time = '2026-03-02T10:45:00Z', updated_by = '{LEE}'"),),  # stopped again: an edit of it
     (  # a discarded running session: nothing
         "INSERT INTO time_entries (tenant, user_id, start_time, work_item_id, work_item_type, work_date, "
         f"work_timezone) VALUES ('{T}', '{LEE}', now(), '{T1}', 'ticket', '2026-03-02', 'UTC')",
@@ -99,6 +101,14 @@ EXPECTED: list[tuple[str, str, dict[str, Any]]] = [
     ("TIME_ENTRY_SUBMITTED", E1, V1),
     ("TIME_ENTRY_APPROVED", E1, {**V1, **USER_DANA}),
     ("TIME_ENTRY_DELETED", E2, {**ENTRY2, **USER_DANA}),
+    # restarted and stopped again: the same entry edited, not a second one (no second ADDED)
+    ("TIME_ENTRY_UPDATED", E1, {
+        **EDITED,
+        "endTime": "2026-03-02T10:45:00.000Z",
+        "updatedFields": ["endTime"],
+        "changes": {"endTime": {"previous": "2026-03-02T10:30:00.000Z", "new": "2026-03-02T10:45:00.000Z"}},
+        **USER_LEE,
+    }),
 ]  # fmt: skip
 
 

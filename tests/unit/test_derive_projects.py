@@ -746,6 +746,43 @@ AGENT_CASES = [
         [],
         id="removed-and-added-back-is-churn",
     ),
+    pytest.param(
+        [ins(TASK_RES, resource_row(RES1, STAFF2)), ins(TASK_RES, resource_row(RES2, STAFF2))],
+        [],
+        [("PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED", TASK1, STAFF2, agent(STAFF2))],
+        id="one-agent-in-two-rows-once",
+    ),
+    pytest.param(
+        [upd(TASK_RES, resource_row(RES1, STAFF2), resource_row(RES1, STAFF3))],
+        [],
+        [("PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED", TASK1, STAFF3, {**agent(STAFF3), "assignedAt": NOW})],
+        id="row-updated-to-another-agent",
+    ),
+    pytest.param(
+        [
+            upd(
+                TASK_RES,
+                resource_row(RES1, STAFF2),
+                {**resource_row(RES1, STAFF3), "assigned_at": "2026-01-02T03:04:05.300Z"},
+            )
+        ],
+        [],
+        [
+            (
+                "PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED",
+                TASK1,
+                STAFF3,
+                {**agent(STAFF3), "assignedAt": "2026-01-02T03:04:05.300Z"},
+            )
+        ],
+        id="row-updated-to-another-agent-with-its-time",
+    ),
+    pytest.param(
+        [upd(TASK_RES, resource_row(RES1, STAFF2), {**resource_row(RES1, STAFF2), "role": "reviewer"})],
+        [],
+        [],
+        id="row-updated-same-agent-is-nothing",
+    ),
     pytest.param([ins(TASK_RES, resource_row(RES1, None))], [], [], id="no-additional-user"),
     pytest.param([dele(TASK_RES, resource_row(RES1, STAFF2))], [], [], id="removed"),
     pytest.param([ins(TASK_RES, resource_row(RES1, STAFF2, task_id=u(399)))], [], [], id="task-unknown"),

@@ -119,6 +119,10 @@ def series(
     return entry(entry_id, is_recurring=True, recurrence_pattern=pattern, **values)
 
 
+OVERNIGHT: dict[str, Any] = {
+    "scheduled_start": "2026-01-05T23:00:00.000Z",
+    "scheduled_end": "2026-01-06T01:00:00.000Z",
+}
 BLOCKISH: dict[str, Any] = {"work_item_id": None, "work_item_type": "ad_hoc", "is_private": True}
 
 PORTAL_ENTRY = {
@@ -301,6 +305,13 @@ CASES = [
         (),
         [],
         id="same-assignee-deleted-and-reinserted-is-no-change",
+    ),
+    pytest.param(
+        [entry(), entry(E2), assignee(STAFF)],
+        [upd(SA, assignee(STAFF), assignee(STAFF, E2))],
+        (),
+        [assigned(STAFF, entry_id=E2), dispatched(STAFF, entry_id=E2)],
+        id="assignee-row-moved-to-another-entry",
     ),
     pytest.param(
         [entry(), assignee(STAFF), assignee(STAFF2)],
@@ -607,6 +618,35 @@ CASES = [
         id="block-without-times-cannot-be-reported",
     ),
     pytest.param(
+        [block(scheduled_start=None, scheduled_end=None), assignee(STAFF)],
+        [upd(SE, block(scheduled_start=None, scheduled_end=None), block(notes="Lunch", title="busy"))],
+        (),
+        [
+            (
+                "SCHEDULE_BLOCK_CREATED",
+                E1,
+                None,
+                {
+                    "scheduleBlockId": E1,
+                    "ownerId": STAFF,
+                    "ownerType": "user",
+                    "startAt": START,
+                    "endAt": END,
+                    "timezone": "UTC",
+                    "reason": "Lunch",
+                },
+            )
+        ],
+        id="block-without-times-given-its-times-is-created",
+    ),
+    pytest.param(
+        [],
+        [dele(SA, assignee(STAFF)), dele(SE, block(scheduled_start=None, scheduled_end=None))],
+        (),
+        [],
+        id="block-that-never-had-times-deleted-is-no-block-deleted",
+    ),
+    pytest.param(
         [],
         [ins(SE, block()), ins(SA, assignee(STAFF)), ins(SA, assignee(STAFF2))],
         (),
@@ -749,6 +789,58 @@ CASES = [
         (),
         [("APPOINTMENT_CANCELED", E1, None, {**APPT, "canceledAt": NOW, "reason": "Deleted"})],
         id="one-occurrence-deleted",
+    ),
+    pytest.param(
+        [assignee(STAFF)],
+        [
+            upd(SE, series(**OVERNIGHT), series(exceptions=["9999-12-31"], **OVERNIGHT)),
+            ins(SE, entry(E2, scheduled_start=START2, scheduled_end=END2)),
+            ins(SA, assignee(STAFF, E2)),
+        ],
+        (),
+        [
+            (
+                "APPOINTMENT_RESCHEDULED",
+                E2,
+                None,
+                {
+                    "appointmentId": E2,
+                    "ticketId": TICKET,
+                    "previousStartAt": OVERNIGHT["scheduled_start"],  # past the calendar: the master's
+                    "previousEndAt": OVERNIGHT["scheduled_end"],
+                    "newStartAt": START2,
+                    "newEndAt": END2,
+                    "timezone": "UTC",
+                    "rescheduledAt": NOW,
+                },
+            )
+        ],
+        id="occurrence-on-the-last-day-of-the-calendar-falls-back-on-the-master",
+    ),
+    pytest.param(
+        [assignee(STAFF)],
+        [
+            upd(SE, series(), series(exceptions=["2026-01-06"])),
+            ins(SE, entry(E2, work_item_id=REQ_TICKET)),
+        ],
+        (),
+        [
+            ("APPOINTMENT_CANCELED", E1, None, {**APPT, "canceledAt": NOW, "reason": "Deleted"}),
+            (
+                "APPOINTMENT_CREATED",
+                E2,
+                None,
+                {
+                    "appointmentId": E2,
+                    "ticketId": REQ_TICKET,
+                    "startAt": START,
+                    "endAt": END,
+                    "timezone": "UTC",
+                    "createdAt": CREATED,
+                },
+            ),
+        ],
+        id="occurrence-deleted-beside-an-unrelated-insert",
     ),
     pytest.param(
         [assignee(STAFF)],

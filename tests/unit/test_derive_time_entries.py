@@ -397,3 +397,62 @@ def test_v1_approval_payload_exactly() -> None:
         "actorUserId": STAFF3,
         **V1_ENTRY,
     }
+
+
+# --- a finished entry restarted and stopped again ---------------------------------------------------
+
+RESTOPPED = "2026-01-02T02:45:00.000Z"
+
+
+def test_restarted_entry_stopped_again_is_an_update_not_a_second_entry() -> None:
+    """Created (and added to its ticket) once; put back to running, nothing; stopped again, the
+    entry's UPDATED against the entry as it was finished — no second CREATED or ADDED."""
+    timers = FakeTimers()
+    first = run([ins(TIME, entry_row())], timers=timers)
+    assert first.types == ["TIME_ENTRY_CREATED", "TICKET_TIME_ENTRY_ADDED"]
+    restarted = run([upd(TIME, entry_row(), entry_row(**RUNNING))], timers=timers)
+    assert restarted.types == []
+    (marker,) = timers.timers.values()
+    assert (marker.key, marker.state, marker.subject_id) == (
+        f"time_entry:{TENANT}:{ENTRY1}:restarted",
+        "settled",
+        ENTRY1,
+    )
+    stopped = run(
+        [upd(TIME, entry_row(**RUNNING), entry_row(end_time=RESTOPPED, updated_by=STAFF2))], timers=timers
+    )
+    check(
+        stopped,
+        [
+            (
+                "TIME_ENTRY_UPDATED",
+                {
+                    **ENTRY,
+                    "endTime": RESTOPPED,
+                    "updatedFields": ["endTime"],
+                    "changes": {"endTime": {"previous": ENTRY["endTime"], "new": RESTOPPED}},
+                    **USER_STAFF2,
+                },
+            )
+        ],
+    )
+    assert timers.timers == {}  # the stop ends the restart
+    # stopped and restarted once more: the same again, against the entry as last stopped
+    run([upd(TIME, entry_row(end_time=RESTOPPED), entry_row(**RUNNING))], timers=timers)
+    again = run([upd(TIME, entry_row(**RUNNING), entry_row())], timers=timers)
+    assert again.types == ["TIME_ENTRY_UPDATED"]
+    assert again.envelopes[0].payload["changes"] == {
+        "endTime": {"previous": RESTOPPED, "new": ENTRY["endTime"]}
+    }
+
+
+def test_restarted_entry_stopped_as_it_was_is_nothing_and_deleted_while_running_is_deleted() -> None:
+    timers = FakeTimers()
+    run([upd(TIME, entry_row(), entry_row(**RUNNING))], timers=timers)
+    assert run([upd(TIME, entry_row(**RUNNING), entry_row())], timers=timers).types == []
+    run([upd(TIME, entry_row(), entry_row(**RUNNING))], timers=timers)
+    deleted = run([dele(TIME, entry_row(**RUNNING))], timers=timers)
+    check(deleted, [("TIME_ENTRY_DELETED", {**ENTRY, "endTime": ABSENT, **NO_ACTOR})])
+    assert timers.timers == {}
+    # a session never finished before is still discarded silently
+    assert run([dele(TIME, entry_row(**RUNNING))], timers=timers).types == []
