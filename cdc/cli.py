@@ -363,6 +363,70 @@ def watch(
 
 
 @app.command()
+def lag(
+    dsn: DsnOpt = None,
+    slot: SlotOpt = None,
+    schema: SchemaOpt = None,
+    max_lag_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-lag-bytes",
+            min=0,
+            help="Exit 2 when the replication lag (current WAL − confirmed flush) is over this many bytes.",
+        ),
+    ] = None,
+    max_lag_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--max-lag-seconds",
+            min=0.0,
+            help="Exit 2 when the source lag (seconds since the last delivered commit, while WAL is "
+            "pending) is over this.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool | None,
+        typer.Option(
+            "--json/--table",
+            help="JSON (one object; a line per refresh with --watch) or a table. "
+            "[default: a table on a terminal, JSON otherwise]",
+        ),
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Refresh every SECONDS (default 2) until Ctrl-C; thresholds only print their line.",
+        ),
+    ] = False,
+    seconds: Annotated[
+        float | None,
+        typer.Argument(metavar="SECONDS", min=0.1, help="The --watch refresh interval.", show_default=False),
+    ] = None,
+) -> None:
+    """Show how far the watcher of a slot is behind, from the server alone (no daemon needed)."""
+    from .lag import DEFAULT_WATCH_INTERVAL_S, LagOptions, Thresholds, run_lag
+
+    if seconds is not None and not watch:
+        raise typer.BadParameter("SECONDS is the refresh interval of --watch", param_hint="SECONDS")
+    s = _settings(dsn=dsn, slot=slot, schema_name=schema)
+    status = run_lag(
+        LagOptions(
+            dsn=s.dsn.get_secret_value(),
+            slot=s.slot,
+            schema=s.schema_name,
+            limits=Thresholds(max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds),
+            as_json=as_json if as_json is not None else not sys.stdout.isatty(),
+            watch=(seconds or DEFAULT_WATCH_INTERVAL_S) if watch else None,
+        ),
+        sys.stdout,
+        lambda line: typer.echo(line, err=True),
+    )
+    if status:
+        raise typer.Exit(status)
+
+
+@app.command()
 def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the throwaway server running (prints its DSN).")
@@ -383,7 +447,7 @@ def _mount_catalog() -> None:
 #: Subcommands that never need the catalog's own commands: skip importing them (its models, and
 #: the rich tables of `cdc catalog`, ~150 ms for setup/teardown/tail; ~40 ms for watch, which
 #: imports the models itself).
-_CORE_COMMANDS = frozenset({"setup", "teardown", "tail", "watch"})
+_CORE_COMMANDS = frozenset({"setup", "teardown", "tail", "watch", "lag"})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from derivers.not_derived import NOT_DERIVED
 
 pytestmark = pytest.mark.e2e
 
-SUBCOMMANDS = ("setup", "teardown", "tail", "watch", "demo", "catalog", "catalog list", "catalog sync")
+SUBCOMMANDS = ("setup", "teardown", "tail", "watch", "lag", "demo", "catalog", "catalog list", "catalog sync")
 
 
 def cdc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +93,7 @@ def _help_options(command: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "command",
-    ["setup", "watch", "tail", "teardown", "demo", "catalog list", "catalog export", "catalog sync"],
+    ["setup", "watch", "tail", "teardown", "lag", "demo", "catalog list", "catalog export", "catalog sync"],
 )
 def test_readme_shows_every_option_of_every_command(command: str) -> None:
     assert _readme_synopsis(command) == _help_options(command)
