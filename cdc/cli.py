@@ -18,6 +18,9 @@ from .config import (
     DEFAULT_BATCH_EVENTS,
     DEFAULT_BATCH_TRANSACTIONS,
     DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_PROGRESS_INTERVAL_S,
     DEFAULT_PUBLICATION,
     DEFAULT_SCHEMA,
     DEFAULT_SLOT,
@@ -26,6 +29,7 @@ from .config import (
     load_settings,
 )
 from .errors import CdcError, translate
+from .logs import error_line
 from .lsn import parse_lsn
 
 app = typer.Typer(
@@ -310,19 +314,47 @@ def watch(
             f"[CDC_BATCH_DELAY_S; default: {DEFAULT_BATCH_DELAY_S}]",
         ),
     ] = None,
+    progress_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--progress-interval",
+            min=0.1,
+            help="Seconds between progress lines while busy. "
+            f"[CDC_PROGRESS_INTERVAL_S; default: {DEFAULT_PROGRESS_INTERVAL_S}]",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help=f"debug, info, warning or error. [CDC_LOG_LEVEL; default: {DEFAULT_LOG_LEVEL}]",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="text, or json: one object per line (ts, level, logger, msg and fields such as "
+            f"slot, lsn and counts). [CDC_LOG_FORMAT; default: {DEFAULT_LOG_FORMAT}]",
+        ),
+    ] = None,
 ) -> None:
-    """Run the derivers over the stream and deliver their events (the daemon)."""
-    import logging
+    """Run the derivers over the stream and deliver their events (the daemon).
 
+    Logs to stderr: a start line, progress while busy, every retry and state change, and an
+    exit summary. SIGTERM/SIGINT: deliver the pending batch, checkpoint, exit 0. SIGHUP: reload
+    the log level, intervals and batch limits from the configuration (flags still win)."""
     from derivers import default_derivers
 
+    from . import logs
+    from .config import LIVE_SETTINGS
+    from .lifecycle import LiveSettings, Signals
     from .sinks import open_sink
-    from .tail import StopFlag
     from .watch import WatchOptions, run_watch
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    s = _settings(
+    if log_format == "json":  # the format of an error in the settings themselves
+        logs.setup(fmt="json")
+    flags: dict[str, object] = dict(
         dsn=dsn,
         slot=slot,
         publication=publication,
@@ -332,10 +364,34 @@ def watch(
         batch_events=batch_events,
         batch_transactions=batch_transactions,
         batch_delay_s=batch_delay,
+        progress_interval_s=progress_interval,
+        log_level=log_level,
+        log_format=log_format,
     )
-    stop = StopFlag()
+    s = _settings(**flags)
+    logs.setup(level=s.log_level, fmt=s.log_format)
+
+    def live() -> LiveSettings:
+        now = load_settings(**flags)
+        restart = tuple(
+            name
+            for name in Settings.model_fields
+            if name not in LIVE_SETTINGS and getattr(now, name) != getattr(s, name)
+        )
+        return LiveSettings(
+            log_level=now.log_level,
+            progress_interval=now.progress_interval_s,
+            status_interval=now.status_interval_s,
+            heartbeat_interval=now.heartbeat_interval_s,
+            batch_max_events=now.batch_events,
+            batch_max_transactions=now.batch_transactions,
+            batch_max_delay=now.batch_delay_s,
+            restart_needed=restart,
+        )
+
+    stop = Signals()
     stop.install()
-    stats = run_watch(
+    run_watch(
         WatchOptions(
             dsn=s.dsn.get_secret_value(),
             slot=s.slot,
@@ -350,15 +406,13 @@ def watch(
             batch_max_delay=s.batch_delay_s,
             spill_changes=s.spill_changes,
             spill_bytes=s.spill_mb << 20,
+            progress_interval=s.progress_interval_s,
+            sink_label=logs.redact(s.sink or "postgres (the outbox in the watched database)"),
+            reload=live,
         ),
         open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
         default_derivers(sla_threshold_share=s.sla_threshold_share),
         stop,
-    )
-    typer.echo(
-        f"delivered {stats.events} events from {stats.transactions} transactions "
-        f"({stats.timers_fired} timers fired, {stats.dead_letters} dead letters)",
-        err=True,
     )
 
 
@@ -457,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="cdc")  # usage errors: typer prints them and exits 2
     except CdcError as exc:
-        print(f"cdc: error: {exc.one_line()}", file=sys.stderr)
+        error_line(f"cdc: error: {exc.one_line()}", exit_status=3 if exc.retryable else 1)
         sys.exit(3 if exc.retryable else 1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -466,8 +520,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         err = translate(exc)
         if type(err) is CdcError and not hasattr(exc, "sqlstate"):
-            raise
-        print(f"cdc: error: {err.one_line()}", file=sys.stderr)
+            # a bug: its traceback, through the log handler so that it is redacted (and JSON)
+            from . import logs
+
+            logs.unexpected(exc)
+            sys.exit(1)
+        error_line(f"cdc: error: {err.one_line()}", exit_status=3 if err.retryable else 1)
         sys.exit(3 if err.retryable else 1)
 
 

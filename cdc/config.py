@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from .connect import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STATEMENT_TIMEOUT_S
 from .errors import BadDsn, ConfigError
+from .logs import LOG_LEVELS
 
 DEFAULT_SLOT: Final = "cdc_events"
 DEFAULT_PUBLICATION: Final = "cdc_events"
@@ -45,6 +46,21 @@ DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
 #: The share of an SLA stage's time after which TICKET_SLA_THRESHOLD_REACHED fires (the ticket
 #: deriver's default, derivers.ticket_sla.DEFAULT_THRESHOLD_SHARE; a test keeps them equal).
 DEFAULT_SLA_THRESHOLD_SHARE: Final = 0.75
+DEFAULT_LOG_LEVEL: Final = "info"
+DEFAULT_LOG_FORMAT: Final = "text"
+#: Seconds between the watcher's progress lines while it is busy.
+DEFAULT_PROGRESS_INTERVAL_S: Final = 10.0
+#: The settings a running ``cdc watch`` takes over on SIGHUP; any other changed setting is
+#: logged as needing a restart.
+LIVE_SETTINGS: Final = (
+    "log_level",
+    "progress_interval_s",
+    "status_interval_s",
+    "heartbeat_interval_s",
+    "batch_events",
+    "batch_transactions",
+    "batch_delay_s",
+)
 
 #: The tables events come from, and the reference tables the derivers look things up in.
 DEFAULT_TABLES: Final[tuple[str, ...]] = (
@@ -142,12 +158,25 @@ class Settings(BaseSettings):
     #: When a ticket's SLA stage reports TICKET_SLA_THRESHOLD_REACHED: this share of the stage's
     #: time (0 < share < 1). Timers already armed keep their due time (docs: derivers.ticket_sla).
     sla_threshold_share: float = Field(default=DEFAULT_SLA_THRESHOLD_SHARE, gt=0, lt=1)
+    #: debug, info, warning or error (any case).
+    log_level: str = DEFAULT_LOG_LEVEL
+    #: text (a line per record) or json (an object per line: ts, level, logger, msg, fields).
+    log_format: Literal["text", "json"] = DEFAULT_LOG_FORMAT
+    #: Seconds between progress lines while ``cdc watch`` is busy.
+    progress_interval_s: float = Field(default=DEFAULT_PROGRESS_INTERVAL_S, gt=0)
 
     @field_validator("dsn")
     @classmethod
     def _dsn_parses(cls, v: SecretStr) -> SecretStr:
         check_dsn(v.get_secret_value())
         return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return v.lower()
 
     @field_validator("tables", mode="before")
     @classmethod

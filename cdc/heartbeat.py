@@ -64,6 +64,12 @@ class Heartbeat:
         self._scheduler.add_job(self.emit, "interval", seconds=self.interval, id="heartbeat")
         self._scheduler.start()
 
+    def set_interval(self, interval: float) -> None:
+        """A new period (a configuration reload); the next beat is one new period from now."""
+        self.interval = interval
+        if self._scheduler.running:
+            self._scheduler.reschedule_job("heartbeat", trigger="interval", seconds=interval)
+
     def wake_at(self, due: datetime | None) -> None:
         """One extra heartbeat just after the next timer's due time, so it fires promptly."""
         if due == self._wake_at:

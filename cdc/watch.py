@@ -34,6 +34,25 @@ each message of the stream, in commit order:
 
 The watermark also moves with the watcher's own transactional heartbeat (:mod:`cdc.heartbeat`),
 emitted every few seconds and right after the next timer's due time — never with keepalives.
+
+**Lifecycle** (:class:`Signals`). SIGTERM or SIGINT: the messages already read are processed,
+the pending batch is delivered and checkpointed, a final status update tells the server, and the
+watcher exits 0 — a second SIGTERM/SIGINT exits at once (130) without that last checkpoint, so
+the next start resumes from the one before (the outbox repeats nothing; other sinks may repeat
+that batch, de-duplicated by its keys). SIGHUP reloads the settings that can change live
+(:data:`cdc.config.LIVE_SETTINGS`: log level, progress, status and heartbeat intervals, batch
+limits) as :func:`cdc.config.load_settings` reads them — the command-line flags of the running
+process still win, its environment cannot change, so in practice from the ``CDC_CONFIG`` file —
+and logs each change; a changed setting that cannot change live is logged as needing a restart,
+and a reload that fails keeps the running configuration.
+
+**What it tells** (:class:`Reporter`, the one place the watcher reports progress and state
+changes): a start line (version, slot, publication, sink and database without credentials,
+resume LSN), a progress line every ``progress_interval`` seconds while transactions arrive
+(transactions, changes and events of the interval, events/s, lag bytes = the server's WAL end
+as the stream last heard it − the checkpoint), each state change (stopping, reloaded), and an
+exit summary (``delivered N events from M transactions …``), also when an error ends a watcher
+that had started streaming. Formats and redaction: :mod:`cdc.logs`.
 """
 
 from __future__ import annotations
@@ -42,7 +61,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,6 +70,7 @@ import psycopg
 
 from derivers.base import Deriver
 
+from . import logs
 from .assembler import Assembler, RowChange, Transaction
 from .batch import BatchLimits, Delivery
 from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
@@ -60,8 +80,11 @@ from .derive import Derivation
 from .envelopes import EnvelopeBuilder
 from .errors import CdcError
 from .heartbeat import Heartbeat
+from .lifecycle import LiveSettings, Signals
+from .lsn import format_lsn
 from .pgoutput import Decoder
 from .pgoutput.messages import Relation
+from .report import Reporter
 from .sinks.base import Sink
 from .startup import Started, Where, current_wal_lsn, replica_identity_now, start
 from .stream import ReplicationStream
@@ -86,6 +109,11 @@ class WatchOptions:
     batch_max_delay: float = 0.5
     spill_changes: int = DEFAULT_SPILL_CHANGES
     spill_bytes: int = DEFAULT_SPILL_BYTES
+    progress_interval: float = 10.0
+    #: The sink as the start line names it (credentials are redacted anyway).
+    sink_label: str = ""
+    #: SIGHUP: the live settings as the configuration now says (None: nothing to reload).
+    reload: Callable[[], LiveSettings] | None = None
 
     @property
     def where(self) -> Where:
@@ -95,6 +123,7 @@ class WatchOptions:
 @dataclass
 class WatchStats:
     transactions: int = 0
+    changes: int = 0
     events: int = 0
     dead_letters: int = 0
     timers_fired: int = 0
@@ -114,6 +143,9 @@ class Watcher:
         self.watermark = Watermark()
         self.stream: ReplicationStream | None = None
         self.parts: Started | None = None
+        self.reporter = Reporter(self)
+        self.exit_reason = "stopped"
+        self._status_cap: float | None = None  # the stream's bound from wal_sender_timeout
 
     # -- start-up (cdc.startup) -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -155,6 +187,7 @@ class Watcher:
                 self.derive(tx, window)
         self.delivery.end_transaction(Position(tx.end_lsn, tx.xid, tx.commit_time))
         self.stats.transactions += 1
+        self.stats.changes += len(tx.changes)
         tx.close()
 
     def fire_due_timers(self, commit_time: datetime) -> None:
@@ -225,6 +258,7 @@ class Watcher:
         opts = self.opts
         stop = stop or StopFlag()
         heartbeat: Heartbeat | None = None
+        failed = True
         try:  # whatever fails from here on, the connections and the sink are closed
             self.prepare()
             heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval, f"watch {opts.slot}: heartbeat")
@@ -242,13 +276,22 @@ class Watcher:
                 purpose=f"watch {opts.slot}",
             )
             with self.stream as stream:
+                if stream.status_interval < opts.status_interval:
+                    self._status_cap = stream.status_interval
+                self.reporter.started()
                 self._loop(stream, heartbeat, stop, target)
+            failed = False
+        except KeyboardInterrupt:
+            self.exit_reason, failed = "stopped at once by a second signal (no final checkpoint)", False
+            raise
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
             self.sink.close()
             if self.parts is not None:
                 self.parts.store.close()
+            if self.reporter.has_started:
+                self.reporter.finished("stopped by an error" if failed else self.exit_reason)
         return self.stats
 
     def _loop(
@@ -257,8 +300,15 @@ class Watcher:
         decode, assembler = Decoder().decode, self.assembler()
         feed = assembler.feed
         delivery = self.delivery
+        reporter = self.reporter
+        signals = stop if isinstance(stop, Signals) else None
         last_activity = time.monotonic()
         while not stop.stopped:
+            if signals is not None and signals.reload_requested:
+                signals.reload_requested = False
+                self.reload(heartbeat)
+            if time.monotonic() >= reporter.next_at:
+                reporter.progress()
             messages = stream.read_batch(0.0 if delivery.pending else 0.5)
             if not messages:
                 if delivery.pending:
@@ -268,11 +318,13 @@ class Watcher:
                 if assembler.in_transaction:
                     continue
                 if target is not None and (self.checkpoint >= target or stream.server_wal_end >= target):
+                    self.exit_reason = f"--once: caught up to {format_lsn(target)}"
                     break  # --once: delivered up to the target, or nothing of ours is left before it
                 if (
                     self.opts.idle_exit is not None
                     and time.monotonic() - last_activity >= self.opts.idle_exit
                 ):
+                    self.exit_reason = f"--idle-exit: no transaction for {self.opts.idle_exit:g} s"
                     break
                 continue
             last = len(messages) - 1
@@ -291,9 +343,81 @@ class Watcher:
                     self.deliver(caught_up=i == last and not assembler.in_transaction)
                     heartbeat.wake_at(self.timers.next_due())
                 if reached:
+                    self.exit_reason = f"--once: caught up to {format_lsn(target or 0)}"
                     return
+        if stop.stopped:
+            why = signals.reason if signals is not None and signals.reason else "stop requested"
+            self.exit_reason = f"stopped by {why}"
+            reporter.state(
+                f"{why}: stopping after the current batch ({delivery.transactions} transactions pending)",
+                pending_transactions=delivery.transactions,
+            )
         if delivery.pending:
             self.deliver(caught_up=not assembler.in_transaction)
+        else:
+            stream.send_status()  # the last word to the server: where a restart resumes
+
+    # -- SIGHUP ---------------------------------------------------------------------------------
+    def reload(self, heartbeat: Heartbeat | None = None) -> None:
+        """Take over the live settings as the configuration now says; log what changed."""
+        if self.opts.reload is None:
+            self.reporter.state("SIGHUP: no configuration to reload")
+            return
+        try:
+            new = self.opts.reload()
+        except CdcError as exc:
+            log.error(
+                "configuration reload failed, the running configuration stays: %s",
+                exc.one_line(),
+                extra=logs.fields(slot=self.opts.slot),
+            )
+            return
+        opts, changed = self.opts, {}
+        old = {
+            "log_level": logs.current_level(),
+            "progress_interval_s": self.reporter.interval,
+            "status_interval_s": opts.status_interval,
+            "heartbeat_interval_s": opts.heartbeat_interval,
+            "batch_events": opts.batch_max_events,
+            "batch_transactions": opts.batch_max_transactions,
+            "batch_delay_s": opts.batch_max_delay,
+        }
+        now = {
+            "log_level": new.log_level,
+            "progress_interval_s": new.progress_interval,
+            "status_interval_s": new.status_interval,
+            "heartbeat_interval_s": new.heartbeat_interval,
+            "batch_events": new.batch_max_events,
+            "batch_transactions": new.batch_max_transactions,
+            "batch_delay_s": new.batch_max_delay,
+        }
+        changed = {k: [old[k], now[k]] for k in old if old[k] != now[k]}
+        logs.set_level(new.log_level)
+        self.reporter.interval = opts.progress_interval = new.progress_interval
+        self.reporter.next_at = min(self.reporter.next_at, time.monotonic() + new.progress_interval)
+        opts.status_interval = new.status_interval
+        if self.stream is not None:
+            cap = self._status_cap
+            self.stream.status_interval = (
+                new.status_interval if cap is None else min(cap, new.status_interval)
+            )
+        if heartbeat is not None and new.heartbeat_interval != opts.heartbeat_interval:
+            heartbeat.set_interval(new.heartbeat_interval)
+        opts.heartbeat_interval = new.heartbeat_interval
+        opts.batch_max_events = new.batch_max_events
+        opts.batch_max_transactions = new.batch_max_transactions
+        opts.batch_max_delay = new.batch_max_delay
+        self.delivery.limits = BatchLimits(
+            new.batch_max_events, new.batch_max_transactions, new.batch_max_delay
+        )
+        text = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) or "nothing changed"
+        self.reporter.state(f"configuration reloaded (SIGHUP): {text}", changed=changed)
+        if new.restart_needed:
+            log.warning(
+                "configuration reload: %s changed, which takes effect only after a restart",
+                ", ".join(new.restart_needed),
+                extra=logs.fields(slot=opts.slot, restart_needed=list(new.restart_needed)),
+            )
 
 
 # Net allocations of container objects between two young-generation collections in the daemon

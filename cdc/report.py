@@ -1,0 +1,159 @@
+"""What the watcher says while it runs (issue 14 item 7): the start line, a progress line every
+``progress_interval`` seconds while busy, state changes and the exit summary, in the format of
+:mod:`cdc.logs` (text or JSON, passwords masked). One place, so that metrics and health can hook
+in beside the log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from . import logs
+from .lsn import format_lsn
+from .sinks.base import Sink
+from .stream import ReplicationStream
+
+log = logging.getLogger("cdc.watch")
+
+
+class Watched(Protocol):
+    """What the reporter reads of the watcher (``cdc.watch.Watcher``)."""
+
+    opts: Any  # WatchOptions: slot, publication, schema, dsn, sink_label, progress_interval
+    stats: Any  # WatchStats: transactions, changes, events, timers_fired, dead_letters
+    checkpoint: int
+    stream: ReplicationStream | None
+    sink: Sink
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points, without its password (or anything but host, port, database, user)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "(unparsable)"
+    keys = ("host", "port", "dbname", "user")
+    shown = " ".join(f"{k}={params[k]}" for k in keys if params.get(k))
+    return shown or "(from the PG* variables)"
+
+
+class Reporter:
+    """The one place the watcher says what it does: the start line, progress while busy, state
+    changes and the exit summary (see the module doc). Metrics and health can hook in here."""
+
+    def __init__(self, watcher: Watched) -> None:
+        self.watcher = watcher
+        self.interval = watcher.opts.progress_interval
+        self.next_at = float("inf")  # until the stream starts
+        self.has_started = False
+        self._t0 = 0.0
+        self._last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+
+    def _common(self) -> dict[str, Any]:
+        w = self.watcher
+        return {"slot": w.opts.slot, "lsn": format_lsn(w.checkpoint)}
+
+    def lag_bytes(self) -> int | None:
+        stream = self.watcher.stream
+        if stream is None:
+            return None
+        server = max(stream.server_wal_end, stream.position.write)
+        return max(0, server - self.watcher.checkpoint) if server else None
+
+    def started(self) -> None:
+        from importlib.metadata import version
+
+        w, opts = self.watcher, self.watcher.opts
+        now = time.monotonic()
+        self.has_started, self._t0, self.next_at = True, now, now + self.interval
+        self._last = (now, 0, 0, 0)
+        sink = w.opts.sink_label or getattr(w.sink, "name", type(w.sink).__name__)
+        database = describe_dsn(opts.dsn)
+        log.info(
+            "watch started: cdc %s, slot %s, publication %s, sink %s, database %s, resuming %s",
+            version("alga-cdc"),
+            opts.slot,
+            opts.publication,
+            sink,
+            database,
+            f"after {format_lsn(w.checkpoint)}"
+            if w.checkpoint
+            else "at the slot's position (no checkpoint yet)",
+            extra=logs.fields(
+                **self._common(),
+                version=version("alga-cdc"),
+                publication=opts.publication,
+                sink=sink,
+                database=database,
+                schema=opts.schema,
+            ),
+        )
+
+    def progress(self) -> None:
+        """A progress line when anything arrived since the last one; the next is due in
+        ``interval`` seconds either way."""
+        now = time.monotonic()
+        self.next_at = now + self.interval
+        stats = self.watcher.stats
+        t, transactions, changes, events = self._last
+        if stats.transactions == transactions:
+            return
+        self._last = (now, stats.transactions, stats.changes, stats.events)
+        d_tx, d_ch, d_ev = stats.transactions - transactions, stats.changes - changes, stats.events - events
+        rate = d_ev / (now - t) if now > t else 0.0
+        lag = self.lag_bytes()
+        log.info(
+            "progress: %d transactions, %d changes, %d events (%.1f events/s) in %.1f s; "
+            "lag %s bytes; checkpoint %s",
+            d_tx,
+            d_ch,
+            d_ev,
+            rate,
+            now - t,
+            "?" if lag is None else lag,
+            format_lsn(self.watcher.checkpoint),
+            extra=logs.fields(
+                **self._common(),
+                transactions=d_tx,
+                changes=d_ch,
+                events=d_ev,
+                events_per_s=round(rate, 1),
+                lag_bytes=lag,
+                seconds=round(now - t, 3),
+                totals={"transactions": stats.transactions, "changes": stats.changes, "events": stats.events},
+            ),
+        )
+
+    def state(self, message: str, level: int = logging.INFO, **values: Any) -> None:
+        """A change of state (stopping, reloaded; later: reconnecting, standby, …)."""
+        log.log(level, message, extra=logs.fields(**self._common(), **values))
+
+    def finished(self, reason: str) -> None:
+        stats = self.watcher.stats
+        seconds = time.monotonic() - self._t0
+        log.info(
+            "delivered %d events from %d transactions (%d timers fired, %d dead letters) "
+            "in %.1f s; checkpoint %s; %s",
+            stats.events,
+            stats.transactions,
+            stats.timers_fired,
+            stats.dead_letters,
+            seconds,
+            format_lsn(self.watcher.checkpoint),
+            reason,
+            extra=logs.plain(
+                **self._common(),
+                transactions=stats.transactions,
+                changes=stats.changes,
+                events=stats.events,
+                timers_fired=stats.timers_fired,
+                dead_letters=stats.dead_letters,
+                seconds=round(seconds, 3),
+                reason=reason,
+            ),
+        )
