@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -62,6 +63,7 @@ class Delivered:
     position: Position
     events: int  # envelopes the sink took
     too_large: list[Envelope] = field(default_factory=list)  # set aside as dead letters
+    commit_times: list[datetime] = field(default_factory=list)  # of its transactions with events
 
 
 class Delivery:
@@ -91,6 +93,8 @@ class Delivery:
         self.started = 0.0
         self._written = 0  # envelopes already handed to the sink in earlier chunks
         self._too_large: list[Envelope] = []
+        self.commit_times: list[datetime] = []  # of the transactions that brought events (metrics)
+        self._events_before = 0  # envelopes of the batch when the current transaction began
         self._store_tx: contextlib.ExitStack | None = None  # open while a store sink's chunks wait
 
     # -- filling ---------------------------------------------------------------------------------
@@ -102,6 +106,7 @@ class Delivery:
     def begin_transaction(self) -> None:
         if self.transactions == 0:
             self.started = time.monotonic()
+        self._events_before = self._written + len(self.chunk.envelopes)
 
     def end_transaction(self, position: Position) -> None:
         """Every envelope of the transaction at ``position`` is in the batch."""
@@ -109,6 +114,8 @@ class Delivery:
         self.position = position
         self.chunk.end_lsn = position.end_lsn
         self.chunk.transactions += 1
+        if self._written + len(self.chunk.envelopes) > self._events_before:
+            self.commit_times.append(position.commit_time)
 
     def full(self) -> bool:
         limits = self.limits
@@ -159,6 +166,6 @@ class Delivery:
                     cur.executemany(self._insert_dead, self.dead_letters)
             self.checkpoints.advance(store, position)
         faults.reached("watch.after_checkpoint")
-        delivered = Delivered(position, self._written, self._too_large)
+        delivered = Delivered(position, self._written, self._too_large, self.commit_times)
         self._reset()
         return delivered

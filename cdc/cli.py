@@ -338,6 +338,15 @@ def watch(
             f"slot, lsn and counts). [CDC_LOG_FORMAT; default: {DEFAULT_LOG_FORMAT}]",
         ),
     ] = None,
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-addr",
+            metavar="HOST:PORT",
+            help="Serve Prometheus /metrics, /healthz and /readyz here (health thresholds: "
+            "CDC_HEALTH_GRACE_S, CDC_HEALTH_MAX_LAG_BYTES). [CDC_METRICS_ADDR; default: none]",
+        ),
+    ] = None,
 ) -> None:
     """Run the derivers over the stream and deliver their events (the daemon).
 
@@ -367,6 +376,7 @@ def watch(
         progress_interval_s=progress_interval,
         log_level=log_level,
         log_format=log_format,
+        metrics_addr=metrics_addr,
     )
     s = _settings(**flags)
     logs.setup(level=s.log_level, fmt=s.log_format)
@@ -389,31 +399,41 @@ def watch(
             restart_needed=restart,
         )
 
+    served = None
+    if s.metrics_addr is not None:
+        from .metrics import HealthLimits, serve
+
+        served = serve(s.metrics_addr, HealthLimits(s.health_grace_s, s.health_max_lag_bytes))
     stop = Signals()
     stop.install()
-    run_watch(
-        WatchOptions(
-            dsn=s.dsn.get_secret_value(),
-            slot=s.slot,
-            publication=s.publication,
-            schema=s.schema_name,
-            once=once,
-            idle_exit=idle_exit,
-            heartbeat_interval=s.heartbeat_interval_s,
-            status_interval=s.status_interval_s,
-            batch_max_events=s.batch_events,
-            batch_max_transactions=s.batch_transactions,
-            batch_max_delay=s.batch_delay_s,
-            spill_changes=s.spill_changes,
-            spill_bytes=s.spill_mb << 20,
-            progress_interval=s.progress_interval_s,
-            sink_label=logs.redact(s.sink or "postgres (the outbox in the watched database)"),
-            reload=live,
-        ),
-        open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
-        default_derivers(sla_threshold_share=s.sla_threshold_share),
-        stop,
-    )
+    try:
+        run_watch(
+            WatchOptions(
+                dsn=s.dsn.get_secret_value(),
+                slot=s.slot,
+                publication=s.publication,
+                schema=s.schema_name,
+                once=once,
+                idle_exit=idle_exit,
+                heartbeat_interval=s.heartbeat_interval_s,
+                status_interval=s.status_interval_s,
+                batch_max_events=s.batch_events,
+                batch_max_transactions=s.batch_transactions,
+                batch_max_delay=s.batch_delay_s,
+                spill_changes=s.spill_changes,
+                spill_bytes=s.spill_mb << 20,
+                progress_interval=s.progress_interval_s,
+                sink_label=logs.redact(s.sink or "postgres (the outbox in the watched database)"),
+                reload=live,
+                metrics=served.metrics if served is not None else None,
+            ),
+            open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
+            default_derivers(sla_threshold_share=s.sla_threshold_share),
+            stop,
+        )
+    finally:
+        if served is not None:
+            served.close()
 
 
 @app.command()

@@ -50,6 +50,8 @@ DEFAULT_LOG_LEVEL: Final = "info"
 DEFAULT_LOG_FORMAT: Final = "text"
 #: Seconds between the watcher's progress lines while it is busy.
 DEFAULT_PROGRESS_INTERVAL_S: Final = 10.0
+#: Seconds the stream may be disconnected, or the sink failing, before /healthz says unhealthy.
+DEFAULT_HEALTH_GRACE_S: Final = 30.0
 #: The settings a running ``cdc watch`` takes over on SIGHUP; any other changed setting is
 #: logged as needing a restart.
 LIVE_SETTINGS: Final = (
@@ -92,6 +94,17 @@ DEFAULT_TABLES: Final[tuple[str, ...]] = (
     "public.project_status_mappings",
     "public.standard_statuses",
 )
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6; an empty host listens on every address)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9187")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if any(c.isspace() for c in host) or "/" in host:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9187")
+    return host or "0.0.0.0", int(port)
 
 
 def check_dsn(dsn: str) -> None:
@@ -164,11 +177,24 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = DEFAULT_LOG_FORMAT
     #: Seconds between progress lines while ``cdc watch`` is busy.
     progress_interval_s: float = Field(default=DEFAULT_PROGRESS_INTERVAL_S, gt=0)
+    #: ``HOST:PORT`` where ``cdc watch`` serves /metrics, /healthz and /readyz (None: no server).
+    metrics_addr: str | None = None
+    #: /healthz turns unhealthy once the stream is disconnected, or the sink failing, this long.
+    health_grace_s: float = Field(default=DEFAULT_HEALTH_GRACE_S, ge=0)
+    #: /healthz turns unhealthy past this replication lag in bytes (None: lag never does).
+    health_max_lag_bytes: int | None = Field(default=None, ge=0)
 
     @field_validator("dsn")
     @classmethod
     def _dsn_parses(cls, v: SecretStr) -> SecretStr:
         check_dsn(v.get_secret_value())
+        return v
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_addr(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_addr(v)
         return v
 
     @field_validator("log_level")

@@ -1,7 +1,8 @@
 """What the watcher says while it runs (issue 14 item 7): the start line, a progress line every
 ``progress_interval`` seconds while busy, state changes and the exit summary, in the format of
-:mod:`cdc.logs` (text or JSON, passwords masked). One place, so that metrics and health can hook
-in beside the log lines.
+:mod:`cdc.logs` (text or JSON, passwords masked). One place, so that metrics and health hook in
+beside the log lines: the start marks the stream connected in :mod:`cdc.metrics` and starts its
+slot poll, the exit marks it disconnected.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def describe_dsn(dsn: str) -> str:
 
 class Reporter:
     """The one place the watcher says what it does: the start line, progress while busy, state
-    changes and the exit summary (see the module doc). Metrics and health can hook in here."""
+    changes and the exit summary (see the module doc), and the stream's state for the metrics."""
 
     def __init__(self, watcher: Watched) -> None:
         self.watcher = watcher
@@ -71,6 +72,8 @@ class Reporter:
         w, opts = self.watcher, self.watcher.opts
         now = time.monotonic()
         self.has_started, self._t0, self.next_at = True, now, now + self.interval
+        if w.opts.metrics is not None:  # streaming: the stream gauge, the slot poll, the sink's health
+            w.opts.metrics.streaming(opts.dsn, opts.slot, getattr(w.sink, "health", None))
         self._last = (now, 0, 0, 0)
         sink = w.opts.sink_label or getattr(w.sink, "name", type(w.sink).__name__)
         database = describe_dsn(opts.dsn)
@@ -135,6 +138,8 @@ class Reporter:
 
     def finished(self, reason: str) -> None:
         stats = self.watcher.stats
+        if self.watcher.opts.metrics is not None:
+            self.watcher.opts.metrics.stopped()
         seconds = time.monotonic() - self._t0
         log.info(
             "delivered %d events from %d transactions (%d timers fired, %d dead letters) "

@@ -52,7 +52,9 @@ resume LSN), a progress line every ``progress_interval`` seconds while transacti
 (transactions, changes and events of the interval, events/s, lag bytes = the server's WAL end
 as the stream last heard it − the checkpoint), each state change (stopping, reloaded), and an
 exit summary (``delivered N events from M transactions …``), also when an error ends a watcher
-that had started streaming. Formats and redaction: :mod:`cdc.logs`.
+that had started streaming. Formats and redaction: :mod:`cdc.logs`. With ``--metrics-addr``
+the same watcher feeds :mod:`cdc.metrics` (Prometheus figures, ``/healthz``, ``/readyz``):
+changes per processed transaction, the rest once per delivered batch.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -91,6 +93,9 @@ from .stream import ReplicationStream
 from .tail import StopFlag
 from .timers import Watermark
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 log = logging.getLogger("cdc.watch")
 
 
@@ -114,6 +119,8 @@ class WatchOptions:
     sink_label: str = ""
     #: SIGHUP: the live settings as the configuration now says (None: nothing to reload).
     reload: Callable[[], LiveSettings] | None = None
+    #: ``--metrics-addr``: the metrics and health the watcher reports into (cdc.metrics).
+    metrics: Metrics | None = None
 
     @property
     def where(self) -> Where:
@@ -144,6 +151,7 @@ class Watcher:
         self.stream: ReplicationStream | None = None
         self.parts: Started | None = None
         self.reporter = Reporter(self)
+        self.metrics = opts.metrics
         self.exit_reason = "stopped"
         self._status_cap: float | None = None  # the stream's bound from wal_sender_timeout
 
@@ -188,6 +196,8 @@ class Watcher:
         self.delivery.end_transaction(Position(tx.end_lsn, tx.xid, tx.commit_time))
         self.stats.transactions += 1
         self.stats.changes += len(tx.changes)
+        if self.metrics is not None:
+            self.metrics.transaction(tx)
         tx.close()
 
     def fire_due_timers(self, commit_time: datetime) -> None:
@@ -231,6 +241,8 @@ class Watcher:
         stats.events += delivered.events
         stats.batches += 1
         self.checkpoint = stats.checkpoint = delivered.position.end_lsn
+        if self.metrics is not None:
+            self.metrics.delivered(delivered, stats, self.timers)
         assert self.stream is not None
         self.stream.confirm(delivered.position.end_lsn, caught_up=caught_up)
         self.stream.send_status()

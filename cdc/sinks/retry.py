@@ -12,9 +12,9 @@ is retried the same way (the NATS sink connects to learn its server's limit).  A
 batch is harmless: the Redis and NATS sinks de-duplicate by idempotency key.
 
 While it retries, the wrapper keeps :class:`SinkHealth` (healthy, consecutive failures, the
-last error, failing since when; the future ``/healthz`` will report it) and calls ``keepalive`` (if the watcher set
-one) between attempts, so the replication connection can keep reporting its position.  The
-optional abilities of the ``Sink`` protocol are forwarded: ``keepalive`` reaches the inner sink
+last error, failing since when, attempts failed and retried; :mod:`cdc.metrics` reports it)
+and calls ``keepalive`` (if the watcher set one) between attempts, so the replication
+connection can keep reporting its position.  The optional abilities of the ``Sink`` protocol are forwarded: ``keepalive`` reaches the inner sink
 too, and ``store_writer`` is the inner sink's (a wrapped outbox stays exactly once).
 """
 
@@ -66,14 +66,15 @@ class StopSignal(Protocol):
 
 @dataclass
 class SinkHealth:
-    """How the sink is doing (kept for the metrics and ``/healthz`` that are not built yet)."""
+    """How the sink is doing (read by :mod:`cdc.metrics` for its counters and ``/healthz``)."""
 
     healthy: bool = True
     consecutive_failures: int = 0
     last_error: str | None = None
     failing_since: datetime | None = None
     last_success: datetime | None = None
-    retries_total: int = 0
+    retries_total: int = 0  # failed attempts that were retried
+    errors_total: int = 0  # failed attempts
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class RetryingSink:
                         f"sink {self.inner.name} failed for {now - started:.0f}s "
                         f"({self.health.consecutive_failures} attempts); last error: {one_line(exc)}"
                     ) from exc
+                self.health.retries_total += 1
                 wait = self.policy.delay(attempt, self._rand())
                 if limit is not None:
                     wait = max(0.0, min(wait, started + limit - now))
@@ -206,7 +208,7 @@ class RetryingSink:
         h = self.health
         h.healthy = False
         h.consecutive_failures += 1
-        h.retries_total += 1
+        h.errors_total += 1
         h.last_error = one_line(exc)
         if h.failing_since is None:
             h.failing_since = datetime.now(UTC)
