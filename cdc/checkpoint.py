@@ -50,9 +50,6 @@ class PostgresCheckpoints:
         self.slot = slot
         self._schema = sql.Identifier(schema)
 
-    def create(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(queries.query("checkpoints", "create_checkpoints", schema=self._schema))
-
     def read(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(
             queries.query("checkpoints", "read_checkpoint", schema=self._schema), {"slot": self.slot}
