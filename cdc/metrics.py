@@ -9,6 +9,7 @@ watcher's loop never waits for a scrape). The figures, all prefixed ``cdc_`` wit
   gauge: reserved, extended, unreserved, lost, or unknown while the slot cannot be read): one
   short query of ``pg_replication_slots`` every ``poll_interval`` seconds (5 by default) on a
   connection of its own to the watched database, in a background thread — never per transaction;
+  the same poll hands the slot's row to :mod:`cdc.slot_health`'s monitor every 10 s;
 * ``cdc_source_lag_seconds``: when the watcher's own heartbeat message (:mod:`cdc.heartbeat`,
   which carries the server's ``now()`` when it was sent) comes back through the stream, the
   watcher's clock at receipt minus that send time (the commit time when the text cannot be
@@ -205,6 +206,9 @@ class Metrics:
         self._timers_at = float("-inf")
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
+        #: Given the slot's whole row every CHECK_INTERVAL_S by the poll (cdc.slot_health: one
+        #: poll feeds both).
+        self.slot_observer: Callable[[dict[str, Any], str], None] | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def set_connected(self, connected: bool) -> None:
@@ -276,15 +280,23 @@ class Metrics:
     # -- the slot poll (its own thread and connection) -----------------------------------------
     def _poll_loop(self, dsn: str, slot: str) -> None:
         from .connect import connect
+        from .slot_health import CHECK_INTERVAL_S, read_slot
 
         conn: psycopg.Connection[Any] | None = None
         warned = False
+        judged_at = float("-inf")
         while not self._stop.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = connect(dsn, purpose=f"metrics {slot}", bounded=True)
                 row = conn.execute(queries.raw("lag", "slot_position"), {"slot": slot}).fetchone()
                 self.slot_read(None if row is None else (row[6], row[7], row[8]))
+                observer = self.slot_observer
+                if observer is not None and time.monotonic() - judged_at >= CHECK_INTERVAL_S:
+                    judged_at = time.monotonic()
+                    found = read_slot(conn, slot)
+                    if found is not None:
+                        observer(*found)
                 warned = False
             except Exception as exc:  # the poll never ends the thread: a warning, then retries
                 if not warned:

@@ -2,7 +2,10 @@
 ``progress_interval`` seconds while busy, state changes and the exit summary, in the format of
 :mod:`cdc.logs` (text or JSON, passwords masked). One place, so that metrics and health hook in
 beside the log lines: the start marks the stream connected in :mod:`cdc.metrics` and starts its
-slot poll, the exit marks it disconnected.
+slot poll, the exit marks it disconnected. The slot's health while streaming
+(:mod:`cdc.slot_health`) hooks in here too: :meth:`Reporter.started` starts its monitor (fed by
+the metrics poller when there is one), and :meth:`Reporter.progress`, which the loop calls at
+least once a second, ends the watcher with the monitor's stop after delivering the batch it has.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ from psycopg.conninfo import conninfo_to_dict
 from . import logs
 from .lsn import format_lsn
 from .sinks.base import Sink
+from .slot_health import SlotMonitor
 from .stream import ReplicationStream
 
 log = logging.getLogger("cdc.watch")
+
+#: How often the loop looks at the slot monitor's verdict (the monitor reads the slot less often).
+SLOT_CHECK_S = 1.0
 
 
 class Watched(Protocol):
@@ -30,6 +37,9 @@ class Watched(Protocol):
     checkpoint: int
     stream: ReplicationStream | None
     sink: Sink
+    delivery: Any  # cdc.batch.Delivery: pending
+
+    def deliver(self, *, caught_up: bool) -> None: ...
 
 
 def describe_dsn(dsn: str) -> str:
@@ -50,10 +60,21 @@ class Reporter:
     def __init__(self, watcher: Watched) -> None:
         self.watcher = watcher
         self.interval = watcher.opts.progress_interval
-        self.next_at = float("inf")  # until the stream starts
+        self.progress_at = float("inf")  # until the stream starts
+        self.slot_check_at = float("inf")
         self.has_started = False
         self._t0 = 0.0
         self._last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+        self.slot_monitor: SlotMonitor | None = None
+
+    @property
+    def next_at(self) -> float:
+        """When the loop calls :meth:`progress` next: the progress line or a look at the slot."""
+        return min(self.progress_at, self.slot_check_at)
+
+    @next_at.setter
+    def next_at(self, value: float) -> None:  # the progress line's (a reload shortens it)
+        self.progress_at = value
 
     def _common(self) -> dict[str, Any]:
         w = self.watcher
@@ -71,9 +92,14 @@ class Reporter:
 
         w, opts = self.watcher, self.watcher.opts
         now = time.monotonic()
-        self.has_started, self._t0, self.next_at = True, now, now + self.interval
+        self.has_started, self._t0 = True, now
+        self.progress_at, self.slot_check_at = now + self.interval, now + SLOT_CHECK_S
+        monitor = self.slot_monitor = SlotMonitor(opts.dsn, opts.slot)
         if w.opts.metrics is not None:  # streaming: the stream gauge, the slot poll, the sink's health
+            w.opts.metrics.slot_observer = monitor.observe  # one slot poll feeds both
             w.opts.metrics.streaming(opts.dsn, opts.slot, getattr(w.sink, "health", None))
+        else:
+            monitor.start()
         self._last = (now, 0, 0, 0)
         sink = w.opts.sink_label or getattr(w.sink, "name", type(w.sink).__name__)
         database = describe_dsn(opts.dsn)
@@ -98,10 +124,19 @@ class Reporter:
         )
 
     def progress(self) -> None:
-        """A progress line when anything arrived since the last one; the next is due in
-        ``interval`` seconds either way."""
+        """Called by the loop once :attr:`next_at` has passed: a stop from the slot monitor
+        (deliver what is pending, then raise it); a progress line when it is due and anything
+        arrived since the last one (the next is due in ``interval`` seconds either way)."""
         now = time.monotonic()
-        self.next_at = now + self.interval
+        monitor = self.slot_monitor
+        if monitor is not None and monitor.failure is not None:
+            if self.watcher.delivery.pending:
+                self.watcher.deliver(caught_up=False)
+            raise monitor.failure
+        self.slot_check_at = now + SLOT_CHECK_S
+        if now < self.progress_at:
+            return
+        self.progress_at = now + self.interval
         stats = self.watcher.stats
         t, transactions, changes, events = self._last
         if stats.transactions == transactions:
@@ -140,6 +175,8 @@ class Reporter:
         stats = self.watcher.stats
         if self.watcher.opts.metrics is not None:
             self.watcher.opts.metrics.stopped()
+        if self.slot_monitor is not None:
+            self.slot_monitor.stop()
         seconds = time.monotonic() - self._t0
         log.info(
             "delivered %d events from %d transactions (%d timers fired, %d dead letters) "

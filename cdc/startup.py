@@ -1,8 +1,10 @@
 """What ``cdc watch`` checks and loads before it streams: :func:`start`.
 
 1. **Preflight** on the watched database: the server can replicate (:func:`~cdc.provision.check_server`),
-   the slot exists, and every table of the publication is REPLICA IDENTITY FULL (changes written
-   from now on must carry whole before-images, :mod:`cdc.relations`).
+   the slot exists and is healthy (:mod:`cdc.slot_health`: lost, invalidated, of another
+   database or in use stops the start; ``extended``/``unreserved`` is one warning line), and
+   every table of the publication is REPLICA IDENTITY FULL (changes written from now on must
+   carry whole before-images, :mod:`cdc.relations`).
 2. **The store**: the connection to the database of the watcher's own tables — where the sink's
    events commit when it has the same-transaction ability (``Sink.store_writer``), else the
    watched one — with those tables created and the sink's prepared.
@@ -38,6 +40,7 @@ from .provision import check_server, primary_keys, slot_facts
 from .relations import RelationGuard, merge_reads, require_full_identity, table_shapes
 from .schema import create_tables
 from .sinks.base import Sink
+from .slot_health import classify, read_slot
 from .state import StateStore, bootstrap_late, forget_reference_table
 from .timers import TimerStore
 
@@ -126,6 +129,7 @@ def _preflight(where: Where) -> tuple[str, ...]:
             check_server(source)
             if slot_facts(source, where.slot) is None:
                 raise SlotMissing(f"replication slot {where.slot} does not exist")
+            _judge_slot(source, where.slot)
             watched = tuple(
                 r[0]
                 for r in source.execute(
@@ -136,6 +140,18 @@ def _preflight(where: Where) -> tuple[str, ...]:
         except psycopg.Error as exc:
             raise translate(exc, slot=where.slot) from exc
     return watched
+
+
+def _judge_slot(source: psycopg.Connection[Any], slot: str) -> None:
+    """The slot's health at start (:mod:`cdc.slot_health`): a stop raises, a warning is one line."""
+    found = read_slot(source, slot)
+    if found is None:
+        raise SlotMissing(f"replication slot {slot} does not exist")
+    health = classify(slot, *found, at_start=True)
+    if health.error is not None:
+        raise health.error
+    if health.level == "warning":
+        log.warning("slot health: %s", health.text)
 
 
 def _reconcile_bootstrap(

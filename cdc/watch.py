@@ -72,7 +72,7 @@ import psycopg
 
 from derivers.base import Deriver
 
-from . import logs
+from . import logs, slot_health
 from .assembler import Assembler, RowChange, Transaction
 from .batch import BatchLimits, Delivery
 from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
@@ -80,7 +80,7 @@ from .checkpoint import Position
 from .config import DEFAULT_SPILL_CHANGES
 from .derive import Derivation
 from .envelopes import EnvelopeBuilder
-from .errors import CdcError
+from .errors import CdcError, ConnectionLost
 from .heartbeat import Heartbeat
 from .lifecycle import LiveSettings, Signals
 from .lsn import format_lsn
@@ -287,11 +287,18 @@ class Watcher:
                 status_interval=opts.status_interval,
                 purpose=f"watch {opts.slot}",
             )
-            with self.stream as stream:
-                if stream.status_interval < opts.status_interval:
-                    self._status_cap = stream.status_interval
-                self.reporter.started()
-                self._loop(stream, heartbeat, stop, target)
+            try:
+                with self.stream as stream:
+                    if stream.status_interval < opts.status_interval:
+                        self._status_cap = stream.status_interval
+                    self.reporter.started()
+                    self._loop(stream, heartbeat, stop, target)
+            except ConnectionLost as lost:
+                # the server ends an invalidated slot's walsender: say that, not "connection lost"
+                invalid = slot_health.invalidated(opts.dsn, opts.slot)
+                if invalid is None:
+                    raise
+                raise invalid from lost
             failed = False
         except KeyboardInterrupt:
             self.exit_reason, failed = "stopped at once by a second signal (no final checkpoint)", False
