@@ -43,6 +43,7 @@ from typing import Any, Final, Literal
 
 import psycopg
 
+from . import queries
 from .errors import CdcError, SlotInUse, SlotInvalidated, SlotOfAnotherDatabase
 
 log = logging.getLogger("cdc.watch")
@@ -50,12 +51,6 @@ log = logging.getLogger("cdc.watch")
 #: How often the slot is read while streaming (the metrics poller, when on, reads more often).
 CHECK_INTERVAL_S: Final = 10.0
 MB: Final = 1024 * 1024
-
-#: The whole row (whatever columns this server version has) and the database connected to.
-SLOT_ROW: Final = (
-    "SELECT to_jsonb(s) AS slot, current_database() AS here "
-    "FROM pg_replication_slots s WHERE s.slot_name = %(slot)s"
-)
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,7 @@ def classify(slot: str, row: Mapping[str, Any], database: str, *, at_start: bool
 
 def read_slot(conn: psycopg.Connection[Any], slot: str) -> tuple[dict[str, Any], str] | None:
     """The slot's row and the database ``conn`` is connected to; None: no such slot."""
-    found = conn.execute(SLOT_ROW, {"slot": slot}).fetchone()
+    found = conn.execute(queries.raw("lag", "slot_row"), {"slot": slot}).fetchone()
     return None if found is None else (dict(found[0]), str(found[1]))
 
 

@@ -20,6 +20,12 @@ SELECT s.slot_type,
   FROM pg_replication_slots s
  WHERE s.slot_name = %(slot)s
 
+-- name: slot_row
+-- The slot's whole row, whatever columns this server version has (PG 16 `conflicting`, PG 17
+-- `invalidation_reason`), and the database connected to: judged by cdc/slot_health.py.
+SELECT to_jsonb(s) AS slot, current_database() AS here
+  FROM pg_replication_slots s WHERE s.slot_name = %(slot)s
+
 -- name: own_tables
 -- Which of the watcher's tables exist in this database (a watcher whose own tables live in the
 -- outbox database of another server has none here).
