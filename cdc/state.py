@@ -17,7 +17,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from derivers.base import Deriver, Image, StateIndex
+from derivers.base import Deriver, Image, StateIndex, StateTotal
 
 from . import queries
 from .assembler import RowChange
@@ -43,6 +43,7 @@ class StateStore:
         self.rows: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {t: {} for t in self.primary_keys}
         self._indexes: dict[tuple[str, str], dict[Any, set[tuple[str, ...]]]] = {}
         self._lookups: dict[StateIndex, dict[Hashable, set[tuple[str, ...]]]] = {}
+        self._totals: dict[StateTotal, dict[Hashable, int]] = {}
         self._dirty: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
 
     # -- StateView ------------------------------------------------------------------------
@@ -73,6 +74,15 @@ class StateStore:
         rows = self.rows.get(index.table, {})
         return [rows[k] for k in keyed.get(key, ())]
 
+    def total(self, total: StateTotal, key: Hashable) -> int:
+        sums = self._totals.get(total)
+        if sums is None:  # built on first use, then kept current by _put
+            sums = self._totals[total] = {}
+            table = total.tables[0]
+            for row in list(self.rows.get(table, {}).values()):
+                _add(sums, total.contributions(self, table, row), 1)
+        return sums.get(key, 0)
+
     # -- applying changes -------------------------------------------------------------------
     def _key(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(str(row[c]) for c in self.primary_keys[table])
@@ -80,6 +90,10 @@ class StateStore:
     def _put(self, table: str, key: tuple[str, ...], row: dict[str, Any] | None) -> None:
         rows = self.rows.setdefault(table, {})
         old = rows.get(key)
+        totals = [(t, sums) for t, sums in self._totals.items() if table in t.tables] if self._totals else ()
+        for total, sums in totals:  # the old row's combinations leave, with the rest as it is
+            if old is not None:
+                _add(sums, total.contributions(self, table, old), -1)
         for (t, col), index in self._indexes.items():
             if t != table:
                 continue
@@ -100,6 +114,9 @@ class StateStore:
             rows.pop(key, None)
         else:
             rows[key] = row
+        for total, sums in totals:  # ... and the new row's come in
+            if row is not None:
+                _add(sums, total.contributions(self, table, row), 1)
         self._dirty[(table, key)] = row
 
     def apply(self, change: RowChange) -> None:
@@ -138,31 +155,40 @@ class StateStore:
                 count += 1
         self._indexes.clear()
         self._lookups.clear()
+        self._totals.clear()
         self._dirty.clear()
         return count
 
     def flush(self, conn: psycopg.Connection[Any]) -> None:
-        """Write what changed since the last flush (inside the caller's transaction)."""
+        """Write what changed since the last flush, inside the caller's transaction: the rows
+        are copied into a staging table (COPY), then upserted and deleted by one statement each —
+        per checkpoint, not per row."""
         if not self._dirty:
             return
-        upserts = []
-        deletes = []
-        for (table, key), row in self._dirty.items():
-            params = {"slot": self.slot, "table": table, "key": orjson.dumps(list(key)).decode()}
-            if row is None:
-                deletes.append(params)
-            else:
-                upserts.append({**params, "row": orjson.dumps(row).decode()})
+        dumps = orjson.dumps
+        conn.execute(_q("create_state_stage", self.schema))
         with conn.cursor() as cur:
-            if deletes:
-                cur.executemany(_q("delete_state", self.schema), deletes)
-            if upserts:
-                cur.executemany(_q("upsert_state", self.schema), upserts)
+            with cur.copy(_q("copy_state_stage", self.schema)) as copy:
+                for (table, key), row in self._dirty.items():
+                    data = None if row is None else dumps(row).decode()
+                    copy.write_row((table, dumps(list(key)).decode(), data))
+            params = {"slot": self.slot}
+            cur.execute(_q("delete_state_staged", self.schema), params)
+            cur.execute(_q("upsert_state_staged", self.schema), params)
         # cleared by committed(), once the caller's transaction is durable
 
     def committed(self) -> None:
         """The transaction that flushed the changes committed: nothing is pending any more."""
         self._dirty.clear()
+
+
+def _add(sums: dict[Hashable, int], contributions: Iterable[tuple[Hashable, int]], sign: int) -> None:
+    for key, amount in contributions:
+        value = sums.get(key, 0) + sign * amount
+        if value:
+            sums[key] = value
+        else:  # nothing left under the key: it goes (the totals stay as small as what is booked)
+            sums.pop(key, None)
 
 
 def _hashable(value: Any) -> Any:

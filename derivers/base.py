@@ -108,6 +108,36 @@ class StateIndex:
     keys: Callable[[Image], Iterable[Hashable]]
 
 
+@dataclass(frozen=True, eq=False)
+class StateTotal:
+    """A sum over reference rows a deriver asks the state to keep current for it, by key —
+    typically a sum over a join (hours booked per user and day: entries × their assignee rows),
+    which no lookup answers without reading every row it sums.
+
+    ``contributions(view, table, row)`` yields ``(key, amount)`` for what ``row`` of ``table``
+    adds to the totals *together with the rows of the other* ``tables`` *as* ``view`` *holds
+    them*: for a join, every combination the row is part of, each combination once. The state
+    keeps the totals by taking a row's contributions away before it changes (the rest of the
+    state as it is) and adding the new row's after, so each combination is counted exactly
+    while any of its rows changes; it builds them first from the rows of ``tables[0]`` (each
+    combination has one row there). ``contributions`` must be pure and read only ``tables``.
+    Amounts are integers (exact: no drift however often a row changes). Compared by identity:
+    define one per total, at module level."""
+
+    tables: tuple[str, ...]
+    name: str
+    contributions: Callable[[StateView, str, Image], Iterable[tuple[Hashable, int]]]
+
+
+def scan_total(view: StateView, total: StateTotal, key: Hashable, rows: Iterable[Image]) -> int:
+    """``total`` under ``key`` computed from ``rows``, every row of ``total.tables[0]`` that
+    ``view`` holds — for a view that does not keep totals (a test twin); the state keeps them."""
+    table = total.tables[0]
+    return sum(
+        amount for row in rows for found, amount in total.contributions(view, table, row) if found == key
+    )
+
+
 class StateView(Protocol):
     """Replicated reference rows, as of the transaction being derived."""
 
@@ -121,6 +151,10 @@ class StateView(Protocol):
 
     def lookup(self, index: StateIndex, key: Hashable) -> list[Image]:
         """Rows of ``index.table`` that ``index.keys`` files under ``key`` (in no order)."""
+        ...
+
+    def total(self, total: StateTotal, key: Hashable) -> int:
+        """The sum ``total`` keeps under ``key`` as of the transaction (0 when nothing adds to it)."""
         ...
 
 

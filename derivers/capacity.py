@@ -63,12 +63,13 @@ overlap (an entry ending exactly at midnight does not touch the next day).
 
 **Cost.** Only a day on which the transaction *added* bookings to a team can cross: with the
 team's membership unchanged, ``previous`` = ``current`` minus what the moved entries changed
-(their intervals and assignees before and after), so a day whose bookings did not grow is not
-read at all, and ``current`` is read once per (tenant, day) for all teams. Reading it goes
-through a state index by (tenant, UTC day) (:data:`ENTRIES_BY_DAY`, kept current by the state as
-rows change) and each entry's assignees by entry id: linear in the entries booked on that day
-for the tenant, not in the team's booking history. Entry times are parsed once (a bounded cache
-of the texts). A change of the team's membership in the same transaction reads both sides.
+(their intervals and assignees before and after, :func:`_user_deltas`), so a day whose bookings
+did not grow is not read at all. ``current`` is a total the state keeps current for this deriver
+(:data:`BOOKED`, a :class:`~derivers.base.StateTotal`: milliseconds per (tenant, UTC day, user),
+summed over entries × their assignee rows as either changes), so a check reads one number per
+member. A change of the team's membership in the same transaction reads the day before it from
+the day's entries (:data:`ENTRIES_BY_DAY`, a state index by (tenant, UTC day)). Entry times are
+parsed once (a bounded cache of the texts).
 
 **Key and actor.** Subject = the team, discriminator = the UTC date: the uniform key
 ``CAPACITY_THRESHOLD_REACHED:<tenant>:<team>:<YYYY-MM-DD>@<end LSN>`` (DESIGN §4), not the app's
@@ -80,7 +81,7 @@ on that date.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -93,6 +94,7 @@ from .base import (
     Derived,
     Image,
     StateIndex,
+    StateTotal,
     StateView,
     Timer,
     TimerOps,
@@ -153,12 +155,13 @@ class _Undone:
     current state with the transaction's changes of :data:`PRIMARY_KEYS` tables undone (a row
     it inserted is absent, a row it updated or deleted is its before-image)."""
 
-    __slots__ = ("_state", "_undo", "_undone_by")
+    __slots__ = ("_booked", "_state", "_undo", "_undone_by")
 
     def __init__(self, state: StateView, changes: Mapping[str, Sequence[Change]]) -> None:
         self._state = state
         self._undo: dict[str, dict[tuple[str, ...], Image | None]] = {}
         self._undone_by: dict[tuple[str, str], dict[Hashable, list[Image]]] = {}
+        self._booked: dict[tuple[str, int], dict[str, int]] = {}
         for table, of_table in changes.items():
             if not of_table:
                 continue
@@ -203,6 +206,17 @@ class _Undone:
         out = [row for row in rows if _key(row, columns) not in undo]
         out.extend(row for row in undo.values() if row is not None and key in index.keys(row))
         return out
+
+    def total(self, total: StateTotal, key: Hashable) -> int:
+        """:data:`BOOKED` before the transaction, from the day's entries (the state keeps the
+        totals as of the transaction only)."""
+        assert total is BOOKED, total.name
+        assert isinstance(key, tuple), key
+        tenant, day, user = key
+        booked = self._booked.get((tenant, day))
+        if booked is None:
+            booked = self._booked[(tenant, day)] = _users_booked(self, tenant, day)
+        return booked.get(user, 0)
 
 
 # --- the numbers -----------------------------------------------------------------------------------------
@@ -295,15 +309,11 @@ ENTRIES_BY_DAY: Final = StateIndex(SCHEDULE_ENTRIES, "entries by UTC day", _entr
 
 
 def _users_booked(view: StateView, tenant: str, day: int) -> dict[str, int]:
-    """Milliseconds each user has booked on the UTC ``day``: each entry overlapping the day adds
-    its overlap once per assignee row."""
+    """Milliseconds each user has booked on the UTC ``day``, read from the day's entries: each
+    entry overlapping the day adds its overlap once per assignee row (:data:`BOOKED` by scan)."""
     booked: dict[str, int] = {}
-    low, high = day * _DAY_MS, (day + 1) * _DAY_MS
     for entry in view.lookup(ENTRIES_BY_DAY, (tenant, day)):
-        interval = _interval(entry)
-        if interval is None:
-            continue
-        overlap = min(interval[1], high) - max(interval[0], low)
+        overlap = _overlap(_interval(entry), day)
         for assignee in view.find(ASSIGNEES, "entry_id", entry["entry_id"]):
             if assignee.get("tenant") == tenant:
                 user = assignee["user_id"]
@@ -311,19 +321,37 @@ def _users_booked(view: StateView, tenant: str, day: int) -> dict[str, int]:
     return booked
 
 
-class _Bookings:
-    """Per-user booked milliseconds of (tenant, day), read once per transaction and view: the
-    teams checked on one day share the day's entries."""
+def _booked_by(view: StateView, table: str, row: Image) -> Iterator[tuple[Hashable, int]]:
+    """What one row adds to :data:`BOOKED`: an entry, its overlap of each UTC day once per
+    assignee row it has; an assignee row, its entry's overlap of each day for its user."""
+    tenant = row["tenant"]
+    if table == SCHEDULE_ENTRIES:
+        entry: Image | None = row
+        users = [
+            a["user_id"]
+            for a in view.find(ASSIGNEES, "entry_id", row["entry_id"])
+            if a.get("tenant") == tenant
+        ]
+    else:
+        entry = view.get(SCHEDULE_ENTRIES, (tenant, row["entry_id"]))
+        users = [row["user_id"]]
+    interval = _interval(entry)
+    if interval is None or not users:
+        return
+    for day in _days(interval):
+        overlap = min(interval[1], (day + 1) * _DAY_MS) - max(interval[0], day * _DAY_MS)
+        for user in users:
+            yield (tenant, day, user), overlap
 
-    def __init__(self, view: StateView) -> None:
-        self.view = view
-        self._days: dict[tuple[str, int], dict[str, int]] = {}
 
-    def team(self, tenant: str, members: set[str], day: int) -> int:
-        booked = self._days.get((tenant, day))
-        if booked is None:
-            booked = self._days[(tenant, day)] = _users_booked(self.view, tenant, day)
-        return sum(booked.get(user, 0) for user in members)
+#: Milliseconds booked per (tenant, UTC day, user) — Σ over the user's assignee rows of their
+#: entry's overlap of the day — kept current by the state as entries and assignees change
+#: (derivers.base.StateTotal), so a check reads one number per team member, not the day's entries.
+BOOKED: Final = StateTotal((SCHEDULE_ENTRIES, ASSIGNEES), "booked ms by tenant, day, user", _booked_by)
+
+
+def _team_total(view: StateView, tenant: str, members: set[str], day: int) -> int:
+    return sum(view.total(BOOKED, (tenant, day, user)) for user in members)
 
 
 @dataclass(frozen=True)
@@ -342,39 +370,50 @@ def _overlap(interval: tuple[int, int] | None, day: int) -> int:
     return min(interval[1], (day + 1) * _DAY_MS) - max(interval[0], day * _DAY_MS)
 
 
-def _delta(moved: Sequence[_Moved], members: set[str], day: int) -> int:
-    """What the moved entries change in the team's booked milliseconds of ``day`` (members unchanged)."""
-    total = 0
+def _user_deltas(moved: Sequence[_Moved]) -> dict[int, dict[str, int]]:
+    """UTC day → user → what the moved entries change in the user's booked milliseconds."""
+    deltas: dict[int, dict[str, int]] = {}
     for entry in moved:
-        total += _overlap(entry.after, day) * sum(user in members for user in entry.users_after)
-        total -= _overlap(entry.before, day) * sum(user in members for user in entry.users_before)
-    return total
+        for interval, users, sign in (
+            (entry.after, entry.users_after, 1),
+            (entry.before, entry.users_before, -1),
+        ):
+            for day in _days(interval):
+                overlap = sign * _overlap(interval, day)
+                of_day = deltas.setdefault(day, {})
+                for user in users:
+                    of_day[user] = of_day.get(user, 0) + overlap
+    return deltas
 
 
 def _team_booked(
-    before: _Bookings,
-    after: _Bookings,
-    moved: Sequence[_Moved],
+    before: StateView,
+    after: StateView,
+    deltas: Mapping[int, Mapping[str, int]],
     tenant: str,
     team: str,
     days: Mapping[int, Any],
 ) -> dict[int, tuple[int, int]]:
     """(previous, current) booked milliseconds of the team on each day that may have crossed,
     each with the team's members as they were then. With the membership unchanged, only the
-    moved entries differ between the two (previous = current − their delta) and a day whose
-    bookings did not grow cannot cross: it is not read at all."""
-    members_before = {m["user_id"] for m in _members(before.view, tenant, team)}
-    members_after = {m["user_id"] for m in _members(after.view, tenant, team)}
+    moved entries differ between the two (previous = current − their ``deltas``) and a day
+    whose bookings did not grow cannot cross: it is not read at all."""
+    members_before = {m["user_id"] for m in _members(before, tenant, team)}
+    members_after = {m["user_id"] for m in _members(after, tenant, team)}
     out: dict[int, tuple[int, int]] = {}
     for day in days:
         if members_before == members_after:
-            delta = _delta(moved, members_after, day)
+            of_day = deltas.get(day, {})
+            delta = sum(of_day.get(user, 0) for user in members_after)
             if delta <= 0:
                 continue
-            current = after.team(tenant, members_after, day)
+            current = _team_total(after, tenant, members_after, day)
             out[day] = (current - delta, current)
         else:
-            out[day] = (before.team(tenant, members_before, day), after.team(tenant, members_after, day))
+            out[day] = (
+                _team_total(before, tenant, members_before, day),
+                _team_total(after, tenant, members_after, day),
+            )
     return out
 
 
@@ -440,13 +479,13 @@ def capacity_events(ctx: FamilyTx) -> None:
             for day in days:
                 by_day.setdefault(day, change)
     actor = ctx.context_actor or NO_ACTOR
-    booked_before, booked_after = _Bookings(before), _Bookings(after)
+    deltas = {tenant: _user_deltas(of_tenant) for tenant, of_tenant in moved_of.items()}
     for (tenant, team), by_day in sorted(checks.items()):
         limit = _limit(after, tenant, team)
         if limit <= 0:
             continue
         limit_ms = limit * _HOUR_MS
-        booked = _team_booked(booked_before, booked_after, moved_of[tenant], tenant, team, by_day)
+        booked = _team_booked(before, after, deltas[tenant], tenant, team, by_day)
         for day in sorted(booked):
             previous, current = booked[day]
             if previous < limit_ms <= current:

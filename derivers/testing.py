@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from .base import Change, Image, Op, StateIndex, Timer, TxView
+from .base import Change, Image, Op, StateIndex, StateTotal, Timer, TxView, scan_total
 
 
 @dataclass
@@ -81,6 +81,9 @@ class FakeState:
 
     def lookup(self, index: StateIndex, key: Hashable) -> list[Image]:
         return [r for r in self.rows.get(index.table, {}).values() if key in set(index.keys(r))]
+
+    def total(self, total: StateTotal, key: Hashable) -> int:
+        return scan_total(self, total, key, self.rows.get(total.tables[0], {}).values())
 
 
 def _comparable(value: Any) -> Any:

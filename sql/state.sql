@@ -36,13 +36,26 @@ CREATE TABLE IF NOT EXISTS {schema}.timers (
 -- name: load_state
 SELECT table_name, row_key, row_data::text FROM {schema}.state_rows WHERE slot_name = %(slot)s
 
--- name: upsert_state
+-- A checkpoint's state changes go through a staging table, filled with COPY: one statement for
+-- the upserts and one for the deletes, whatever their number (row_data NULL: the row is gone).
+-- name: create_state_stage
+CREATE TEMP TABLE cdc_state_stage (
+    table_name text NOT NULL,
+    row_key    text NOT NULL,
+    row_data   jsonb
+) ON COMMIT DROP
+
+-- name: copy_state_stage
+COPY cdc_state_stage (table_name, row_key, row_data) FROM STDIN
+
+-- name: upsert_state_staged
 INSERT INTO {schema}.state_rows (slot_name, table_name, row_key, row_data)
-VALUES (%(slot)s, %(table)s, %(key)s, %(row)s::jsonb)
+SELECT %(slot)s, table_name, row_key, row_data FROM cdc_state_stage WHERE row_data IS NOT NULL
 ON CONFLICT (slot_name, table_name, row_key) DO UPDATE SET row_data = EXCLUDED.row_data
 
--- name: delete_state
-DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s AND table_name = %(table)s AND row_key = %(key)s
+-- name: delete_state_staged
+DELETE FROM {schema}.state_rows AS s USING cdc_state_stage AS d
+WHERE s.slot_name = %(slot)s AND d.row_data IS NULL AND s.table_name = d.table_name AND s.row_key = d.row_key
 
 -- name: clear_state
 DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s

@@ -26,7 +26,7 @@ from cdc.pgoutput.messages import RawValue
 from cdc.state import StateStore
 from cdc.timers import TimerStore
 from cdc.values import JsonRowView, Row, RowShape
-from derivers.base import Change, Op, StateIndex, StateView, TimerOps
+from derivers.base import Change, Image, Op, StateIndex, StateTotal, StateView, TimerOps
 from derivers.testing import FakeChange, FakeState, FakeTimers, make_tx
 
 UUID, BOOL, INT4, TEXT, NUMERIC, TIMESTAMPTZ, JSONB = 2950, 16, 23, 25, 1700, 1184, 3802
@@ -306,6 +306,33 @@ def test_a_rewritten_row_is_looked_up_by_its_new_keys_only(state: StateUnderTest
     state.write(("update", raw(), raw(title=b"Scanner")))
     assert ids(view.lookup(BY_INITIAL, "S")) == [THING1, THING2]
     assert ids(view.lookup(BY_INITIAL, "P")) == [THING3]
+
+
+def _count_by_title(view: StateView, table: str, row: Image) -> list[tuple[str, int]]:
+    return [(row["title"], row["count"])] if row.get("title") and row.get("count") is not None else []
+
+
+#: The counts of things summed by title (a total the state keeps current).
+COUNT_BY_TITLE = StateTotal((TABLE,), "count by title", _count_by_title)
+
+
+def test_total_sums_what_the_rows_contribute_under_a_key(state: StateUnderTest) -> None:
+    state.write(*ROWS)
+    view: StateView = state.view
+    assert view.total(COUNT_BY_TITLE, "Printer") == 2
+    assert view.total(COUNT_BY_TITLE, "Scanner") == 1
+    assert view.total(COUNT_BY_TITLE, "Fax") == 0
+
+
+def test_a_rewritten_row_moves_its_contribution(state: StateUnderTest) -> None:
+    state.write(*ROWS)
+    view: StateView = state.view
+    assert view.total(COUNT_BY_TITLE, "Printer") == 2  # built before the rewrite
+    state.write(("update", raw(), raw(title=b"Scanner", count=b"5")))
+    assert view.total(COUNT_BY_TITLE, "Printer") == 1
+    assert view.total(COUNT_BY_TITLE, "Scanner") == 6
+    state.write(("update", raw(title=b"Scanner", count=b"5"), raw(title=b"Scanner", count=b"-1")))
+    assert view.total(COUNT_BY_TITLE, "Scanner") == 0
 
 
 # --- TimerOps --------------------------------------------------------------------------------------
