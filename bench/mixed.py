@@ -35,7 +35,7 @@ the defaults against pg_recvlogical's 1.9 s). It now reads only the days whose b
 through a state index by UTC day (41 → 22 s on the same run shape); it is still about half of
 the watcher's time here (``--profile``).
 
-    python -m bench.mixed --reps 3 [--ntx 2500 --per 50] [--sink discard --sink postgres] [--profile]
+    python -m bench.mixed --reps 3 [--ntx 2500 --per 50] [--sink discard --sink postgres] [--profile] [--no-journal]
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def row_changes(first: int, count: int) -> int:
     return total
 
 
-def cdc_watch_argv(dsn: str, slot: str, sink: str) -> list[str]:
+def cdc_watch_argv(dsn: str, slot: str, sink: str, journal: bool = True) -> list[str]:
     return [
         str(Path(sys.executable).with_name("cdc")),
         "watch",
@@ -229,6 +229,7 @@ def cdc_watch_argv(dsn: str, slot: str, sink: str) -> list[str]:
         "60",
         "--batch-events",
         "20000",
+        *([] if journal else ["--no-journal"]),
     ]
 
 
@@ -240,6 +241,7 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=3000, help="schedule entries of history")
     ap.add_argument("--tasks", type=int, default=3000, help="project tasks of history")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-journal", action="store_true", help="the watchers with the change journal off")
     ap.add_argument(
         "--sink",
         action="append",
@@ -257,8 +259,9 @@ def main() -> None:
         compileall.compile_dir(root / package, quiet=1)
     writes = args.ntx * args.per
     samples: dict[str, list[tuple[float, float, float, float, float]]] = {"pg_recvlogical": []}
-    samples.update({f"cdc watch ({sink})": [] for sink in sinks})
-    delivered: dict[str, list[int]] = {f"cdc watch ({sink})": [] for sink in sinks}
+    off = ", journal off" if args.no_journal else ""
+    samples.update({f"cdc watch ({sink}{off})": [] for sink in sinks})
+    delivered: dict[str, list[int]] = {f"cdc watch ({sink}{off})": [] for sink in sinks}
     rows = 0
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
         dsn = pg.dsn("postgres")
@@ -321,10 +324,11 @@ def main() -> None:
                 f"recvlogical {r_s:.2f} s (its walsender {r_ws:.2f} s CPU)"
             )
             for sink, wslot in wslots.items():
-                w_s, w_rss, out, w_cpu, w_ws, w_store = timed(cdc_watch_argv(dsn, wslot, sink), dsn, wslot)
+                argv = cdc_watch_argv(dsn, wslot, sink, journal=not args.no_journal)
+                w_s, w_rss, out, w_cpu, w_ws, w_store = timed(argv, dsn, wslot)
                 found = re.search(rb"delivered (\d+) events", out)
                 assert found is not None, out[-400:]
-                name = f"cdc watch ({sink})"
+                name = f"cdc watch ({sink}{off})"
                 delivered[name].append(int(found.group(1)))
                 samples[name].append((w_s, w_rss, w_cpu, w_ws, w_store))
                 line += (
@@ -408,7 +412,7 @@ def report(
         )
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"mixed-{args.ntx}x{args.per}.json").write_bytes(
+    (RESULTS / f"mixed-{args.ntx}x{args.per}{'-nojournal' if args.no_journal else ''}.json").write_bytes(
         orjson.dumps(out_rows, option=orjson.OPT_INDENT_2)
     )
 

@@ -13,7 +13,12 @@ wall time. ``--profile`` adds one cProfile run of the watcher (into the last ``-
 prints where the time goes (``PROFILE_SORT=cumulative``, ``PROFILE_LINES=40`` to change the
 listing).
 
-    python -m bench.watch --reps 3 [--sink discard --sink postgres] [--profile]
+    python -m bench.watch --reps 3 [--sink discard --sink postgres] [--profile] [--no-journal]
+
+``--no-journal`` runs the watchers with the change journal off (it is on by default), for the
+journal's share of the live path. ``--metrics`` runs them with ``--metrics-addr`` on a free local
+port (rows "SINK + metrics"), for the metrics' share (:mod:`bench.metrics_cost` alternates runs
+with and without); ``--json PATH`` writes the results there instead of ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc.config import DEFAULT_TABLES
-from cdc.localpg import LocalPostgres
+from cdc.localpg import LocalPostgres, free_port
 from cdc.provision import setup
 from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
@@ -114,6 +119,17 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="run `cdc watch --no-journal` (the change journal off) to compare with the default",
+    )
+    ap.add_argument(
+        "--metrics",
+        action="store_true",
+        help="run `cdc watch --metrics-addr 127.0.0.1:<free port>` (rows 'SINK + metrics')",
+    )
+    ap.add_argument("--json", type=Path, help="write the results here [default: bench/results/]")
+    ap.add_argument(
         "--sink",
         action="append",
         help="a `cdc watch --sink` spec to time (repeatable; default: discard)",
@@ -128,7 +144,8 @@ def main() -> None:
     for package in ("cdc", "catalog", "derivers"):
         compileall.compile_dir(root / package, quiet=1)
     samples: dict[str, list[tuple[float, float, float, float, float]]] = {"pg_recvlogical": []}
-    samples.update({f"cdc watch ({sink})": [] for sink in sinks})
+    label = " + metrics" if args.metrics else ""
+    samples.update({f"cdc watch ({sink}{label})": [] for sink in sinks})
     events = 0
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
         dsn = pg.dsn("postgres")
@@ -162,7 +179,14 @@ def main() -> None:
                 prof = cProfile.Profile()
                 prof.runcall(
                     run_watch,
-                    WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60, batch_max_events=20000),
+                    WatchOptions(
+                        dsn,
+                        slot=slot,
+                        once=True,
+                        heartbeat_interval=60,
+                        batch_max_events=20000,
+                        journal=not args.no_journal,
+                    ),
                     open_sink(sinks[-1]),  # the last --sink given
                     default_derivers(),
                 )
@@ -195,6 +219,8 @@ def main() -> None:
                         "60",
                         "--batch-events",
                         "20000",
+                        *(["--no-journal"] if args.no_journal else []),
+                        *(["--metrics-addr", f"127.0.0.1:{free_port()}"] if args.metrics else []),
                     ],
                     dsn,
                     wslot,
@@ -202,7 +228,7 @@ def main() -> None:
                 delivered = re.search(rb"delivered (\d+) events", out)
                 assert delivered is not None, out[-400:]
                 events = int(delivered.group(1))
-                samples[f"cdc watch ({sink})"].append((w_s, w_rss, w_cpu, w_ws, w_store))
+                samples[f"cdc watch ({sink}{label})"].append((w_s, w_rss, w_cpu, w_ws, w_store))
                 line += (
                     f"; {sink} {w_s:.2f} s ({w_cpu:.2f} s CPU, its walsender {w_ws:.2f} s, "
                     f"its store backend {w_store:.2f} s CPU)"
@@ -258,7 +284,7 @@ def main() -> None:
         )
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"watch-{args.ntx}x{args.per}.json").write_bytes(
+    (args.json or RESULTS / f"watch-{args.ntx}x{args.per}.json").write_bytes(
         orjson.dumps(out_rows, option=orjson.OPT_INDENT_2)
     )
 

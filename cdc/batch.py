@@ -83,6 +83,9 @@ class Delivery:
         self.checkpoints = checkpoints
         self.limits = limits
         self._insert_dead = queries.query("dead_letters", "insert_dead_letter", schema=sql.Identifier(schema))
+        #: False: dead letters are counted, not written (a backfill replays history whose dead
+        #: letters the live run wrote already, and its store may hold no watcher tables).
+        self.record_dead_letters = True
         self._reset()
 
     def _reset(self) -> None:
@@ -161,7 +164,7 @@ class Delivery:
             stack.enter_context(store.transaction())
         with stack:  # commits here, or rolls back on an error
             write_own(store, position)
-            if self.dead_letters:
+            if self.dead_letters and self.record_dead_letters:
                 with store.cursor() as cur:
                     cur.executemany(self._insert_dead, self.dead_letters)
             self.checkpoints.advance(store, position)

@@ -1,4 +1,4 @@
-"""The ``cdc`` command line: setup, teardown, tail, catalog, demo.
+"""The ``cdc`` command line: setup, teardown, tail, watch, backfill, journal prune, lag, catalog, demo.
 
 Errors an operator can cause or meet (bad DSN, server down, wal_level, missing slot,
 slot in use, missing table, table without a primary key, …) end the command with one
@@ -9,7 +9,7 @@ Exit codes: 0 ok, 1 error that needs a change, 3 error worth retrying, 2 usage.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,7 @@ from .config import (
     DEFAULT_BATCH_EVENTS,
     DEFAULT_BATCH_TRANSACTIONS,
     DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_JOURNAL_RETENTION_DAYS,
     DEFAULT_LOG_FORMAT,
     DEFAULT_LOG_LEVEL,
     DEFAULT_PROGRESS_INTERVAL_S,
@@ -31,6 +32,9 @@ from .config import (
 from .errors import CdcError, translate
 from .logs import error_line
 from .lsn import parse_lsn
+
+if TYPE_CHECKING:
+    from .sinks.base import Sink
 
 app = typer.Typer(
     name="cdc",
@@ -347,6 +351,14 @@ def watch(
             "CDC_HEALTH_GRACE_S, CDC_HEALTH_MAX_LAG_BYTES). [CDC_METRICS_ADDR; default: none]",
         ),
     ] = None,
+    journal: Annotated[
+        bool | None,
+        typer.Option(
+            "--journal/--no-journal",
+            help="Record every consumed change in the change journal, for `cdc backfill`. "
+            "[CDC_JOURNAL; default: on]",
+        ),
+    ] = None,
 ) -> None:
     """Run the derivers over the stream and deliver their events (the daemon).
 
@@ -377,6 +389,7 @@ def watch(
         log_level=log_level,
         log_format=log_format,
         metrics_addr=metrics_addr,
+        journal=journal,
     )
     s = _settings(**flags)
     logs.setup(level=s.log_level, fmt=s.log_format)
@@ -426,6 +439,10 @@ def watch(
                 sink_label=logs.redact(s.sink or "postgres (the outbox in the watched database)"),
                 reload=live,
                 metrics=served.metrics if served is not None else None,
+                journal=s.journal,
+                reconnect_initial=s.reconnect_initial_s,
+                reconnect_max=s.reconnect_max_s,
+                standby_lease=s.standby_lease_s,
             ),
             open_sink(s.sink, schema=s.schema_name, stop=stop, max_event_bytes=s.max_event_bytes),
             default_derivers(sla_threshold_share=s.sla_threshold_share),
@@ -434,6 +451,170 @@ def watch(
     finally:
         if served is not None:
             served.close()
+
+
+JournalDsnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--journal-dsn",
+        help="The database of the watcher's own schema (its journal), when the live watcher's --sink "
+        "was postgresql://… [default: that sink's database, else --dsn]",
+    ),
+]
+
+
+@app.command()
+def backfill(
+    sink: SinkOpt = None,
+    dsn: DsnOpt = None,
+    slot: SlotOpt = None,
+    schema: SchemaOpt = None,
+    journal_dsn: JournalDsnOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="From this LSN (X/Y, exclusive) or timestamp (inclusive). [default: the start]"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="Up to this LSN (inclusive) or timestamp (exclusive). [default: the end]"
+        ),
+    ] = None,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--event-type", help="Emit only this event type (repeatable).")
+    ] = None,
+    deriver: Annotated[
+        list[str] | None, typer.Option("--deriver", help="Run only this deriver (repeatable).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the events by type; deliver nothing.")
+    ] = False,
+    max_rate: Annotated[
+        float | None, typer.Option("--max-rate", min=0.001, help="At most this many events per second.")
+    ] = None,
+    resume: Annotated[
+        int | None, typer.Option("--resume", metavar="ID", help="Go on with an interrupted run.")
+    ] = None,
+    from_audit_log: Annotated[
+        bool,
+        typer.Option(
+            "--from-audit-log",
+            help="History from before the watcher: map the application's ticket_audit_logs rows "
+            "(in --dsn) to the ticket events they record, up to where the journal begins.",
+        ),
+    ] = False,
+) -> None:
+    """Replay the change journal through the derivers into a sink, byte-identical to the live run.
+
+    Events already delivered are not delivered again (same keys and ids). Prints the run id
+    first and a summary table by event type at the end. With --from-audit-log, the application's
+    own ticket audit rows instead, and the event types they cannot give. See docs/backfill.md."""
+    from derivers import default_derivers
+
+    from . import logs
+    from .backfill import BackfillOptions, run_backfill, summary
+    from .sinks import open_sink
+    from .sinks.factory import store_dsn_of
+
+    s = _settings(dsn=dsn, slot=slot, schema_name=schema, sink=sink)
+    logs.setup(level=s.log_level, fmt=s.log_format)
+    if journal_dsn is not None:
+        check_dsn(journal_dsn)
+    watched = s.dsn.get_secret_value()
+    if journal_dsn is None and sink is None:
+        journal_dsn = store_dsn_of(s.sink)  # the configured live sink keeps the journal there
+    opts = BackfillOptions(
+        dsn=watched,
+        journal_dsn=journal_dsn,
+        slot=s.slot,
+        schema=s.schema_name,
+        since=since,
+        until=until,
+        event_types=tuple(event_type or ()),
+        derivers=tuple(deriver or ()),
+        dry_run=dry_run,
+        max_rate=max_rate,
+        resume=resume,
+        sink_label=logs.redact(s.sink or "postgres"),
+        batch_max_events=s.batch_events,
+        batch_max_transactions=s.batch_transactions,
+        spill_changes=s.spill_changes,
+        spill_bytes=s.spill_mb << 20,
+        progress_interval=s.progress_interval_s,
+    )
+
+    def sink_now() -> Sink:
+        return open_sink(s.sink, schema=s.schema_name, max_event_bytes=s.max_event_bytes)
+
+    if from_audit_log:
+        from derivers import audit_history
+
+        from .audit_history import AuditMapping, audit_summary, run_audit_history
+
+        mapping = AuditMapping(audit_history.YIELDS, audit_history.audit_drafts)
+        done = run_audit_history(opts, mapping, sink_now)
+        _echo(audit_summary(done, audit_history.gaps(event_type or None), dry_run))
+        return
+    result = run_backfill(opts, default_derivers(sla_threshold_share=s.sla_threshold_share), sink_now)
+    _echo(summary(result, dry_run))
+
+
+journal_app = typer.Typer(help="The change journal: prune.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(journal_app, name="journal")
+
+
+@journal_app.command("prune")
+def journal_prune(
+    dsn: DsnOpt = None,
+    schema: SchemaOpt = None,
+    journal_dsn: JournalDsnOpt = None,
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            "--retention-days",
+            min=1,
+            help="Keep this many days. [CDC_JOURNAL_RETENTION_DAYS; default: "
+            f"{DEFAULT_JOURNAL_RETENTION_DAYS}]",
+        ),
+    ] = None,
+) -> None:
+    """Drop the journal's whole days past the retention horizon (and record the range dropped).
+
+    First, per slot, a state snapshot as of the last transaction those days hold, rebuilt from
+    the journal: a backfill can then start after it. See docs/backfill.md."""
+    from datetime import UTC, datetime
+
+    from derivers import default_derivers
+
+    from .backfill import BackfillOptions, take_snapshot
+    from .connect import connect
+    from .journal import prune
+    from .lsn import format_lsn
+    from .sinks.factory import store_dsn_of
+
+    s = _settings(dsn=dsn, schema_name=schema, journal_retention_days=retention_days)
+    target = journal_dsn or store_dsn_of(s.sink) or s.dsn.get_secret_value()
+    registry = default_derivers(sla_threshold_share=s.sla_threshold_share)
+
+    def snapshot(slot: str, lsn: int) -> None:
+        opts = BackfillOptions(target, slot=slot, schema=s.schema_name, spill_changes=s.spill_changes)
+        if take_snapshot(opts, registry, lsn):
+            _echo(f"slot {slot}: state snapshot at {format_lsn(lsn)}")
+
+    with connect(target, purpose="journal prune", bounded=True) as conn:
+        try:
+            dropped = prune(conn, s.schema_name, s.journal_retention_days, datetime.now(UTC), snapshot)
+        except CdcError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+    if not dropped:
+        _echo(f"nothing to prune: the journal holds no day older than {s.journal_retention_days} days")
+    for day in dropped:
+        held = "; ".join(f"slot {slot}: {a} to {b}" for slot, a, b, _t0, _t1 in day.ranges) or "empty"
+        _echo(f"dropped {day.day.isoformat()} ({held})")
 
 
 @app.command()
@@ -521,7 +702,7 @@ def _mount_catalog() -> None:
 #: Subcommands that never need the catalog's own commands: skip importing them (its models, and
 #: the rich tables of `cdc catalog`, ~150 ms for setup/teardown/tail; ~40 ms for watch, which
 #: imports the models itself).
-_CORE_COMMANDS = frozenset({"setup", "teardown", "tail", "watch", "lag"})
+_CORE_COMMANDS = frozenset({"setup", "teardown", "tail", "watch", "lag", "backfill", "journal"})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,15 @@ DEFAULT_LOG_FORMAT: Final = "text"
 DEFAULT_PROGRESS_INTERVAL_S: Final = 10.0
 #: Seconds the stream may be disconnected, or the sink failing, before /healthz says unhealthy.
 DEFAULT_HEALTH_GRACE_S: Final = 30.0
+#: A running ``cdc watch`` that lost its server waits this long before its first reconnect,
+#: doubling up to the cap (full jitter: a random wait up to that bound), cdc/watch.py.
+DEFAULT_RECONNECT_INITIAL_S: Final = 0.5
+DEFAULT_RECONNECT_MAX_S: Final = 30.0
+#: Seconds the active watcher's lock session may stay silent before the server ends it and a
+#: standby takes over (idle_session_timeout on that session), cdc/standby.py.
+DEFAULT_STANDBY_LEASE_S: Final = 10.0
+#: Days of change journal ``cdc journal prune`` keeps (cdc/journal.py, DESIGN §4).
+DEFAULT_JOURNAL_RETENTION_DAYS: Final = 14
 #: The settings a running ``cdc watch`` takes over on SIGHUP; any other changed setting is
 #: logged as needing a restart.
 LIVE_SETTINGS: Final = (
@@ -183,6 +192,15 @@ class Settings(BaseSettings):
     health_grace_s: float = Field(default=DEFAULT_HEALTH_GRACE_S, ge=0)
     #: /healthz turns unhealthy past this replication lag in bytes (None: lag never does).
     health_max_lag_bytes: int | None = Field(default=None, ge=0)
+    #: ``cdc watch`` reconnects after a lost connection: first wait (bound), doubling to the cap.
+    reconnect_initial_s: float = Field(default=DEFAULT_RECONNECT_INITIAL_S, gt=0)
+    reconnect_max_s: float = Field(default=DEFAULT_RECONNECT_MAX_S, gt=0)
+    #: How long a frozen active watcher keeps the standby lock before the server ends its session.
+    standby_lease_s: float = Field(default=DEFAULT_STANDBY_LEASE_S, ge=1)
+    #: ``cdc watch`` records every consumed change in the change journal (``--no-journal``: off).
+    journal: bool = True
+    #: Days ``cdc journal prune`` keeps of the journal (whole days past them are dropped).
+    journal_retention_days: int = Field(default=DEFAULT_JOURNAL_RETENTION_DAYS, ge=1)
 
     @field_validator("dsn")
     @classmethod

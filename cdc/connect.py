@@ -23,15 +23,25 @@ an operator should see (:func:`cdc.errors.translate`):
 
 The CLI sets the two timeouts once per command from its settings (:func:`set_defaults`, like
 :func:`socket.setdefaulttimeout`); library callers get the defaults.
+
+:class:`Pool` is a small ``psycopg-pool`` pool of bounded connections to one database, for the
+short statements a long-running command keeps making on the side (``cdc watch``: its heartbeat,
+the catalog reads a Relation message or ``--once`` needs, the slot look-ups of a reconnect and of
+a standby's take-over). A connection the pool cannot open is opened once more directly, so the
+error an operator reads is the server's own, translated like any other.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import translate
 
@@ -43,6 +53,10 @@ DEFAULT_STATEMENT_TIMEOUT_S: Final = 60.0
 
 #: Session settings that pin the text form of values sent by the walsender.
 SESSION_OPTIONS: Final = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3"
+
+#: Seconds :meth:`Pool.connection` waits for the pool before it connects directly (which then
+#: waits the whole connect timeout and says why it failed).
+POOL_WAIT_S: Final = 2.0
 
 _connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S
 _statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S
@@ -93,3 +107,43 @@ def connect(
         )
     except psycopg.Error as exc:
         raise translate(exc, slot=slot, connecting=True) from exc
+
+
+class Pool:
+    """Up to ``max_size`` bounded autocommit connections to ``dsn`` for ``purpose``, opened on
+    demand and checked before each use (a server restart leaves dead ones behind)."""
+
+    def __init__(self, dsn: str, *, purpose: str, slot: str | None = None, max_size: int = 3) -> None:
+        self.dsn, self.purpose, self.slot = dsn, purpose, slot
+        # psycopg-pool logs each failed attempt of its workers; what failed is ours to report.
+        logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            conninfo(dsn, purpose=purpose, bounded=True),
+            kwargs={"autocommit": True, "prepare_threshold": 5},
+            min_size=0,
+            max_size=max_size,
+            open=True,
+            check=ConnectionPool.check_connection,
+            name=f"cdc {purpose}",
+            timeout=_connect_timeout_s,
+            reconnect_timeout=_connect_timeout_s,
+        )
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A connection of the pool for the ``with`` block; any failure to get one is raised as
+        the CdcError :func:`connect` gives for it."""
+        try:
+            conn = self._pool.getconn(timeout=min(POOL_WAIT_S, _connect_timeout_s))
+        except PoolTimeout:
+            # the pool could not open one: once more directly, for the server's own reason
+            with connect(self.dsn, purpose=self.purpose, bounded=True, slot=self.slot) as direct:
+                yield direct
+            return
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def close(self) -> None:
+        self._pool.close(timeout=1.0)

@@ -44,7 +44,7 @@ class ConnectTimeout(ServerUnreachable):
 class ConnectionLost(CdcError):
     """An open connection died: server restart or crash, terminated backend, network."""
 
-    # Nothing reconnects on its own yet: the operator (or a supervisor) starts the command again.
+    # `cdc watch` reconnects by itself (watcher_reconnects); the other commands end with this.
     hint = "run the command again (`cdc watch` resumes from its last checkpoint)"
     retryable = True
 
@@ -79,6 +79,14 @@ class SlotMissing(CdcError):
 class SlotInUse(CdcError):
     hint = "another process is consuming this slot; stop it or pass a different --slot"
     retryable = True
+
+
+class SlotHeldByOther(CdcError):
+    """The slot is streamed by a process that is no watcher of it (``pg_recvlogical``, another
+    tool), or by one whose session is gone while the slot stays active: waiting would not end it
+    (cdc.standby). Outside :data:`WATCHER_RECONNECTS`: the watcher stops."""
+
+    hint = "another process is consuming this slot; stop it or pass a different --slot"
 
 
 class SlotStillActive(CdcError):
@@ -154,6 +162,22 @@ class StreamProtocolError(CdcError):
     retryable = True
 
 
+#: The failures after which a running ``cdc watch`` closes everything and starts over from its
+#: checkpoint, with capped exponential backoff (cdc.watch): the server went away (a restart, a
+#: crash, a terminated backend, the network), is not reachable or not accepting connections yet
+#: (starting up, shutting down, in recovery), or the slot is still held by a walsender that is
+#: dying (a previous connection of this watcher, or of the watcher it took over from). Everything
+#: else stops it — a slot that a process other than a watcher streams from (SlotHeldByOther) too: what a change must fix (credentials, wal_level, a lost or missing slot, replica
+#: identity, configuration), a canceled statement (a lock on its own tables: an operator should
+#: look), a decoding error, and a sink that gave up (the sink retries on its own first).
+WATCHER_RECONNECTS: Final = (ConnectionLost, ServerUnreachable, SlotInUse)
+
+
+def watcher_reconnects(exc: BaseException) -> bool:
+    """Whether a running ``cdc watch`` retries after ``exc`` (:data:`WATCHER_RECONNECTS`)."""
+    return isinstance(exc, WATCHER_RECONNECTS)
+
+
 #: What libpq and psycopg say, without an SQLSTATE, when an open connection dies.
 _LOST: Final = (
     "server closed the connection unexpectedly",
@@ -205,6 +229,10 @@ def _connection_failure(
                 hint="add a pg_hba.conf line for this host, user and database (`replication` as the "
                 "database for replication connections) and reload the server",
                 sqlstate=sqlstate,
+            )
+        if refused := re.search(r'role "[^"]*" is not permitted to log in', text):
+            return AuthenticationFailed(
+                refused.group(0), hint="ALTER ROLE … LOGIN, or pass another user in --dsn", sqlstate=sqlstate
             )
         if missing := re.search(r'role "[^"]*" does not exist', text):
             return RoleMissing(missing.group(0), sqlstate=sqlstate)

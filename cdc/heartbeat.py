@@ -5,8 +5,10 @@ into the WAL. When it comes back through the stream, every transaction that comm
 has been received, so its commit time is a safe watermark for the timers (DESIGN §4) even
 when no watched table changes. An apscheduler background job emits it every ``interval``
 seconds, and once more just after the next timer's due time (:meth:`Heartbeat.wake_at`), so a
-deadline that passes on a quiet database fires promptly. A failed emission is logged and
-retried at the next tick: the replication loop notices a dead server on its own.
+deadline that passes on a quiet database fires promptly. It emits on a connection of the
+watcher's pool (:class:`cdc.connect.Pool`) when given one, else on a connection of its own. A
+failed emission is logged and retried at the next tick: the replication loop notices a dead
+server on its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 import psycopg
 from apscheduler.jobstores.base import JobLookupError
 
-from .connect import connect
+from . import queries
+from .connect import Pool, connect
 from .errors import CdcError, translate
 
 log = logging.getLogger("cdc.heartbeat")
@@ -33,9 +36,12 @@ HEARTBEAT_PREFIX = "cdc.heartbeat"
 class Heartbeat:
     """Emits the watcher's transactional heartbeat message from a background scheduler."""
 
-    def __init__(self, dsn: str, interval: float, purpose: str = "heartbeat") -> None:
+    def __init__(
+        self, dsn: str, interval: float, purpose: str = "heartbeat", pool: Pool | None = None
+    ) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
+        self.pool = pool
         self.dsn = dsn
         self.interval = interval
         self.purpose = purpose
@@ -52,10 +58,18 @@ class Heartbeat:
             self._emit()
 
     def _emit(self) -> None:
+        emit, params = queries.raw("heartbeat", "emit"), {"prefix": HEARTBEAT_PREFIX}
+        if self.pool is not None:
+            try:
+                with self.pool.connection() as conn:
+                    conn.execute(emit, params)
+            except (psycopg.Error, CdcError) as exc:  # the loop notices a dead server on its own
+                log.warning("heartbeat failed (the next one tries again): %s", translate(exc))
+            return
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self.dsn, purpose=self.purpose, bounded=True)
-            self._conn.execute("SELECT pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))
+            self._conn.execute(emit, params)
         except (psycopg.Error, CdcError) as exc:  # the loop notices a dead server on its own
             log.warning("heartbeat failed (the next one connects again): %s", translate(exc))
             self._conn = None

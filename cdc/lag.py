@@ -22,11 +22,11 @@ and ``pg_stat_activity`` (the queries are in ``sql/lag.sql``). The figures:
 * **events in the last minute** — outbox rows created in the last minute (null when this
   database has no ``<schema>.outbox``: another sink, or the outbox in another database). The
   count walks at most :data:`EVENTS_SCAN_CAP` of the newest rows; at the cap it is a floor;
-* **active pid** of the slot and the **standby count**: sessions of this database whose
-  ``application_name`` is that of a watcher's replication connection for the slot
-  (``cdc watch <slot>``, :mod:`cdc.connect`) other than the active pid. A DSN that sets its
-  own ``application_name`` hides a watcher from this count, and a role without
-  ``pg_read_all_stats`` may not see other roles' sessions.
+* **active pid** of the slot and the **standby count**: watchers of the slot waiting for its
+  lock (:mod:`cdc.standby`), which name their session ``cdc watch <slot>: standby`` while they
+  wait. They wait on their store connection, so a watcher whose outbox (and own tables) live in
+  another database is counted there, not here; a role without ``pg_read_all_stats`` may not
+  see other roles' sessions.
 
 The command exits 2 when a figure is over its threshold (one stderr line saying which and by
 how much; an unknown source lag is never over), 1 for a missing slot, a slot of another database
@@ -160,9 +160,7 @@ def read_lag(dsn: str, *, slot: str, schema: str) -> Lag:
                 queries.query("lag", "events_last_minute", schema=ident), {"cap": EVENTS_SCAN_CAP}
             ).fetchone()
             events = int(counted[0]) if counted is not None else 0
-        waiting = conn.execute(
-            queries.raw("lag", "waiting_watchers"), {"slot": slot, "active_pid": s["active_pid"]}
-        ).fetchone()
+        waiting = conn.execute(queries.raw("lag", "waiting_watchers"), {"slot": slot}).fetchone()
     return Lag(
         slot=slot,
         current_lsn=s["current_lsn"],

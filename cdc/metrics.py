@@ -32,14 +32,17 @@ watcher's loop never waits for a scrape). The figures, all prefixed ``cdc_`` wit
   time has passed by the watcher's clock: they fire when the stream's watermark reaches it),
   counted with a delivered batch at most once a second (the heartbeat delivers one every
   ``heartbeat_interval_s`` on a quiet database);
-* ``cdc_stream_connected`` (1 while the replication stream is open) and
-  ``cdc_standby_role`` (a state gauge, ``active`` for now; standby comes with issue 14 item 3).
+* ``cdc_stream_connected`` (1 while the replication stream is open; 0 while the watcher
+  reconnects) and ``cdc_standby_role`` (a state gauge: ``active`` for the watcher that holds the
+  slot's lock or is getting it, ``standby`` while it waits for another one, :mod:`cdc.standby`).
 
 ``/healthz`` answers 200 or 503 with a JSON body ``{"status", "reasons", …}``; it is unhealthy
 (:func:`assess`) when the stream has been disconnected (or not yet connected) for longer than
-``health_grace_s``, when the sink has kept failing for longer than ``health_grace_s``, or when
-the replication lag passes ``health_max_lag_bytes`` (when set). ``/readyz`` is the same and also
-503 while the stream is not connected at all (starting, or a future reconnect).
+``health_grace_s`` — a standby waiting for the lock is not disconnected, it is healthy —, when
+the sink has kept failing for longer than ``health_grace_s``, or when the replication lag passes
+``health_max_lag_bytes`` (when set). ``/readyz`` is the same and also 503 while the stream is not
+connected at all (starting, reconnecting, or a standby). The slot poll lives as long as the
+watcher, across its reconnects (it reconnects on its own), on a connection of its own.
 """
 
 from __future__ import annotations
@@ -116,11 +119,13 @@ def assess(
     sink_failing_for: float | None,
     lag_bytes: int | None,
     limits: HealthLimits,
+    standby: bool = False,
 ) -> list[str]:
     """Why the watcher is unhealthy (empty: healthy). ``now`` and ``disconnected_since`` are
-    monotonic seconds; ``sink_failing_for`` how long the sink has been failing (None: it is not)."""
+    monotonic seconds; ``sink_failing_for`` how long the sink has been failing (None: it is not);
+    ``standby``: waiting for the lock, which is no disconnection."""
     reasons: list[str] = []
-    if not connected and now - disconnected_since > limits.grace_s:
+    if not connected and not standby and now - disconnected_since > limits.grace_s:
         reasons.append(
             f"replication stream disconnected for {now - disconnected_since:.0f} s "
             f"(grace {limits.grace_s:g} s)"
@@ -195,6 +200,7 @@ class Metrics:
         self.connected = Gauge("cdc_stream_connected", "1 while the replication stream is open.", registry=r)
         self.role = Enum("cdc_standby_role", "Active or standby.", states=list(ROLES), registry=r)
         self.role.state("active")
+        self.is_standby = False
         self.wal_status.state("unknown")
         r.register(_SinkCollector(self))
         self.sink_health: SinkHealth | None = None
@@ -217,6 +223,20 @@ class Metrics:
             self.disconnected_since = self._clock()
         self.is_connected = connected
         self.connected.set(1 if connected else 0)
+
+    def set_role(self, standby: bool) -> None:
+        """Waiting for the lock (True) or holding it; the grace of a disconnection starts when
+        a standby becomes active."""
+        if self.is_standby and not standby:
+            self.disconnected_since = self._clock()
+        self.is_standby = standby
+        self.role.state("standby" if standby else "active")
+
+    def disconnected(self) -> None:
+        """The stream was lost (the watcher reconnects): the changes counted of transactions
+        that were not delivered are forgotten — they come again from the checkpoint."""
+        self.set_connected(False)
+        self._changes.clear()
 
     def streaming(self, dsn: str, slot: str, sink_health: SinkHealth | None) -> None:
         """The stream started: the slot poll begins."""
@@ -338,9 +358,11 @@ class Metrics:
             sink_failing_for=failing_for,
             lag_bytes=self.last_lag_bytes,
             limits=self.limits,
+            standby=self.is_standby,
         )
         detail = {
             "streaming": self.is_connected,
+            "role": "standby" if self.is_standby else "active",
             "replicationLagBytes": self.last_lag_bytes,
             "sinkHealthy": h is None or h.healthy,
             "sinkLastError": h.last_error if h is not None else None,
@@ -356,7 +378,9 @@ class Metrics:
             return [body]
         if path in ("/healthz", "/readyz"):
             reasons, detail = self.health()
-            if path == "/readyz" and not self.is_connected:
+            if path == "/readyz" and self.is_standby:
+                reasons = [*reasons, "standby: waiting for the lock of the active watcher"]
+            elif path == "/readyz" and not self.is_connected:
                 reasons = [*reasons, "replication stream not connected"]
             status = "unhealthy" if reasons else "ok"
             body = orjson.dumps({"status": status, "reasons": reasons, **detail})

@@ -2,10 +2,14 @@
 ``progress_interval`` seconds while busy, state changes and the exit summary, in the format of
 :mod:`cdc.logs` (text or JSON, passwords masked). One place, so that metrics and health hook in
 beside the log lines: the start marks the stream connected in :mod:`cdc.metrics` and starts its
-slot poll, the exit marks it disconnected. The slot's health while streaming
-(:mod:`cdc.slot_health`) hooks in here too: :meth:`Reporter.started` starts its monitor (fed by
-the metrics poller when there is one), and :meth:`Reporter.progress`, which the loop calls at
-least once a second, ends the watcher with the monitor's stop after delivering the batch it has.
+slot poll, the exit marks it disconnected. A watcher that reconnects (:mod:`cdc.watch`) says so:
+one warning line per attempt with the cause and the wait (:meth:`Reporter.reconnecting`), and a
+``reconnected`` line with the LSN it resumes after once it streams again, instead of a second
+start line (:meth:`Reporter.started`); in between the stream counts as disconnected. The slot's
+health while streaming (:mod:`cdc.slot_health`) hooks in here too: :meth:`Reporter.started`
+starts its monitor (fed by the metrics poller when there is one), and :meth:`Reporter.progress`,
+which the loop calls at least once a second, ends the watcher with the monitor's stop after
+delivering the batch it has.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class Reporter:
         self.progress_at = float("inf")  # until the stream starts
         self.slot_check_at = float("inf")
         self.has_started = False
-        self._t0 = 0.0
+        self._t0 = time.monotonic()
         self._last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         self.slot_monitor: SlotMonitor | None = None
 
@@ -92,7 +96,7 @@ class Reporter:
 
         w, opts = self.watcher, self.watcher.opts
         now = time.monotonic()
-        self.has_started, self._t0 = True, now
+        again, self.has_started = self.has_started, True
         self.progress_at, self.slot_check_at = now + self.interval, now + SLOT_CHECK_S
         monitor = self.slot_monitor = SlotMonitor(opts.dsn, opts.slot)
         if w.opts.metrics is not None:  # streaming: the stream gauge, the slot poll, the sink's health
@@ -100,7 +104,14 @@ class Reporter:
             w.opts.metrics.streaming(opts.dsn, opts.slot, getattr(w.sink, "health", None))
         else:
             monitor.start()
-        self._last = (now, 0, 0, 0)
+        stats = w.stats
+        self._last = (now, stats.transactions, stats.changes, stats.events)
+        if again:
+            self.state(
+                f"reconnected: streaming slot {opts.slot} again, resuming after {format_lsn(w.checkpoint)}",
+                reconnected=True,
+            )
+            return
         sink = w.opts.sink_label or getattr(w.sink, "name", type(w.sink).__name__)
         database = describe_dsn(opts.dsn)
         log.info(
@@ -168,8 +179,28 @@ class Reporter:
         )
 
     def state(self, message: str, level: int = logging.INFO, **values: Any) -> None:
-        """A change of state (stopping, reloaded; later: reconnecting, standby, …)."""
+        """A change of state (stopping, reloaded, reconnecting, standby, …)."""
         log.log(level, message, extra=logs.fields(**self._common(), **values))
+
+    def disconnected(self) -> None:
+        """The stream is gone (the watcher is about to reconnect): the slot monitor stops, the
+        metrics count a disconnection."""
+        if self.slot_monitor is not None:
+            self.slot_monitor.stop()
+            self.slot_monitor = None
+        self.slot_check_at = float("inf")
+        if self.watcher.opts.metrics is not None:
+            self.watcher.opts.metrics.disconnected()
+
+    def reconnecting(self, cause: str, wait: float, attempt: int) -> None:
+        """One line per reconnect attempt: the cause and the wait before it."""
+        self.state(
+            f"reconnecting in {wait:.1f} s (attempt {attempt}): {cause}",
+            logging.WARNING,
+            attempt=attempt,
+            wait_s=round(wait, 3),
+            cause=cause,
+        )
 
     def finished(self, reason: str) -> None:
         stats = self.watcher.stats

@@ -1,6 +1,7 @@
 """The watcher's own schema (``cdc`` by default) and every table in it.
 
-Checkpoints, slots and slot gaps, state rows, timers, dead letters and derivation gaps: their
+Checkpoints, slots and slot gaps, state rows, timers, dead letters, derivation gaps, the change
+journal (:mod:`cdc.journal`) and backfill runs (:mod:`cdc.backfill`): their
 DDL is in ``sql/`` beside the queries that use them. :func:`create_tables` is idempotent; ``cdc
 setup`` and ``cdc watch`` both run it, and a sink that keeps tables of its own in the schema (the
 outbox) calls :func:`ensure_schema` first.
@@ -13,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import queries
+from . import journal, queries
 
 
 def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
@@ -40,6 +41,8 @@ def create_tables(conn: psycopg.Connection[Any], schema: str) -> None:
     conn.execute(queries.query("relations", "create_derivation_gaps", schema=ident))
     conn.execute(queries.query("setup", "create_slot_gaps", schema=ident))
     conn.execute(queries.query("setup", "create_slot_gaps_open", schema=ident))
+    journal.create_tables(conn, schema)
+    conn.execute(queries.query("backfill", "create_backfill_runs", schema=ident))
     for table, owner in conn.execute(queries.raw("setup", "tables_for_the_schema_owner"), {"schema": schema}):
         conn.execute(
             queries.query(

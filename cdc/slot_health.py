@@ -178,7 +178,8 @@ class SlotMonitor:
             try:
                 with connect(self.dsn, purpose=f"watch {self.slot}: slot health", bounded=True) as conn:
                     found = read_slot(conn, self.slot)
-            except Exception:  # a failed read is no verdict: the stream's own errors say more
+            except Exception as exc:  # a failed read is no verdict: the stream's own errors say more
+                log.debug("could not read replication slot %s: %s", self.slot, exc)
                 continue
             if found is not None:
                 with contextlib.suppress(Exception):

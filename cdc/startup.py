@@ -1,13 +1,19 @@
 """What ``cdc watch`` checks and loads before it streams: :func:`start`.
 
+0. **The store and the lock**: the connection to the database of the watcher's own tables (see
+   2), and on it the standby lock of the slot (:mod:`cdc.standby`): a watcher that another one
+   holds it from waits here, as a standby, until it can take over. From the moment it holds
+   the lock, the store session is under the standby lease, touched by a thread of its own
+   until the loop starts, so a slow start-up (the take-over's wait, a late bootstrap copy)
+   never looks like a frozen leader.
 1. **Preflight** on the watched database: the server can replicate (:func:`~cdc.provision.check_server`),
    the slot exists and is healthy (:mod:`cdc.slot_health`: lost, invalidated, of another
    database or in use stops the start; ``extended``/``unreserved`` is one warning line), and
    every table of the publication is REPLICA IDENTITY FULL (changes written from now on must
    carry whole before-images, :mod:`cdc.relations`).
-2. **The store**: the connection to the database of the watcher's own tables — where the sink's
-   events commit when it has the same-transaction ability (``Sink.store_writer``), else the
-   watched one — with those tables created and the sink's prepared.
+2. **The store**: the database of the watcher's own tables — where the sink's events commit
+   when it has the same-transaction ability (``Sink.store_writer``), else the watched one — with
+   those tables created and the sink's prepared.
 3. **Bootstrap reconciliation**: the slot must have its reference-state bootstrap (``cdc setup``
    made both together). A reference table no deriver reads any more is forgotten; one a deriver
    reads that the bootstrap did not copy (the deriver came after the slot) is copied now under a
@@ -16,13 +22,16 @@
    derivation gaps and the checkpoint itself.
 
 :func:`replica_identity_now` and :func:`current_wal_lsn` are the two catalog reads of the
-watched database the stream needs later.
+watched database the stream needs later. The watched database's short reads go through the
+watcher's connection pool (:class:`cdc.connect.Pool`) when it passes one; the store is a plain
+connection of its own: its session holds the standby lock and its transaction the checkpoint's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +42,10 @@ from derivers.base import Deriver
 
 from . import queries
 from .checkpoint import CheckpointStore, PostgresCheckpoints
-from .connect import connect
+from .connect import Pool, connect
 from .errors import CdcError, SlotMissing, translate
 from .lsn import parse_lsn
-from .provision import check_server, primary_keys, slot_facts
+from .provision import check_server, slot_facts, table_facts
 from .relations import RelationGuard, merge_reads, require_full_identity, table_shapes
 from .schema import create_tables
 from .sinks.base import Sink
@@ -71,6 +80,16 @@ class Where:
         except psycopg.Error as exc:
             raise translate(exc, slot=self.slot) from exc
 
+    @contextmanager
+    def reading(self, reads: Pool | None, purpose: str = "preflight") -> Iterator[psycopg.Connection[Any]]:
+        """A connection of ``reads`` for a short read, or (none given) one of its own."""
+        if reads is None:
+            with self.connect(purpose) as conn:
+                yield conn
+        else:
+            with reads.connection() as conn:
+                yield conn
+
 
 @dataclass
 class Started:
@@ -85,10 +104,20 @@ class Started:
     checkpoint: int  # end LSN the stream resumes after
 
 
-def start(where: Where, sink: Sink, derivers: Sequence[Deriver]) -> Started:
-    """Preflight, store, bootstrap reconciliation and load (the module docstring's steps).
-    On failure the store connection is closed and the error is a :class:`CdcError`."""
-    watched = _preflight(where)
+def start(
+    where: Where,
+    sink: Sink,
+    derivers: Sequence[Deriver],
+    *,
+    lead: Callable[[psycopg.Connection[Any]], None] | None = None,
+    unlead: Callable[[], None] | None = None,
+    reads: Pool | None = None,
+) -> Started:
+    """Store and lock, preflight, bootstrap reconciliation and load (the module docstring's
+    steps). ``lead(store)`` returns once the store's session holds the slot's standby lock
+    (:meth:`cdc.standby.Leadership.acquire`, which keeps its lease from a thread meanwhile);
+    ``unlead()`` stops that before the store closes. On failure the store connection is closed
+    and the error is a :class:`CdcError`."""
     writer = sink.store_writer()
     try:
         store = connect(
@@ -99,12 +128,14 @@ def start(where: Where, sink: Sink, derivers: Sequence[Deriver]) -> Started:
     except psycopg.Error as exc:
         raise translate(exc, slot=where.slot) from exc
     try:
+        if lead is not None:
+            lead(store)
+        watched, pks = _preflight(where, reads)
         create_tables(store, where.schema)
         if writer is not None:
             writer.prepare(store)
         wanted = frozenset().union(*(d.state_tables for d in derivers))
         _reconcile_bootstrap(where, store, watched, wanted, derivers)
-        pks = primary_keys(where.dsn, watched, f"watch {where.slot}: preflight")
         state = StateStore(where.slot, where.schema, {t: pks[t] for t in watched if t in wanted})
         state.load(store)
         timers = TimerStore(where.slot, where.schema)
@@ -114,17 +145,26 @@ def start(where: Where, sink: Sink, derivers: Sequence[Deriver]) -> Started:
         checkpoints = PostgresCheckpoints(where.slot, where.schema)
         checkpoint = checkpoints.read(store)
     except psycopg.Error as exc:
-        store.close()
+        _close(store, unlead)
         raise translate(exc, slot=where.slot) from exc
     except BaseException:
-        store.close()
+        _close(store, unlead)
         raise
     return Started(store, pks, state, timers, relations, checkpoints, checkpoint)
 
 
-def _preflight(where: Where) -> tuple[str, ...]:
-    """The published tables, once the server, the slot and their replica identity are fine."""
-    with where.connect("preflight") as source:
+def _close(store: psycopg.Connection[Any], unlead: Callable[[], None] | None) -> None:
+    """Close the store, once nothing else touches it (a connection closed under a statement of
+    another thread is not safe)."""
+    if unlead is not None:
+        unlead()
+    store.close()
+
+
+def _preflight(where: Where, reads: Pool | None) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The published tables and their primary keys, once the server, the slot and their replica
+    identity are fine."""
+    with where.reading(reads) as source:
         try:
             check_server(source)
             if slot_facts(source, where.slot) is None:
@@ -137,9 +177,10 @@ def _preflight(where: Where) -> tuple[str, ...]:
                 )
             )
             require_full_identity(table_shapes(source, watched))
+            pks = {t.qualified: t.primary_key for t in table_facts(source, watched)}
         except psycopg.Error as exc:
             raise translate(exc, slot=where.slot) from exc
-    return watched
+    return watched, pks
 
 
 def _judge_slot(source: psycopg.Connection[Any], slot: str) -> None:
@@ -196,9 +237,9 @@ def _reconcile_bootstrap(
             )
 
 
-def replica_identity_now(where: Where, table: str) -> str:
+def replica_identity_now(where: Where, table: str, reads: Pool | None = None) -> str:
     """The table's replica identity in the catalog now ('f' for a table dropped since)."""
-    with where.connect("preflight") as source:
+    with where.reading(reads) as source:
         try:
             shapes = table_shapes(source, (table,))
         except psycopg.Error as exc:
@@ -206,9 +247,9 @@ def replica_identity_now(where: Where, table: str) -> str:
     return shapes[0].replica_identity if shapes else "f"
 
 
-def current_wal_lsn(where: Where) -> int:
+def current_wal_lsn(where: Where, reads: Pool | None = None) -> int:
     """The watched server's WAL position now (``--once`` streams up to it)."""
-    with where.connect("preflight") as source:
+    with where.reading(reads) as source:
         try:
             row = source.execute(queries.raw("setup", "current_wal_lsn")).fetchone()
         except psycopg.Error as exc:

@@ -11,6 +11,7 @@ checkpoint's transaction.  The derivers' durable timers are :mod:`cdc.timers`.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -21,8 +22,10 @@ from derivers.base import Deriver, Image, StateIndex, StateTotal
 
 from . import queries
 from .assembler import RowChange
+from .checkpoint import Position, PostgresCheckpoints
 from .connect import connect
-from .pgoutput.messages import Column, Relation
+from .journal import Journal, history, record_bootstrap
+from .pgoutput.messages import Column, Relation, pg_micros
 from .provision import BootstrapContext, table_facts
 from .values import JsonRowView, Row, RowShape
 
@@ -214,19 +217,25 @@ def read_table_rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str,
     Values are read in text form (the session is pinned to ISO dates in UTC, like the
     replication session) and go through :class:`RowShape` exactly as streamed rows do.
     """
+    shape, rows = read_table_raw(conn, table)
+    return [JsonRowView(Row(shape, values)).to_dict() for values in rows]
+
+
+def read_table_raw(
+    conn: psycopg.Connection[Any], table: str, primary_key: tuple[str, ...] | None = None
+) -> tuple[RowShape, list[tuple[bytes | None, ...]]]:
+    """Every row of ``table`` as the server's text form of each value, with its shape: what
+    :func:`read_table_rows` converts, and what the journal records of a snapshot."""
     schema, name = table.split(".", 1)
-    out: list[dict[str, Any]] = []
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, name)))
         desc = cur.description or []
         rel = Relation(0, schema, name, "f", tuple(Column(0, d.name, d.type_code, -1) for d in desc))
-        shape = RowShape(rel)
+        shape = RowShape(rel, primary_key)
         res = cur.pgresult
         assert res is not None
-        for r in range(res.ntuples):
-            values = tuple(res.get_value(r, c) for c in range(res.nfields))
-            out.append(JsonRowView(Row(shape, values)).to_dict())
-    return out
+        rows = [tuple(res.get_value(r, c) for c in range(res.nfields)) for r in range(res.ntuples)]
+    return shape, rows
 
 
 def make_bootstrap_hook(derivers: Sequence[Deriver]) -> Callable[[BootstrapContext], tuple[str, ...]]:
@@ -241,29 +250,46 @@ def make_bootstrap_hook(derivers: Sequence[Deriver]) -> Callable[[BootstrapConte
 
 
 def bootstrap(ctx: BootstrapContext, tables: frozenset[str]) -> tuple[str, ...]:
+    """Copy ``tables`` (those of them the slot watches) into the state store, and record the
+    copy as the slot's first journal entry (a snapshot at the consistent point, cdc.journal)."""
     wanted = tuple(t for t in ctx.tables if t in tables)
-    store = _read_tables(ctx.snapshot_conn, ctx.slot, ctx.schema, wanted)
+    journal = Journal(ctx.slot, ctx.schema)
+    store, at = _read_tables(ctx.snapshot_conn, ctx.slot, ctx.schema, wanted, journal, ctx.consistent_point)
     with ctx.writer_conn.transaction():
         ctx.writer_conn.execute(_q("clear_state", ctx.schema), {"slot": ctx.slot})
         ctx.writer_conn.execute(_q("clear_timers", ctx.schema), {"slot": ctx.slot})
         store.flush(ctx.writer_conn)
+        journal.flush(ctx.writer_conn, Position(ctx.consistent_point, 0, at))
+        record_bootstrap(ctx.writer_conn, ctx.slot, ctx.schema, ctx.consistent_point, at)
     return wanted
 
 
 def _read_tables(
-    conn: psycopg.Connection[Any], slot: str, schema: str, tables: tuple[str, ...]
-) -> StateStore:
-    """The rows of ``tables`` as ``conn``'s transaction sees them, in a fresh store."""
+    conn: psycopg.Connection[Any],
+    slot: str,
+    schema: str,
+    tables: tuple[str, ...],
+    journal: Journal | None = None,
+    lsn: int = 0,
+) -> tuple[StateStore, datetime]:
+    """The rows of ``tables`` as ``conn``'s transaction sees them, in a fresh store, and the
+    transaction's time; with a ``journal``, also recorded there as a snapshot entry at ``lsn``."""
     conn.execute("SET LOCAL TimeZone = 'UTC'")
     conn.execute("SET LOCAL DateStyle = 'ISO'")
     conn.execute("SET LOCAL IntervalStyle = 'postgres'")
     conn.execute("SET LOCAL extra_float_digits = 3")
     pks = {t.qualified: t.primary_key for t in table_facts(conn, tables)}
     store = StateStore(slot, schema, pks)
+    now = conn.execute(queries.raw("journal", "snapshot_time")).fetchone()  # the snapshot's time
+    assert now is not None
     for table in tables:
-        for row in read_table_rows(conn, table):
+        shape, rows = read_table_raw(conn, table, pks[table])
+        for values in rows:
+            row = JsonRowView(Row(shape, values)).to_dict()
             store._put(table, store._key(table, row), row)
-    return store
+        if journal is not None:
+            journal.record_snapshot(lsn, pg_micros(now[0]), table, shape, rows)
+    return store, now[0]
 
 
 def bootstrap_late(
@@ -282,10 +308,16 @@ def bootstrap_late(
         source.transaction(),
     ):
         source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        store = _read_tables(source, slot, schema, (table,))
+        journal = Journal(slot, schema)
+        # the journal replays it where this watcher starts: after the checkpoint's transaction,
+        # or (nothing delivered yet) with the slot's bootstrap, where a replay begins
+        boots = [h.from_lsn for h in history(store_conn, slot, schema) if h.kind == "bootstrap"]
+        at = max(PostgresCheckpoints(slot, schema).read(store_conn), boots[-1] if boots else 0)
+        store, now = _read_tables(source, slot, schema, (table,), journal, at)
     with store_conn.transaction():
         store_conn.execute(_q("clear_state_table", schema), {"slot": slot, "table": table})
         store.flush(store_conn)
+        journal.flush(store_conn, Position(at, 0, now))
         store_conn.execute(
             queries.query("setup", "add_bootstrapped_table", schema=sql.Identifier(schema)),
             {"slot": slot, "table": table},

@@ -33,10 +33,11 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import pq, sql
 
+from . import queries
 from .connect import connect
 from .errors import CdcError, ConnectionLost, StreamProtocolError, translate
 from .lsn import format_lsn
-from .pgoutput.messages import POSTGRES_EPOCH
+from .pgoutput.messages import pg_micros
 
 _XLOG_END = struct.Struct(">Q").unpack_from  # the end LSN alone, at offset 9
 _KEEPALIVE = struct.Struct(">QqB")  # wal_end, send time, reply requested
@@ -46,8 +47,7 @@ _W, _K = ord("w"), ord("k")
 
 def now_micros() -> int:
     """Now, as microseconds since 2000-01-01 UTC (the protocol's clock)."""
-    delta = datetime.now(UTC) - POSTGRES_EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return pg_micros(datetime.now(UTC))
 
 
 def start_replication_command(
@@ -136,6 +136,7 @@ class ReplicationStream:
         self.position = FlushPosition()
         self.server_wal_end = 0
         self._next_status = 0.0
+        self._copy_ended = False  # the end of the COPY came behind messages not yet handed out
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> ReplicationStream:
@@ -165,7 +166,7 @@ class ReplicationStream:
 
     @staticmethod
     def _wal_sender_timeout_ms(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-        row = conn.execute("SHOW wal_sender_timeout").fetchone()
+        row = conn.execute(queries.raw("stream", "wal_sender_timeout")).fetchone()
         text = str(row[0]) if row else "60s"
         units = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
         for unit in ("ms", "min", "s", "h"):
@@ -228,6 +229,8 @@ class ReplicationStream:
         What :meth:`read` does per message, done for a run of them: a busy stream's consumer
         pays the per-call overhead once per batch instead of once per row change."""
         pgconn = self.pgconn
+        if self._copy_ended:
+            self._raise_end_of_copy()
         get = pgconn.get_copy_data
         out: list[bytes] = []
         append = out.append
@@ -258,7 +261,10 @@ class ReplicationStream:
                         continue
                     raise StreamProtocolError(f"unexpected CopyData frame kind 0x{kind:02x}")
                 if out:
-                    break  # deliver these first; the end of the stream is seen at the next call
+                    # deliver these first; the end of the stream is raised at the next call (libpq
+                    # says it once: asked again, it only knows that no COPY is in progress)
+                    self._copy_ended = n == -1
+                    break
                 if n == -1:
                     self._raise_end_of_copy()
                 self.keepalive()

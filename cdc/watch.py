@@ -46,6 +46,35 @@ process still win, its environment cannot change, so in practice from the ``CDC_
 and logs each change; a changed setting that cannot change live is logged as needing a restart,
 and a reload that fails keeps the running configuration.
 
+**Reconnect and resume.** Once the watcher has reached its database, a failure that
+:func:`cdc.errors.watcher_reconnects` classifies as worth retrying (the connection lost — a
+server restart, a crash, a terminated backend —, the server unreachable or starting up, the
+slot still held by a dying walsender) does not end it: it closes everything but the sink, waits
+(:class:`cdc.lifecycle.Backoff`: ``reconnect_initial_s``, doubling to ``reconnect_max_s``, full
+jitter; reset after an attempt that delivered a batch), logs one line per attempt with the cause,
+and starts over from the start: state, timers, gaps, checkpoint and watermark as the last
+checkpoint left them. The batch that was pending is dropped and read again from the slot (the
+server resends everything after the confirmed position), so nothing is lost, and nothing is
+delivered twice: the outbox commits events and checkpoint together, other sinks de-duplicate by
+key. The counters of the exit summary go back to what was delivered. Anything else (credentials,
+wal_level, a lost slot, replica identity, configuration, a sink that gave up) stops the watcher
+with its one line, as does any failure before it first reached the database — the watched one,
+not only the store (another database when the outbox lives elsewhere). A stop (SIGTERM)
+during the wait exits 0 at once.
+
+**Standby** (:mod:`cdc.standby`). Every start takes the slot's advisory lock on the store
+connection first; a watcher that finds it held waits as a standby and takes over, ending the old
+walsender, once the other's session is gone (a slot that a program other than a watcher streams
+from stops it instead). From the moment it holds the lock, the active watcher keeps its lock
+session from going silent for a whole lease (during the start-up a thread of
+:mod:`cdc.standby` touches it; while streaming, :meth:`Watcher.keepalive` and the loop do),
+and a store session that the server ended is a lost connection: the watcher reconnects, and is
+then a standby if another took over meanwhile.
+
+The watched database's side connections (the heartbeat, the catalog reads of a Relation
+message, ``--once``'s target, a take-over's slot look-ups) come from a small pool per attempt
+(:class:`cdc.connect.Pool`); the store and the stream are connections of their own.
+
 **What it tells** (:class:`Reporter`, the one place the watcher reports progress and state
 changes): a start line (version, slot, publication, sink and database without credentials,
 resume LSN), a progress line every ``progress_interval`` seconds while transactions arrive
@@ -64,7 +93,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -77,17 +106,25 @@ from .assembler import Assembler, RowChange, Transaction
 from .batch import BatchLimits, Delivery
 from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
 from .checkpoint import Position
-from .config import DEFAULT_SPILL_CHANGES
+from .config import (
+    DEFAULT_RECONNECT_INITIAL_S,
+    DEFAULT_RECONNECT_MAX_S,
+    DEFAULT_SPILL_CHANGES,
+    DEFAULT_STANDBY_LEASE_S,
+)
+from .connect import Pool
 from .derive import Derivation
 from .envelopes import EnvelopeBuilder
-from .errors import CdcError, ConnectionLost
+from .errors import CdcError, ConnectionLost, translate, watcher_reconnects
 from .heartbeat import Heartbeat
-from .lifecycle import LiveSettings, Signals
+from .journal import Journal
+from .lifecycle import Backoff, LiveSettings, Signals, pause
 from .lsn import format_lsn
 from .pgoutput import Decoder
 from .pgoutput.messages import Relation
 from .report import Reporter
 from .sinks.base import Sink
+from .standby import Leadership, StoppedWaiting
 from .startup import Started, Where, current_wal_lsn, replica_identity_now, start
 from .stream import ReplicationStream
 from .tail import StopFlag
@@ -121,6 +158,13 @@ class WatchOptions:
     reload: Callable[[], LiveSettings] | None = None
     #: ``--metrics-addr``: the metrics and health the watcher reports into (cdc.metrics).
     metrics: Metrics | None = None
+    #: Reconnects: the first wait's bound, doubling up to the cap (cdc.lifecycle.Backoff).
+    reconnect_initial: float = DEFAULT_RECONNECT_INITIAL_S
+    reconnect_max: float = DEFAULT_RECONNECT_MAX_S
+    #: Seconds the lock session may stay silent before the server ends it (cdc.standby).
+    standby_lease: float = DEFAULT_STANDBY_LEASE_S
+    #: Record every consumed change in the change journal (cdc.journal); ``--no-journal``: off.
+    journal: bool = True
 
     @property
     def where(self) -> Where:
@@ -154,11 +198,44 @@ class Watcher:
         self.metrics = opts.metrics
         self.exit_reason = "stopped"
         self._status_cap: float | None = None  # the stream's bound from wal_sender_timeout
+        self.checkpoint = 0  # the end LSN delivered last (use() loads it)
+        self.reads: Pool | None = None  # the watched database's side connections (run)
+        self.leadership: Leadership | None = None  # the slot's standby lock (run)
+        self._stop = StopFlag()
+        self._reached = False  # the database answered once: from now on, failures are retried
+        self._delivered = replace(self.stats)  # the counters as of the last delivered batch
+        self._target: int | None = None  # --once: the WAL position to catch up to
 
     # -- start-up (cdc.startup) -----------------------------------------------------------------
     def prepare(self) -> None:
-        """Check and load everything the loop needs (before the stream starts)."""
-        self.use(start(self.opts.where, self.sink, self.derivers))
+        """Check and load everything the loop needs (before the stream starts); in :meth:`run`,
+        first the slot's lock (waiting as a standby while another watcher holds it)."""
+        leadership = self.leadership
+        lead = self._lead if leadership is not None else None
+        unlead = leadership.release if leadership is not None else None
+        self.use(start(self.opts.where, self.sink, self.derivers, lead=lead, unlead=unlead, reads=self.reads))
+
+    def _lead(self, store: psycopg.Connection[Any]) -> None:
+        assert self.leadership is not None and self.reads is not None
+        # The store answered; the watched database must too before failures are retried (the
+        # store is another database when the outbox lives elsewhere).
+        with self.reads.connection():
+            self._reached = True
+        self.leadership.acquire(store, self._stop, self.reads)
+
+    def _on_wait(self, holder: int | None) -> None:
+        who = f"pid {holder}" if holder is not None else "another session"
+        self.reporter.state(f"standby: waiting for the lock held by {who}", holder_pid=holder, role="standby")
+        if self.metrics is not None:
+            self.metrics.set_role(standby=True)
+
+    def _on_lead(self, waited: float | None) -> None:
+        if waited is not None:
+            self.reporter.state(f"standby: took over the lock after {waited:.1f} s", role="active")
+        if self.metrics is not None:
+            self.metrics.set_role(standby=False)
+        assert self.leadership is not None and self.reads is not None
+        self.leadership.take_slot(self.reads, self.opts.dsn)
 
     def use(self, parts: Started) -> None:
         """Set the steps up over ``parts``, as loaded by :func:`cdc.startup.start`."""
@@ -171,6 +248,7 @@ class Watcher:
         limits = BatchLimits(opts.batch_max_events, opts.batch_max_transactions, opts.batch_max_delay)
         self.delivery = Delivery(self.sink, parts.store, parts.checkpoints, limits, opts.schema)
         self.envelopes = EnvelopeBuilder(opts.slot, self.delivery, self.stats.by_type)
+        self.journal = Journal(opts.slot, opts.schema, enabled=opts.journal, checkpoint=parts.checkpoint)
 
     def assembler(self) -> Assembler:
         assert self.parts is not None
@@ -181,8 +259,8 @@ class Watcher:
         """A watched table's definition, as the changes that follow it were written: a table
         not FULL now stops the watcher before anything of ``tx`` is derived (cdc.relations)."""
         at = tx.begin_lsn if tx is not None else self.checkpoint
-        where = self.opts.where
-        self.relations.observe(relation, at, lambda table: replica_identity_now(where, table))
+        where, reads = self.opts.where, self.reads
+        self.relations.observe(relation, at, lambda table: replica_identity_now(where, table, reads))
 
     # -- one transaction: steps 3 to 7 ------------------------------------------------------------
     def process(self, tx: Transaction) -> None:
@@ -198,6 +276,7 @@ class Watcher:
         self.stats.changes += len(tx.changes)
         if self.metrics is not None:
             self.metrics.transaction(tx)
+        self.journal.record(tx)
         tx.close()
 
     def fire_due_timers(self, commit_time: datetime) -> None:
@@ -241,6 +320,7 @@ class Watcher:
         stats.events += delivered.events
         stats.batches += 1
         self.checkpoint = stats.checkpoint = delivered.position.end_lsn
+        self._delivered = replace(stats, by_type=dict(stats.by_type))
         if self.metrics is not None:
             self.metrics.delivered(delivered, stats, self.timers)
         assert self.stream is not None
@@ -252,12 +332,16 @@ class Watcher:
         self.state.flush(conn)
         self.timers.flush(conn)
         self.relations.flush(conn, position.end_lsn)
+        self.journal.flush(conn, position)
 
     def keepalive(self) -> None:
         """A status update with the old flush position, once due: a long transaction never
-        outlasts the server's wal_sender_timeout."""
+        outlasts the server's wal_sender_timeout; and a word on the lock session, so that it
+        never outlasts the standby lease either."""
         if self.stream is not None and self.stream.conn is not None:
             self.stream.keepalive()
+        if self.leadership is not None:
+            self.leadership.touch()
 
     def _sink_keepalive(self) -> None:
         # A sink retrying through an outage keeps the replication connection alive; a dead
@@ -267,16 +351,74 @@ class Watcher:
 
     # -- the loop: steps 1 and 2 ------------------------------------------------------------------
     def run(self, stop: StopFlag | None = None) -> WatchStats:
+        """Stream until done (``--once``, ``--idle-exit``, a stop), reconnecting after what
+        :func:`~cdc.errors.watcher_reconnects` says is worth it (the module docstring)."""
         opts = self.opts
-        stop = stop or StopFlag()
-        heartbeat: Heartbeat | None = None
+        self._stop = stop = stop or StopFlag()
+        self.leadership = Leadership(
+            opts.slot, lease_s=opts.standby_lease, on_wait=self._on_wait, on_lead=self._on_lead
+        )
+        backoff = Backoff(opts.reconnect_initial, opts.reconnect_max)
         failed = True
         try:  # whatever fails from here on, the connections and the sink are closed
-            self.prepare()
-            heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval, f"watch {opts.slot}: heartbeat")
+            while True:
+                batches = self.stats.batches
+                try:
+                    self._attempt(stop)
+                    break
+                except StoppedWaiting:
+                    self.exit_reason = f"stopped by {self._why(stop)} while waiting as a standby"
+                    break
+                except (CdcError, psycopg.Error) as exc:
+                    error = translate(exc, slot=opts.slot)
+                    if not (self._reached and watcher_reconnects(error)):
+                        if error is exc:
+                            raise
+                        raise error from exc
+                if stop.stopped:  # what was not delivered is read again by the next start
+                    self.exit_reason = f"stopped by {self._why(stop)} while reconnecting"
+                    break
+                self._forget_pending()
+                if self.stats.batches > batches:
+                    backoff.reset()  # that connection got somewhere: start the waits over
+                wait = backoff.next()
+                cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                self.reporter.reconnecting(cause, wait, backoff.attempt)
+                if not pause(stop, wait):
+                    self.exit_reason = f"stopped by {self._why(stop)} while reconnecting"
+                    break
+            failed = False
+        except KeyboardInterrupt:
+            self.exit_reason, failed = "stopped at once by a second signal (no final checkpoint)", False
+            raise
+        finally:
+            self.sink.close()
+            if self.reporter.has_started or (self._reached and not failed):  # a standby stopped
+                self.reporter.finished("stopped by an error" if failed else self.exit_reason)
+            elif self.metrics is not None:
+                self.metrics.stopped()
+        return self.stats
+
+    @staticmethod
+    def _why(stop: StopFlag) -> str:
+        return stop.reason if isinstance(stop, Signals) and stop.reason else "stop requested"
+
+    def _attempt(self, stop: StopFlag) -> None:
+        """One connection's worth: lock, start, heartbeat, stream and loop; everything but the
+        sink is closed at the end, however it ends."""
+        opts = self.opts
+        self.watermark = Watermark()  # as a fresh start has it: moved by what arrives from now
+        self.reads = Pool(opts.dsn, purpose=f"watch {opts.slot}: pool", slot=opts.slot)
+        heartbeat: Heartbeat | None = None
+        streaming = False
+        try:
+            self.prepare()  # the slot's lock under its lease (cdc.standby), and what the loop needs
+            heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval, pool=self.reads)
             heartbeat.emit()  # a watermark right away: timers overdue at start fire on catch-up
-            # --once: up to the watched server's position now (the store may be another server)
-            target = current_wal_lsn(opts.where) if opts.once else None
+            if opts.once and self._target is None:
+                # --once: up to the watched server's position at the first start (the store may
+                # be another server)
+                self._target = current_wal_lsn(opts.where, self.reads)
             heartbeat.start()
             self.sink.keepalive = self._sink_keepalive
             self.stream = ReplicationStream(
@@ -292,26 +434,37 @@ class Watcher:
                     if stream.status_interval < opts.status_interval:
                         self._status_cap = stream.status_interval
                     self.reporter.started()
-                    self._loop(stream, heartbeat, stop, target)
+                    streaming = True
+                    if self.leadership is not None:
+                        self.leadership.streaming()  # the loop touches the lease from now on
+                    self._loop(stream, heartbeat, stop, self._target)
             except ConnectionLost as lost:
                 # the server ends an invalidated slot's walsender: say that, not "connection lost"
                 invalid = slot_health.invalidated(opts.dsn, opts.slot)
                 if invalid is None:
                     raise
                 raise invalid from lost
-            failed = False
-        except KeyboardInterrupt:
-            self.exit_reason, failed = "stopped at once by a second signal (no final checkpoint)", False
-            raise
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
-            self.sink.close()
+            if self.leadership is not None:
+                self.leadership.release()  # first: its start-up keeper may still touch the store
             if self.parts is not None:
-                self.parts.store.close()
-            if self.reporter.has_started:
-                self.reporter.finished("stopped by an error" if failed else self.exit_reason)
-        return self.stats
+                self.parts.store.close()  # its session's end releases the lock
+            self.reads.close()
+            if streaming:
+                self.reporter.disconnected()
+
+    def _forget_pending(self) -> None:
+        """After a lost connection: the counters go back to the last delivered batch (what was
+        processed since comes again from the slot)."""
+        stats, delivered = self.stats, self._delivered
+        stats.transactions, stats.changes = delivered.transactions, delivered.changes
+        stats.dead_letters, stats.timers_fired = delivered.dead_letters, delivered.timers_fired
+        stats.by_type.clear()
+        stats.by_type.update(delivered.by_type)
+        if self.metrics is not None:
+            self.metrics.disconnected()
 
     def _loop(
         self, stream: ReplicationStream, heartbeat: Heartbeat, stop: StopFlag, target: int | None
@@ -322,7 +475,10 @@ class Watcher:
         reporter = self.reporter
         signals = stop if isinstance(stop, Signals) else None
         last_activity = time.monotonic()
+        touch = self.leadership.touch if self.leadership is not None else None
         while not stop.stopped:
+            if touch is not None:
+                touch()  # the lock session is not silent for a whole lease
             if signals is not None and signals.reload_requested:
                 signals.reload_requested = False
                 self.reload(heartbeat)
@@ -365,7 +521,7 @@ class Watcher:
                     self.exit_reason = f"--once: caught up to {format_lsn(target or 0)}"
                     return
         if stop.stopped:
-            why = signals.reason if signals is not None and signals.reason else "stop requested"
+            why = self._why(stop)
             self.exit_reason = f"stopped by {why}"
             reporter.state(
                 f"{why}: stopping after the current batch ({delivery.transactions} transactions pending)",

@@ -118,15 +118,15 @@ def context_actor(messages: Sequence[tuple[str, bytes]]) -> Actor | None:
             continue
         if not isinstance(declared, dict):
             continue
-        actor = user_actor(_uuid(declared.get("actorUserId"))) or contact_actor(
-            _uuid(declared.get("actorContactId"))
+        actor = user_actor(canonical_uuid(declared.get("actorUserId"))) or contact_actor(
+            canonical_uuid(declared.get("actorContactId"))
         )
         if actor:
             return actor
     return None
 
 
-def _uuid(value: object) -> str | None:
+def canonical_uuid(value: object) -> str | None:
     """``value`` as a canonical uuid (lower case, hyphens), None when it is not one."""
     if not isinstance(value, str):
         return None

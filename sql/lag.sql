@@ -33,14 +33,13 @@ SELECT to_regclass(format('%%I.checkpoints', %(schema)s::text)) IS NOT NULL AS h
        to_regclass(format('%%I.outbox', %(schema)s::text)) IS NOT NULL AS has_outbox
 
 -- name: waiting_watchers
--- Watchers of the slot other than the one streaming: sessions of this database named like a
--- watcher's replication connection (cdc/connect.py: application_name `cdc watch <slot>`,
--- truncated to 63 bytes as the server stores it) whose pid is not the slot's active pid.
+-- Standby watchers of the slot: sessions of this database that cdc/standby.py names
+-- `cdc watch <slot>: standby` (truncated to 63 bytes as the server stores it) while they wait for
+-- the slot's lock.
 SELECT count(*)::int
   FROM pg_stat_activity
  WHERE datname = current_database()
-   AND application_name = left('cdc watch ' || %(slot)s::text, 63)
-   AND pid IS DISTINCT FROM %(active_pid)s
+   AND application_name = left('cdc watch ' || %(slot)s::text || ': standby', 63)
 
 -- name: events_last_minute
 -- Outbox rows created in the last minute, counted over at most %(cap)s of the newest rows: a

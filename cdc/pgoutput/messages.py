@@ -38,6 +38,12 @@ def pg_timestamp(micros: int) -> datetime:
     return POSTGRES_EPOCH + timedelta(microseconds=micros)
 
 
+def pg_micros(at: datetime) -> int:
+    """An aware datetime as a replication-protocol timestamp (the inverse of :func:`pg_timestamp`)."""
+    delta = at - POSTGRES_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 class TupleData(NamedTuple):
     """One row image: raw values in column order, and a bitmask of binary-format columns."""
 

@@ -154,7 +154,7 @@ def test_while_streaming_a_change_of_state_is_one_warning_line(dsn: str, tmp_pat
         assert wait_for(lambda: one(other, STREAMING) == 1, timeout=20)
         assert warnings_of(log.read_text()) == []  # reserved at start
         safe = switch_until(other, "unreserved", slot="cdc_b")
-        assert wait_for(lambda: warnings_of(log.read_text()) != [], timeout=15)
+        assert wait_for(lambda: warnings_of(log.read_text()) != [], timeout=30), log.read_text()
         time.sleep(1.0)  # no second line for the same state
         # invalidated while streaming: the server ends the walsender first
         holder.rollback()
@@ -164,6 +164,7 @@ def test_while_streaming_a_change_of_state_is_one_warning_line(dsn: str, tmp_pat
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         holder.close()
     text = log.read_text()
     # the server ended the walsender; the watcher read why and says it, with what to do

@@ -7,13 +7,17 @@ from collections.abc import Iterator, Mapping
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+import cdc.connect
 from cdc.connect import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_STATEMENT_TIMEOUT_S,
     SESSION_OPTIONS,
+    Pool,
     conninfo,
     set_defaults,
 )
+from cdc.errors import ServerUnreachable
+from cdc.localpg import free_port
 
 DSN = "host=db.example port=5432 user=cdc dbname=psa"
 
@@ -68,3 +72,20 @@ def test_a_replication_connection_pins_the_value_formats_after_the_dsns_options(
     params = applied(f"{DSN} options='-c TimeZone=Europe/Berlin'", replication=True)
     assert params["replication"] == "database"
     assert params["options"] == f"-c TimeZone=Europe/Berlin {SESSION_OPTIONS}"
+
+
+def test_a_pool_that_cannot_connect_says_why_as_a_direct_connection_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool only times out; the error an operator reads is libpq's own, translated."""
+    monkeypatch.setattr(cdc.connect, "POOL_WAIT_S", 0.1)
+    port = free_port()  # nothing listens there
+    pool = Pool(f"host=127.0.0.1 port={port} user=cdc dbname=psa", purpose="watch cdc_events: pool")
+    try:
+        with (
+            pytest.raises(ServerUnreachable, match=f"cannot reach the server: .*port {port} failed"),
+            pool.connection(),
+        ):
+            pass
+    finally:
+        pool.close()

@@ -10,14 +10,22 @@ from psycopg import errors as pgerr
 
 from cdc.errors import (
     AuthenticationFailed,
+    CdcError,
     ConnectionLost,
     ConnectTimeout,
     DatabaseMissing,
     InsufficientPrivilege,
     RoleMissing,
     ServerUnreachable,
+    SlotHeldByOther,
+    SlotInUse,
+    SlotInvalidated,
+    StatementCanceled,
+    WalLevelNotLogical,
     translate,
+    watcher_reconnects,
 )
+from cdc.sinks.retry import SinkGaveUp
 
 AT = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
 
@@ -55,6 +63,8 @@ def test_a_dead_connection_is_lost_and_worth_retrying(exc: BaseException) -> Non
         (AT + 'FATAL:  role "r" does not exist', RoleMissing, 'role "r" does not exist'),
         (AT + "FATAL:  must be superuser or replication role to start walsender", InsufficientPrivilege,
          "must be superuser or replication role to start walsender"),
+        (AT + 'FATAL:  role "r" is not permitted to log in', AuthenticationFailed,
+         'role "r" is not permitted to log in'),
     ],
 )  # fmt: skip
 def test_a_connection_refused_for_a_reason_needs_a_change(
@@ -72,3 +82,36 @@ def test_a_server_that_is_not_there_is_worth_retrying() -> None:
     assert type(starting) is ServerUnreachable and starting.retryable
     silent = translate(pgerr.ConnectionTimeout("connection timeout expired"), connecting=True)
     assert type(silent) is ConnectTimeout and silent.retryable and "timed out" in str(silent)
+
+
+@pytest.mark.parametrize(
+    ("error", "reconnects"),
+    [
+        (ConnectionLost("lost the connection to the server"), True),
+        (ServerUnreachable("cannot reach the server"), True),
+        (ConnectTimeout("timed out connecting to the server"), True),
+        (SlotInUse("replication slot is active in another process"), True),
+        (SlotHeldByOther("replication slot is held by pg_recvlogical"), False),
+        (AuthenticationFailed("password authentication failed"), False),
+        (SlotInvalidated("replication slot was invalidated"), False),
+        (WalLevelNotLogical("the server's wal_level is not logical"), False),
+        (StatementCanceled("canceling statement due to statement timeout"), False),
+        (SinkGaveUp("the sink kept failing"), False),
+        (CdcError("database error"), False),
+    ],
+)
+def test_what_a_running_watcher_reconnects_after(error: CdcError, reconnects: bool) -> None:
+    """Classified once (cdc.errors.WATCHER_RECONNECTS); a canceled statement and a sink that
+    gave up are worth running again (exit 3) but not worth a reconnect of their own."""
+    assert watcher_reconnects(error) is reconnects
+    assert not reconnects or error.retryable
+
+
+def test_the_server_going_away_mid_stream_is_a_reconnect() -> None:
+    for exc in (
+        pgerr.AdminShutdown("terminating connection due to administrator command"),
+        pgerr.IdleSessionTimeout("terminating connection due to idle-session timeout"),
+        pgerr.CannotConnectNow("the database system is shutting down"),
+        psycopg.OperationalError("the connection is lost"),
+    ):
+        assert watcher_reconnects(translate(exc, slot="cdc_events")), exc

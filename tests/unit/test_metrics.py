@@ -233,6 +233,7 @@ def test_endpoints() -> None:
         "status": "unhealthy",
         "reasons": ["replication lag 501 bytes over 500"],
         "streaming": True,
+        "role": "active",
         "replicationLagBytes": 501,
         "sinkHealthy": True,
         "sinkLastError": None,
@@ -256,6 +257,29 @@ def test_endpoints() -> None:
         "replication stream disconnected for 31 s (grace 30 s)"
     ]
     assert call(m, "/other")[0] == "404 Not Found"
+
+
+def test_a_standby_is_healthy_not_ready_and_a_reconnect_forgets_what_was_not_delivered() -> None:
+    clock = Clock()
+    m = Metrics(HealthLimits(grace_s=30.0), clock=clock)
+    m.set_role(standby=True)
+    clock.now += 300  # waiting for the lock for long is no disconnection
+    assert call(m, "/healthz")[0] == "200 OK"
+    status, _, body = call(m, "/readyz")
+    assert status == "503 Service Unavailable"
+    assert orjson.loads(body)["reasons"] == ["standby: waiting for the lock of the active watcher"]
+    assert orjson.loads(body)["role"] == "standby"
+    assert sample(m, "cdc_standby_role", cdc_standby_role="standby") == 1
+    m.set_role(standby=False)  # took over: the grace starts now
+    assert sample(m, "cdc_standby_role", cdc_standby_role="active") == 1
+    clock.now += 30
+    assert call(m, "/healthz")[0] == "200 OK"
+    clock.now += 1
+    assert call(m, "/healthz")[0] == "503 Service Unavailable"
+    m.set_connected(True)
+    m._changes[("public.tickets", "insert")] = 3  # processed, not delivered
+    m.disconnected()
+    assert m._changes == {} and sample(m, "cdc_stream_connected") == 0
 
 
 def test_serve_refuses_a_port_in_use() -> None:
