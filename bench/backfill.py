@@ -29,14 +29,10 @@ import orjson
 import psycopg
 from rich.console import Console
 
-from cdc.config import DEFAULT_TABLES
 from cdc.localpg import LocalPostgres
-from cdc.provision import setup
-from cdc.sample import schema_sql
-from cdc.state import make_bootstrap_hook
-from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL
+from .replay import tickets_workload
+from .run import RESULTS
 
 #: Copies of the seed's update rows, each LSN-shifted past the previous copy (one statement).
 MULTIPLY_SQL = """
@@ -77,19 +73,7 @@ def main() -> None:
     console = Console(width=120)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
-        dsn = pg.dsn("postgres")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(schema_sql())  # type: ignore[call-overload]
-            conn.execute(SETUP_SQL)  # type: ignore[call-overload]
-        setup(
-            dsn,
-            slot="cdc_events",
-            publication="cdc_events",
-            tables=DEFAULT_TABLES,
-            bootstrap=make_bootstrap_hook(default_derivers()),
-        )
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CALL bench_tickets({args.seed_tx}, {args.per})")  # type: ignore[call-overload]
+        dsn, _ = tickets_workload(pg, "cdc_events", args.seed_tx, args.per)
         cdc = [sys.executable, "-m", "cdc.cli"]
         subprocess.run(
             [*cdc, "watch", "--dsn", dsn, "--once", "--sink", "discard", "--heartbeat-interval", "60"],

@@ -57,16 +57,16 @@ def capture(dsn: str, slot: str, endpos: int) -> list[bytes]:
 SETTINGS = {"wal_sender_timeout": "60s", "max_wal_size": "4GB"}
 
 
-def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[bytes]]:
-    """The full-path workload (``ntx`` × ``per`` tickets updates) on ``pg``, captured from the
-    slot ``replay``: the DSN and the raw pgoutput messages."""
+def tickets_workload(pg: LocalPostgres, slot: str, ntx: int, per: int) -> tuple[str, int]:
+    """The schema, ``cdc setup`` of ``slot`` and ``ntx`` × ``per`` tickets updates on ``pg``'s
+    database ``postgres``: its DSN and the WAL position after the workload."""
     dsn = pg.dsn("postgres")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema_sql())  # type: ignore[call-overload]
         conn.execute(SETUP_SQL)  # type: ignore[call-overload]
     setup(
         dsn,
-        slot="replay",
+        slot=slot,
         publication="cdc_events",
         tables=DEFAULT_TABLES,
         bootstrap=make_bootstrap_hook(default_derivers()),
@@ -75,7 +75,14 @@ def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[b
         conn.execute(f"CALL bench_tickets({ntx}, {per})")  # type: ignore[call-overload]
         row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         assert row is not None
-    return dsn, capture(dsn, "replay", parse_lsn(str(row[0])))
+    return dsn, parse_lsn(str(row[0]))
+
+
+def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[bytes]]:
+    """The full-path workload (``ntx`` × ``per`` tickets updates) on ``pg``, captured from the
+    slot ``replay``: the DSN and the raw pgoutput messages."""
+    dsn, end = tickets_workload(pg, "replay", ntx, per)
+    return dsn, capture(dsn, "replay", end)
 
 
 def replay(watcher: Watcher, messages: list[bytes]) -> tuple[float, int, int]:

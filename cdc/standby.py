@@ -139,16 +139,18 @@ class Leadership:
                 row = store.execute(queries.raw("standby", "try_lock"), params).fetchone()
                 if row is not None and row[0]:
                     break
-                self._end_silent_holder(store, reads)
+                found = store.execute(queries.raw("standby", "lock_holder"), params).fetchone()
+                holder = int(found[0]) if found is not None else None
+                if holder is not None:
+                    self._end_silent_holder(store, reads, holder)
                 if waited_since is None:
                     waited_since = time.monotonic()
-                    holder = store.execute(queries.raw("standby", "lock_holder"), params).fetchone()
                     named = store.execute(
                         queries.raw("standby", "set_application_name"),
                         {"name": f"cdc watch {self.slot}: standby"[:63]},
                     ).fetchone()
                     previous_name = str(named[0]) if named is not None else ""
-                    self.on_wait(int(holder[0]) if holder is not None else None)
+                    self.on_wait(holder)
                 deadline = time.monotonic() + self.poll_s
                 while time.monotonic() < deadline:
                     if stop.stopped:
@@ -163,25 +165,25 @@ class Leadership:
         self._keeper = _Keeper(self)
         self.on_lead(None if waited_since is None else time.monotonic() - waited_since)
 
-    def _end_silent_holder(self, store: psycopg.Connection[Any], reads: Pool) -> None:
-        """End the holder's session when its client has been silent for a whole lease: idle, or
+    def _end_silent_holder(self, store: psycopg.Connection[Any], reads: Pool, holder: int) -> None:
+        """End the holder's session (pid ``holder``) when its client has been silent for a whole lease: idle, or
         in the middle of a statement while the slot has no walsender any more (the module
         docstring: a frozen watcher, not a busy one)."""
         try:
             ended = store.execute(
                 queries.raw("standby", "end_silent_holder"),
-                {"slot": self.slot, "lease_s": self.lease_s, "slot_streaming": self._slot_streams(reads)},
+                {"pid": holder, "lease_s": self.lease_s, "slot_streaming": self._slot_streams(reads)},
             ).fetchone()
         except psycopg.errors.InsufficientPrivilege:  # another role's session: its lease must do
             return
-        if ended is not None and ended[1]:
+        if ended is not None and ended[0]:
             log.warning(
                 "standby: ended the session of pid %d, which held the lock of slot %s without a word "
                 "for more than %g s",
-                ended[0],
+                holder,
                 self.slot,
                 self.lease_s,
-                extra=logs.fields(slot=self.slot, holder_pid=ended[0]),
+                extra=logs.fields(slot=self.slot, holder_pid=holder),
             )
 
     def _slot_streams(self, reads: Pool) -> bool:

@@ -25,27 +25,20 @@ SELECT l.pid
  LIMIT 1
 
 -- name: end_silent_holder
--- Ends the session holding the slot's lock when its client has not said a word for longer than
--- the lease (state_change: the last time the session went from one state to another), and
--- returns its pid when it was ended. Two kinds of silence count (cdc/standby.py says why):
+-- Ends the session %(pid)s — the lock's holder, as lock_holder read it just before — when its
+-- client has not said a word for longer than the lease (state_change: the last time the session
+-- went from one state to another), and returns whether it was ended. A session that let go of the
+-- lock between the two statements did so by a statement, so it is not silent, and a pid is not
+-- reused while its session exists. Two kinds of silence count (cdc/standby.py says why):
 -- * idle, or idle inside a transaction: a leader frozen between statements (the server's
 --   idle_session_timeout, set to the lease, ends it too; this also covers a role that resets it);
 -- * active, waiting for the rest of a statement from its client (wait_event ClientRead: a frozen
 --   COPY), and only when the slot has no walsender any more (%(slot_streaming)s false, read on the
 --   watched server): a frozen leader's walsender is ended by wal_sender_timeout, while a healthy
 --   leader in a long COPY of the outbox, the journal or the state keeps its walsender streaming.
-SELECT a.pid, pg_terminate_backend(a.pid) AS ended
+SELECT pg_terminate_backend(a.pid) AS ended
   FROM pg_stat_activity a
- WHERE a.pid = (SELECT l.pid
-                  FROM pg_locks l,
-                       (SELECT hashtextextended(current_database() || '/' || %(slot)s::text, 0) AS k) AS h
-                 WHERE l.locktype = 'advisory'
-                   AND l.granted
-                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND l.objsubid = 2
-                   AND l.classid::text::bigint = ((h.k >> 32) & 4294967295)
-                   AND l.objid::text::bigint = (h.k & 4294967295)
-                 LIMIT 1)
+ WHERE a.pid = %(pid)s
    AND a.state_change < clock_timestamp() - make_interval(secs => %(lease_s)s)
    AND (a.state IN ('idle', 'idle in transaction', 'idle in transaction (aborted)')
         OR (a.state = 'active' AND a.wait_event = 'ClientRead' AND NOT %(slot_streaming)s::bool))

@@ -45,8 +45,8 @@ def other_db(pg_server: PgServer) -> Iterator[str]:
     drop_database(pg_server, name)
 
 
-def workload(dsn: str) -> None:
-    """Every family, and an SLA whose due time passes before the watcher runs."""
+def prepare(dsn: str) -> None:
+    """Both seeds (tickets and the families) and ``cdc setup`` of the slot."""
     run_sql(dsn, queries.raw("sample/workload", "seed"))
     run_sql(dsn, queries.raw("sample/families", "seed"))
     setup(
@@ -56,6 +56,11 @@ def workload(dsn: str) -> None:
         tables=DEFAULT_TABLES,
         bootstrap=make_bootstrap_hook(default_derivers()),
     )
+
+
+def workload(dsn: str) -> None:
+    """Every family, and an SLA whose due time passes before the watcher runs."""
+    prepare(dsn)
     for name in STEPS:
         sla = name == "sla_ticket"
         text = queries.raw("sample/workload", name)

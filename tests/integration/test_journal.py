@@ -10,15 +10,13 @@ import pytest
 
 from cdc import queries
 from cdc.assembler import Transaction
-from cdc.config import DEFAULT_TABLES
 from cdc.journal import SNAPSHOT_BASE, create_partition, history, partitions, prune, replay
-from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 
 from .conftest import run_sql
+from .test_backfill import prepare
 
 pytestmark = pytest.mark.integration
 
@@ -49,18 +47,6 @@ class RecordingWatcher(Watcher):
     def process(self, tx: Transaction) -> None:
         self.seen.append(fingerprint(tx))
         super().process(tx)
-
-
-def prepare(dsn: str) -> None:
-    run_sql(dsn, queries.raw("sample/workload", "seed"))
-    run_sql(dsn, queries.raw("sample/families", "seed"))
-    setup(
-        dsn,
-        slot=SLOT,
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
 
 
 def step(dsn: str, name: str, file: str = "sample/workload") -> None:
