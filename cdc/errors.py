@@ -247,10 +247,13 @@ def _connection_failure(
     if isinstance(exc, pgerr.CannotConnectNow | pgerr.TooManyConnections) or (
         connecting and isinstance(exc, psycopg.OperationalError)
     ):
-        # libpq's own words, which name the host and port it tried
-        return ServerUnreachable(
-            f"cannot reach the server: {raw.removeprefix('connection failed: ')}", sqlstate=sqlstate
-        )
+        # libpq's own words, which name the host and port it tried; a server that answered with
+        # a FATAL (starting up, shutting down, in recovery, too many clients) refuses, for now
+        tried = raw.removeprefix("connection failed: ")
+        answered = re.sub(r"FATAL:\s+", "", tried)
+        if answered != tried:
+            return ServerUnreachable(f"the server refuses connections for now: {answered}", sqlstate=sqlstate)
+        return ServerUnreachable(f"cannot reach the server: {tried}", sqlstate=sqlstate)
     if (
         # admin shutdown, crash shutdown, idle session timeout; connection exceptions
         sqlstate in ("57P01", "57P02", "57P05")

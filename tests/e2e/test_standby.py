@@ -17,6 +17,10 @@ tests/e2e/test_reconnect.py:
 * a slot that pg_recvlogical streams from (no watcher's): `cdc watch` exits 1 with one line;
 * a lock holder in the middle of a COPY for longer than the lease is left alone while the slot
   streams (a busy leader), and ended once it does not (a frozen one).
+* SIGSTOP of the active watcher in the middle of its outbox COPY (the server waits for rows it
+  will not send: `active`, not idle, so no lease ends it): the standby leaves it alone past the
+  lease while its walsender holds the slot, ends it once wal_sender_timeout ended that walsender
+  and takes over, every event exactly once.
 
 In each, no watcher logs the outbox's `… were already there` (a batch delivered twice).
 """
@@ -35,6 +39,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from cdc import queries
 from cdc.localpg import find_bindir, free_port
@@ -277,3 +282,104 @@ def copying_for(dsn: str, pid: int) -> float:
         f" WHERE pid = {pid} AND state = 'active' AND wait_event = 'ClientRead'",
     )
     return float(found[0][0]) if found else 0.0
+
+
+# -- a real watcher frozen in the middle of a statement -------------------------------------------
+#: The frozen watcher's walsender outlives the lease (2 s) by far: it is ended at least half its
+#: wal_sender_timeout after the freeze (the watcher answers the walsender's half-time pings).
+FROZEN_WAL_SENDER_TIMEOUT = "12s"
+#: The outbox's COPY as the store session sends it (sql/outbox.sql, copy_outbox).
+OUTBOX_COPY = 'COPY "cdc".outbox ('
+
+
+def test_a_watcher_frozen_in_the_middle_of_a_copy_is_taken_over_once_its_walsender_is_gone(
+    seeded: str,  # noqa: F811 - the fixture
+) -> None:
+    """SIGSTOP of the active watcher while the server waits for its outbox COPY's rows: the store
+    session stays `active` (not idle: no lease timeout ends it), so the standby leaves it alone
+    past the lease while the frozen watcher's walsender still holds the slot, ends it once the
+    server ended that walsender (wal_sender_timeout) and takes over — every event exactly once."""
+    # wal_sender_timeout is a setting of the replication connection: this test's own, via the DSN
+    dsn = make_conninfo(seeded, options=f"-c wal_sender_timeout={FROZEN_WAL_SENDER_TIMEOUT}")
+    active = Watch("--dsn", dsn, *ARGS, env=ENV)
+    try:
+        active.wait_record(lambda r: r["msg"].startswith("watch started"))
+        standby = Watch("--dsn", dsn, *ARGS, env=ENV)
+    except BaseException:
+        active.kill()
+        raise
+    try:
+        frozen_store = standby_line(standby)["holder_pid"]
+        assert frozen_store == store_pid(seeded)
+        frozen_walsender = slot_streamer(seeded)
+        assert frozen_walsender is not None
+        with Workload(seeded) as work:
+            work.wait_done(30)
+            freeze_in_outbox_copy(seeded, active, frozen_store)
+            # mid-statement: the server waits for the COPY's rows from the frozen client
+            assert wait_for(lambda: copying_for(seeded, frozen_store) > 0, timeout=10), activity(
+                seeded, frozen_store
+            )
+            assert OUTBOX_COPY in str(activity(seeded, frozen_store)[1])
+            # While the frozen watcher's walsender holds the slot, its store session is left alone.
+            # Each look reads the session first: gone (or no longer in the COPY) then, with the
+            # walsender still there after, means it was ended while the slot streamed.
+            silent_while_streaming = 0.0
+
+            def walsender_gone() -> bool:
+                nonlocal silent_while_streaming
+                silent = copying_for(seeded, frozen_store)
+                if slot_streamer(seeded) != frozen_walsender:
+                    return True
+                assert silent > 0, ("ended while its walsender streamed", "\n".join(standby.lines))
+                silent_while_streaming = max(silent_while_streaming, silent)
+                return False
+
+            assert wait_for(walsender_gone, timeout=120, interval=0.1)
+            assert silent_while_streaming > 2 * 2  # past the lease (2 s) and a standby's poll (1 s)
+            ended = standby.wait_record(
+                lambda r: r["msg"].startswith("standby: ended the session"), timeout=30
+            )
+            assert ended["holder_pid"] == frozen_store
+            took_over(standby)
+            work.wait_done(30)
+        assert_exactly_once(seeded)
+        assert_no_replay(active, standby)
+        assert slot_streamer(seeded) not in (None, frozen_walsender)
+        active.proc.kill()  # SIGKILL ends a stopped process too
+        standby.proc.send_signal(signal.SIGTERM)
+        assert standby.finish() == 0, "\n".join(standby.lines)
+    finally:
+        active.kill()
+        standby.kill()
+
+
+def freeze_in_outbox_copy(dsn: str, watch: Watch, store: int) -> None:
+    """SIGSTOP ``watch`` while its store session ``store`` waits to start the outbox's COPY.
+
+    A SHARE lock on the outbox (SELECTs pass it, a COPY does not) holds the COPY before the server
+    asks for its rows, so the client has sent none when it stops; the lock goes once it is stopped,
+    and the server waits for the rows of a client that will not send them."""
+    copy_waits = (
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        f" AND strpos(query, '{OUTBOX_COPY}') > 0 AND pid = {store}"
+    )
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("LOCK TABLE cdc.outbox IN SHARE MODE")
+        assert wait_for(lambda: rows(dsn, copy_waits) != [], timeout=30), activity(dsn, store)
+        watch.proc.send_signal(signal.SIGSTOP)
+        assert wait_for(lambda: process_state(watch.proc.pid) == "T", timeout=10)
+        blocker.commit()
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def activity(dsn: str, pid: int) -> tuple[Any, ...]:
+    """The session's state, query, wait event type and wait event."""
+    found = rows(
+        dsn, f"SELECT state, query, wait_event_type, wait_event FROM pg_stat_activity WHERE pid = {pid}"
+    )
+    return found[0] if found else ()

@@ -80,6 +80,14 @@ def test_a_server_that_is_not_there_is_worth_retrying() -> None:
     assert type(refused) is ServerUnreachable and refused.retryable
     starting = translate(pgerr.CannotConnectNow("the database system is starting up"), connecting=True)
     assert type(starting) is ServerUnreachable and starting.retryable
+    for state in ("starting up", "shutting down", "not accepting connections"):
+        answered = translate(
+            psycopg.OperationalError(AT + f"FATAL:  the database system is {state}"), connecting=True
+        )
+        assert type(answered) is ServerUnreachable and answered.retryable
+        assert str(answered).startswith("the server refuses connections for now: connection to server at")
+        assert str(answered).endswith(f"failed: the database system is {state}")
+    assert str(refused).startswith("cannot reach the server: ")
     silent = translate(pgerr.ConnectionTimeout("connection timeout expired"), connecting=True)
     assert type(silent) is ConnectTimeout and silent.retryable and "timed out" in str(silent)
 
