@@ -19,10 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cdc demo
 
-# The whole suite on each implementation of the pgoutput decoder (cdc/pgoutput/decoder.py, CDC_IMPL).
+# The whole suite on each implementation of the pgoutput decoder (cdc/pgoutput/decoder.py, CDC_IMPL),
+# both at once (TEST_SERIAL=1: one after the other); see tests/run-both-impls.
 test: $(STAMP) lint
-	CDC_IMPL=python $(BIN)/python -m pytest -q
-	CDC_IMPL=c $(BIN)/python -m pytest -q
+	PYTHON_BIN=$(BIN)/python tests/run-both-impls
 
 lint: $(STAMP)
 	$(BIN)/ruff check cdc derivers catalog tests bench

@@ -6,11 +6,13 @@
    the lock, the store session is under the standby lease, touched by a thread of its own
    until the loop starts, so a slow start-up (the take-over's wait, a late bootstrap copy)
    never looks like a frozen leader.
-1. **Preflight** on the watched database: the server can replicate (:func:`~cdc.provision.check_server`),
-   the slot exists and is healthy (:mod:`cdc.slot_health`: lost, invalidated, of another
-   database or in use stops the start; ``extended``/``unreserved`` is one warning line), and
-   every table of the publication is REPLICA IDENTITY FULL (changes written from now on must
-   carry whole before-images, :mod:`cdc.relations`).
+1. **Preflight** on the watched database (also before step 0's wait for the lock, the slot's
+   health aside, so that a standby with a wrong configuration stops at once): the server can
+   replicate (:func:`~cdc.provision.check_server`), the publication exists, the slot exists and
+   is healthy (:mod:`cdc.slot_health`: lost, invalidated, of another database or in use stops
+   the start; ``extended``/``unreserved`` is one warning line), and every table of the
+   publication is REPLICA IDENTITY FULL (changes written from now on must carry whole
+   before-images, :mod:`cdc.relations`).
 2. **The store**: the database of the watcher's own tables — where the sink's events commit
    when it has the same-transaction ability (``Sink.store_writer``), else the watched one — with
    those tables created and the sink's prepared.
@@ -43,7 +45,7 @@ from derivers.base import Deriver
 from . import queries
 from .checkpoint import CheckpointStore, PostgresCheckpoints
 from .connect import Pool, connect
-from .errors import CdcError, SlotMissing, translate
+from .errors import CdcError, PublicationMissing, SlotMissing, translate
 from .lsn import parse_lsn
 from .provision import check_server, slot_facts, table_facts
 from .relations import RelationGuard, merge_reads, require_full_identity, table_shapes
@@ -129,6 +131,9 @@ def start(
         raise translate(exc, slot=where.slot) from exc
     try:
         if lead is not None:
+            # before it may wait as a standby, so that a wrong configuration stops it now, not
+            # at a take-over hours later; again once it leads (the facts may have changed)
+            _preflight(where, reads, judge_slot=False)
             lead(store)
         watched, pks = _preflight(where, reads)
         create_tables(store, where.schema)
@@ -161,15 +166,24 @@ def _close(store: psycopg.Connection[Any], unlead: Callable[[], None] | None) ->
     store.close()
 
 
-def _preflight(where: Where, reads: Pool | None) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-    """The published tables and their primary keys, once the server, the slot and their replica
-    identity are fine."""
+def _preflight(
+    where: Where, reads: Pool | None, *, judge_slot: bool = True
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The published tables and their primary keys, once the server, the slot (its health too
+    with ``judge_slot``: not for a watcher that may still have to wait for the lock, whose slot
+    another one streams from), the publication and their replica identity are fine."""
     with where.reading(reads) as source:
         try:
             check_server(source)
             if slot_facts(source, where.slot) is None:
                 raise SlotMissing(f"replication slot {where.slot} does not exist")
-            _judge_slot(source, where.slot)
+            if judge_slot:
+                _judge_slot(source, where.slot)
+            found = source.execute(
+                queries.raw("setup", "publication_exists"), {"publication": where.publication}
+            ).fetchone()
+            if not (found and found[0]):
+                raise PublicationMissing(f"publication {where.publication} does not exist")
             watched = tuple(
                 r[0]
                 for r in source.execute(

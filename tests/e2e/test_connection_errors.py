@@ -68,11 +68,13 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def start_watch(dsn: str, **env: str) -> subprocess.Popen[str]:
+def start_watch(dsn: str, *, outbox: bool = False, **env: str) -> subprocess.Popen[str]:
     """`cdc watch` that would run for ten minutes (no heartbeat after the first, so that its
-    stderr holds nothing but its warnings and how it ends)."""
+    stderr holds nothing but its warnings and how it ends), into the discard sink or, with
+    ``outbox``, the default outbox of the watched database."""
+    args = [a for a in LONG_QUIET_WATCH if a not in ("--sink", "discard")] if outbox else LONG_QUIET_WATCH
     return subprocess.Popen(
-        [sys.executable, "-m", "cdc.cli", "watch", "--dsn", dsn, *LONG_QUIET_WATCH],
+        [sys.executable, "-m", "cdc.cli", "watch", "--dsn", dsn, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

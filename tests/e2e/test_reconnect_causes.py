@@ -16,8 +16,6 @@ and standby), through the real CLI against one cluster of this module's own:
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +24,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cdc.localpg import LocalPostgres
-from tests.e2e.test_connection_errors import LONG_QUIET_WATCH, cdc_env, end, one_error_line, streaming
+from tests.e2e.test_connection_errors import end, one_error_line, start_watch, streaming
 from tests.e2e.test_reconnect import (
     FAST,
     WATCH_ARGS,
@@ -94,19 +92,6 @@ def a_little_workload(watched: str, numbered_from: int) -> None:
     work.done = numbered_from
     with work:
         work.wait_done(20)
-
-
-def quiet_watch(watched: str, **env: str) -> subprocess.Popen[str]:
-    """`cdc watch` into the outbox of the watched database, with nothing on stderr but its
-    warnings and how it ends (test_connection_errors.start_watch, less the discard sink)."""
-    args = [a for a in LONG_QUIET_WATCH if a not in ("--sink", "discard")]
-    return subprocess.Popen(
-        [sys.executable, "-m", "cdc.cli", "watch", "--dsn", watched, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cdc_env(**env),
-    )
 
 
 def one_reconnect_then(err: str) -> str:
@@ -210,7 +195,9 @@ def test_a_role_that_can_no_longer_log_in_stops_the_reconnect_with_exit_1(
         # a superuser: it runs `cdc watch` over what the postgres user set up
         conn.execute(f"CREATE ROLE {NOLOGIN_ROLE} LOGIN SUPERUSER")
     try:
-        watcher = quiet_watch(make_conninfo(dsn, user=NOLOGIN_ROLE), CDC_RECONNECT_INITIAL_S="0.1")
+        watcher = start_watch(
+            make_conninfo(dsn, user=NOLOGIN_ROLE), outbox=True, CDC_RECONNECT_INITIAL_S="0.1"
+        )
         try:
             streaming(dsn, dbname(dsn), watcher)
             with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -236,7 +223,7 @@ def test_a_role_that_can_no_longer_log_in_stops_the_reconnect_with_exit_1(
 
 def test_a_dropped_database_stops_the_reconnect_with_exit_1(server: LocalPostgres, dsn: str) -> None:  # noqa: F811
     name = dbname(dsn)
-    watcher = quiet_watch(dsn, CDC_RECONNECT_INITIAL_S="0.1")
+    watcher = start_watch(dsn, outbox=True, CDC_RECONNECT_INITIAL_S="0.1")
     try:
         streaming(dsn, name, watcher)
         # A database with a slot cannot be dropped: its walsender ends and the slot goes first,

@@ -43,6 +43,7 @@ from psycopg.conninfo import make_conninfo
 
 from cdc import queries
 from cdc.localpg import find_bindir, free_port
+from tests.e2e.test_cli_errors import assert_one_line_error
 from tests.e2e.test_connection_errors import cdc, one_error_line
 from tests.e2e.test_metrics import by_label, get, scrape
 from tests.e2e.test_reconnect import Workload, assert_exactly_once, assert_no_replay, rows
@@ -383,3 +384,19 @@ def activity(dsn: str, pid: int) -> tuple[Any, ...]:
         dsn, f"SELECT state, query, wait_event_type, wait_event FROM pg_stat_activity WHERE pid = {pid}"
     )
     return found[0] if found else ()
+
+
+def test_a_standby_with_a_wrong_publication_stops_at_once_instead_of_waiting(
+    seeded: str,  # noqa: F811 - the fixture
+) -> None:
+    """The preflight runs before the wait for the lock too: a standby started with a
+    configuration it could never stream with says so now, not at a take-over hours later."""
+    active = Watch("--dsn", seeded, *ARGS, env=ENV)
+    try:
+        active.wait_record(lambda r: r["msg"].startswith("watch started"))
+        res = cdc("watch", "--dsn", seeded, "--publication", "cdc_nope")
+        assert_one_line_error(res, "publication cdc_nope does not exist", "run `cdc setup`")
+        assert res.returncode == 1 and "standby" not in res.stderr
+        assert active.proc.poll() is None  # the active one streams on
+    finally:
+        active.kill()
