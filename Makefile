@@ -20,9 +20,9 @@ demo: $(STAMP)
 	$(BIN)/cdc demo
 
 # The whole suite on each implementation of the pgoutput decoder (cdc/pgoutput/decoder.py, CDC_IMPL),
-# both at once (TEST_SERIAL=1: one after the other); see tests/run-both-impls.
+# both at once (TEST_SERIAL=1: one after the other); see tests/run_both_impls.py.
 test: $(STAMP) lint
-	PYTHON_BIN=$(BIN)/python tests/run-both-impls
+	$(BIN)/python tests/run_both_impls.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check cdc derivers catalog tests bench

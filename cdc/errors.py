@@ -248,11 +248,11 @@ def _connection_failure(
         connecting and isinstance(exc, psycopg.OperationalError)
     ):
         # libpq's own words, which name the host and port it tried; a server that answered with
-        # a FATAL (starting up, shutting down, in recovery, too many clients) refuses, for now
+        # a FATAL (starting up, shutting down, in recovery, too many clients) refused it
         tried = raw.removeprefix("connection failed: ")
         answered = re.sub(r"FATAL:\s+", "", tried)
         if answered != tried:
-            return ServerUnreachable(f"the server refuses connections for now: {answered}", sqlstate=sqlstate)
+            return ServerUnreachable(f"the server refused the connection: {answered}", sqlstate=sqlstate)
         return ServerUnreachable(f"cannot reach the server: {tried}", sqlstate=sqlstate)
     if (
         # admin shutdown, crash shutdown, idle session timeout; connection exceptions

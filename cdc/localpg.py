@@ -80,6 +80,7 @@ class LocalPostgres:
         #: give a password, say.
         self.hba = tuple(hba)
         self.port = port or free_port()
+        self._port_chosen = port is None  # ours to change when another process takes it first
         self.root = Path(tempfile.mkdtemp(prefix="cdc-pg-"))
         self.datadir = self.root / "data"
         self.sockdir = self.root / "sock"
@@ -121,8 +122,23 @@ class LocalPostgres:
         if self.hba:
             hba_file = self.datadir / "pg_hba.conf"
             hba_file.write_text("\n".join(self.hba) + "\n" + hba_file.read_text())
+        for attempt in range(5):
+            res = self._pg_ctl_start()
+            if res.returncode == 0:
+                break
+            log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
+            # the free port was taken between free_port() and the server's bind (another test
+            # session side by side, say): another port, when the port was ours to choose
+            if not (self._port_chosen and "could not bind" in log and attempt < 4):
+                raise LocalPostgresError(f"the throwaway server did not start: {res.stderr.strip()} {log}")
+            self.port = free_port()
+            self.logfile.unlink(missing_ok=True)
+        self._started = True
+        return self
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
         opts = [f"-p {self.port}", f"-k {self.sockdir}"] + [f"-c {k}={v}" for k, v in self.settings.items()]
-        res = self._run(
+        return self._run(
             [
                 str(self.bindir / "pg_ctl"),
                 "-D",
@@ -137,11 +153,6 @@ class LocalPostgres:
                 "start",
             ]
         )
-        if res.returncode != 0:
-            log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
-            raise LocalPostgresError(f"the throwaway server did not start: {res.stderr.strip()} {log}")
-        self._started = True
-        return self
 
     def restart(self, mode: str = "fast") -> None:
         """``pg_ctl restart -m <mode>``: same data directory, port and settings (pg_ctl keeps the

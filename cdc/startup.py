@@ -111,12 +111,13 @@ def start(
     sink: Sink,
     derivers: Sequence[Deriver],
     *,
-    lead: Callable[[psycopg.Connection[Any]], None] | None = None,
+    lead: Callable[[psycopg.Connection[Any], Callable[[], object]], None] | None = None,
     unlead: Callable[[], None] | None = None,
     reads: Pool | None = None,
 ) -> Started:
     """Store and lock, preflight, bootstrap reconciliation and load (the module docstring's
-    steps). ``lead(store)`` returns once the store's session holds the slot's standby lock
+    steps). ``lead(store, check)`` calls ``check()`` (the preflight but the slot's health) before
+    it may wait, and returns once the store's session holds the slot's standby lock
     (:meth:`cdc.standby.Leadership.acquire`, which keeps its lease from a thread meanwhile);
     ``unlead()`` stops that before the store closes. On failure the store connection is closed
     and the error is a :class:`CdcError`."""
@@ -131,10 +132,9 @@ def start(
         raise translate(exc, slot=where.slot) from exc
     try:
         if lead is not None:
-            # before it may wait as a standby, so that a wrong configuration stops it now, not
-            # at a take-over hours later; again once it leads (the facts may have changed)
-            _preflight(where, reads, judge_slot=False)
-            lead(store)
+            # the preflight before it may wait as a standby, so that a wrong configuration stops
+            # it now, not at a take-over hours later; again once it leads (facts change)
+            lead(store, lambda: _preflight(where, reads, judge_slot=False))
         watched, pks = _preflight(where, reads)
         create_tables(store, where.schema)
         if writer is not None:

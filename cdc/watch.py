@@ -215,12 +215,13 @@ class Watcher:
         unlead = leadership.release if leadership is not None else None
         self.use(start(self.opts.where, self.sink, self.derivers, lead=lead, unlead=unlead, reads=self.reads))
 
-    def _lead(self, store: psycopg.Connection[Any]) -> None:
+    def _lead(self, store: psycopg.Connection[Any], check: Callable[[], object]) -> None:
         assert self.leadership is not None and self.reads is not None
         # The store answered; the watched database must too before failures are retried (the
         # store is another database when the outbox lives elsewhere).
         with self.reads.connection():
             self._reached = True
+        check()  # a standby that could never stream stops now, not at a take-over
         self.leadership.acquire(store, self._stop, self.reads)
 
     def _on_wait(self, holder: int | None) -> None:

@@ -77,7 +77,7 @@ def refused(server: LocalPostgres) -> str:
 
 def cannot_connect(server: LocalPostgres, said: str) -> str:
     """The cause a reconnect line gives when the server answers a connection with ``said``."""
-    return f'the server refuses connections for now: connection to server at "127.0.0.1", port {server.port} failed: {said}'
+    return f'the server refused the connection: connection to server at "127.0.0.1", port {server.port} failed: {said}'
 
 
 def causes(watch: Watch, cause: str) -> int:

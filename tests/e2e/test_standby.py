@@ -288,7 +288,7 @@ def copying_for(dsn: str, pid: int) -> float:
 # -- a real watcher frozen in the middle of a statement -------------------------------------------
 #: The frozen watcher's walsender outlives the lease (2 s) by far: it is ended at least half its
 #: wal_sender_timeout after the freeze (the watcher answers the walsender's half-time pings).
-FROZEN_WAL_SENDER_TIMEOUT = "12s"
+FROZEN_WAL_SENDER_TIMEOUT = "16s"  # ended 8-16 s after the freeze: 4 s and more of slack below
 #: The outbox's COPY as the store session sends it (sql/outbox.sql, copy_outbox).
 OUTBOX_COPY = 'COPY "cdc".outbox ('
 

@@ -183,6 +183,4 @@ def test_make_test_runs_the_suite_under_each_implementation() -> None:
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     # the runner (tests/e2e/test_run_both_impls.py runs it), given no selection of tests
-    assert [line.strip() for line in recipe.splitlines()[1:]] == [
-        "PYTHON_BIN=$(BIN)/python tests/run-both-impls"
-    ]
+    assert [line.strip() for line in recipe.splitlines()[1:]] == ["$(BIN)/python tests/run_both_impls.py"]

@@ -85,7 +85,7 @@ def test_a_server_that_is_not_there_is_worth_retrying() -> None:
             psycopg.OperationalError(AT + f"FATAL:  the database system is {state}"), connecting=True
         )
         assert type(answered) is ServerUnreachable and answered.retryable
-        assert str(answered).startswith("the server refuses connections for now: connection to server at")
+        assert str(answered).startswith("the server refused the connection: connection to server at")
         assert str(answered).endswith(f"failed: the database system is {state}")
     assert str(refused).startswith("cannot reach the server: ")
     silent = translate(pgerr.ConnectionTimeout("connection timeout expired"), connecting=True)
