@@ -261,6 +261,7 @@ def bootstrap(ctx: BootstrapContext, tables: frozenset[str]) -> tuple[str, ...]:
         store.flush(ctx.writer_conn)
         journal.flush(ctx.writer_conn, Position(ctx.consistent_point, 0, at))
         record_bootstrap(ctx.writer_conn, ctx.slot, ctx.schema, ctx.consistent_point, at)
+    ctx.writer_conn.execute(_q("analyze_state", ctx.schema))
     return wanted
 
 
@@ -322,6 +323,7 @@ def bootstrap_late(
             queries.query("setup", "add_bootstrapped_table", schema=sql.Identifier(schema)),
             {"slot": slot, "table": table},
         )
+    store_conn.execute(_q("analyze_state", schema))
     store.committed()
     return len(store.rows.get(table, {}))
 

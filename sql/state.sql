@@ -57,6 +57,13 @@ ON CONFLICT (slot_name, table_name, row_key) DO UPDATE SET row_data = EXCLUDED.r
 DELETE FROM {schema}.state_rows AS s USING cdc_state_stage AS d
 WHERE s.slot_name = %(slot)s AND d.row_data IS NULL AND s.table_name = d.table_name AND s.row_key = d.row_key
 
+-- name: analyze_state
+-- After a bootstrap: the planner's statistics then know the slot's rows. Without them a new
+-- slot's rows count as none, and the checkpoints' delete_state_staged joined every one of them
+-- against the whole staging table (seconds per checkpoint until autovacuum's next analyze).
+-- A role that does not own the table gets a warning, not an error.
+ANALYZE {schema}.state_rows
+
 -- name: clear_state
 DELETE FROM {schema}.state_rows WHERE slot_name = %(slot)s
 

@@ -18,6 +18,8 @@ from cdc.timers import ArmedBy, TimerStore
 from cdc.values import Row, RowShape
 from derivers.testing import FakeChange, make_tx
 
+from .test_backfill import prepare
+
 pytestmark = pytest.mark.integration
 
 STATUSES = "public.statuses"
@@ -205,3 +207,18 @@ def test_due_timers_come_earliest_first_and_a_truncate_forgets_its_tables(
     loaded = timers()
     loaded.load(conn)
     assert [t.key for t in loaded.due(AT + timedelta(days=1))] == ["early", "late"]
+
+
+def test_a_new_slots_bootstrapped_state_is_known_to_the_planner(db_dsn: str) -> None:
+    """After `cdc setup`'s bootstrap the statistics know the slot's rows: estimated as none, the
+    checkpoints' staged delete joined each of them against the whole staging table (seconds per
+    checkpoint on a fresh slot, until autovacuum analyzed the table)."""
+    prepare(db_dsn)  # both seeds, then setup with the bootstrap
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM cdc.state_rows WHERE slot_name = 'cdc_events'").fetchone()
+        plan = conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM cdc.state_rows WHERE slot_name = 'cdc_events'"
+        ).fetchone()
+    assert found is not None and plan is not None
+    rows, estimated = int(found[0]), int(plan[0][0]["Plan"]["Plan Rows"])
+    assert rows > 10 and estimated >= rows // 2, (rows, estimated)
