@@ -46,13 +46,22 @@ from .values import canonical_timestamp
 
 log = logging.getLogger("cdc.audit_history")
 
+# The engine reaches the derivers only through what it is given (the AuditMapping), never by
+# import (tests/unit/test_import_layers.py): these three stand beside derivers.audit_history's.
 AUDIT_TABLE: Final = "public.ticket_audit_logs"
+#: (event type, reason) → rows that record the event but lack what its schema requires.
+Skipped = Counter[tuple[str, str]]
+
+
+def _occurred(row: Mapping[str, Any]) -> datetime:
+    """The row's ``occurred_at``: an aware datetime (as psycopg reads it) or its text."""
+    value = row["occurred_at"]
+    return value if isinstance(value, datetime) else parse_timestamp(value)
+
+
 #: The source LSN and xid of every audit-history event (see the module docstring).
 AUDIT_LSN: Final = 0
 AUDIT_XID: Final = 0
-
-#: (event type, reason) → rows that record the event but lack what its schema requires.
-Skipped = Counter[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -98,11 +107,6 @@ def audit_envelope(draft: EventDraft, row: Mapping[str, Any], slot: str) -> Enve
     return build_envelope(
         draft, slot=slot, lsn=AUDIT_LSN, xid=AUDIT_XID, commit_time=_occurred(row), table=AUDIT_TABLE
     )
-
-
-def _occurred(row: Mapping[str, Any]) -> datetime:
-    value = row["occurred_at"]
-    return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
 def audit_envelopes(
@@ -247,11 +251,19 @@ def run_audit_history(
     pace.start()
     sink = None if opts.dry_run else open_sink()
     progress = Progress(
-        0, opts.progress if opts.progress is not None else sys.stderr.isatty(), opts.progress_interval
+        None,
+        opts.progress if opts.progress is not None else sys.stderr.isatty(),
+        opts.progress_interval,
+        what="audit rows",
     )
     pending: list[Envelope] = []
+    # a sink that writes in the caller's transaction (the outbox, also the default one in the
+    # watched database) is written on a store connection of the run's, as the journal's replay does
+    writer = sink.store_writer() if sink is not None else None
+    store: psycopg.Connection[Any] | None = None
 
     def deliver() -> None:
+        nonlocal store
         batch = Batch(pending[:], end_lsn=0, transactions=len(pending))
         pending.clear()
         if sink is None:
@@ -260,10 +272,21 @@ def run_audit_history(
             run.too_large += 1
             run.stats.events[env.event_type] -= 1
             log.error("audit event not delivered %s: %s", env.idempotency_key, why)
-        if batch.envelopes:
+        if not batch.envelopes:
+            return
+        if writer is None:
             sink.write(batch)
-            run.delivered += len(batch.envelopes)
+        else:
+            if store is None:
+                store = connect(
+                    writer.store_dsn or opts.dsn, purpose=f"backfill {opts.slot}: sink", bounded=True
+                )
+                writer.prepare(store)
+            with store.transaction():
+                writer.write_in(store, batch)
+        run.delivered += len(batch.envelopes)
 
+    emitted = 0
     try:
         with connect(opts.dsn, purpose=f"backfill {opts.slot}: audit log", bounded=True) as conn:
             for env in audit_envelopes(
@@ -276,15 +299,18 @@ def run_audit_history(
                 stats=run.stats,
             ):
                 pending.append(env)
+                emitted += 1
                 if len(pending) >= opts.batch_max_events:
                     deliver()
-                pace.wait(run.stats.events.total())
-                progress.update(run.stats.rows, run.stats.events.total())
+                pace.wait(emitted)
+                progress.update(run.stats.rows, emitted)
             if pending:
                 deliver()
             pace.report()
     finally:
         progress.close()
+        if store is not None:
+            store.close()
         if sink is not None:
             sink.close()
     run.seconds = time.monotonic() - started

@@ -68,7 +68,6 @@ from catalog.forms import parse_timestamp
 from derivers.base import Derived, Deriver, StateView, Timer, TimerOps, TxView
 
 from . import journal, queries
-from .batch import BatchLimits
 from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
 from .checkpoint import Position
 from .config import DEFAULT_SPILL_CHANGES
@@ -506,8 +505,11 @@ class Pace:
 class Progress:
     """A rich progress bar on a terminal (rows, events, rate, ETA), else a log line now and then."""
 
-    def __init__(self, total_rows: int, bar: bool, interval: float) -> None:
-        self.total = total_rows
+    def __init__(
+        self, total_rows: int | None, bar: bool, interval: float, what: str = "journal rows"
+    ) -> None:
+        self.total = total_rows  # None: not counted beforehand (no "of N", no time left)
+        self.what = what
         self.interval = interval
         self.started = time.monotonic()
         self.next_at = self.started + interval
@@ -520,7 +522,7 @@ class Progress:
                 bars.TextColumn("backfill"),
                 bars.BarColumn(),
                 bars.MofNCompleteColumn(),
-                bars.TextColumn("rows · {task.fields[events]} events · {task.fields[rate]} rows/s"),
+                bars.TextColumn(what + " · {task.fields[events]} events · {task.fields[rate]} rows/s"),
                 bars.TimeRemainingColumn(),
                 console=Console(stderr=True),
                 transient=False,
@@ -535,11 +537,15 @@ class Progress:
             self._bar.update(self._task, completed=rows, events=events, rate=f"{rate:,.0f}")
         elif now >= self.next_at:
             self.next_at = now + self.interval
+            if self.total is None:
+                log.info("backfill: %d %s, %d events, %.0f rows/s", rows, self.what, events, rate)
+                return
             left = (self.total - rows) / rate if rate and self.total > rows else 0.0
             log.info(
-                "backfill: %d of %d journal rows, %d events, %.0f rows/s, about %.0f s left",
+                "backfill: %d of %d %s, %d events, %.0f rows/s, about %.0f s left",
                 rows,
                 self.total,
+                self.what,
                 events,
                 rate,
                 left,
@@ -681,18 +687,13 @@ def _replay(
         )
         if start.snapshot:  # the state, timers and watermark as a snapshot kept them
             snap = journal.load_snapshot(conn, opts.slot, opts.schema, start.lsn)
-            for table, key, row in snap.rows:
-                if table in state.primary_keys:
-                    state.rows[table][key] = row
+            state.restore(snap.rows)
             for timer, by in snap.timers:
-                timers.arm(timer, by)
-                timers.timers[timer.key] = timer  # as it was: armed, paused, fired or settled
+                timers.arm(timer, by)  # as it was: armed, paused, fired or settled
             watcher.watermark.time = snap.watermark
-            state.committed()
             timers.committed()
         delivery = watcher.delivery
         delivery.record_dead_letters = False
-        delivery.limits = BatchLimits(opts.batch_max_events, opts.batch_max_transactions, float("inf"))
         stats = watcher.stats
 
         def nothing(_conn: psycopg.Connection[Any], _position: Position) -> None:
@@ -701,12 +702,7 @@ def _replay(
         def commit() -> None:
             delivered = delivery.commit(nothing)
             positions.delivered(delivered.position, delivered.events)
-            state.committed()
-            timers.committed()
-            relations.committed()
-            for env in delivered.too_large:  # larger than the sink takes: a dead letter instead
-                stats.by_type[env.event_type] -= 1
-                stats.dead_letters += 1
+            watcher.settle(delivered)
             result.events += delivered.events
 
         spill = SpillLimits(opts.spill_changes, opts.spill_bytes)
@@ -726,8 +722,9 @@ def _replay(
             watcher.process(tx)
             if delivery.full():
                 commit()
-            pace.wait(sum(stats.by_type.values()))
-            progress.update(result.rows, sum(stats.by_type.values()))
+            emitted = sum(stats.by_type.values())
+            pace.wait(emitted)
+            progress.update(result.rows, emitted)
         if delivery.pending:
             commit()
         pace.report()

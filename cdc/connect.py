@@ -57,6 +57,8 @@ SESSION_OPTIONS: Final = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=post
 #: Seconds :meth:`Pool.connection` waits for the pool before it connects directly (which then
 #: waits the whole connect timeout and says why it failed).
 POOL_WAIT_S: Final = 2.0
+#: Connections of a watcher's pool: the heartbeat, catalog reads and a take-over's look-ups at once.
+POOL_SIZE: Final = 3
 
 _connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S
 _statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S
@@ -110,10 +112,10 @@ def connect(
 
 
 class Pool:
-    """Up to ``max_size`` bounded autocommit connections to ``dsn`` for ``purpose``, opened on
+    """Up to :data:`POOL_SIZE` bounded autocommit connections to ``dsn`` for ``purpose``, opened on
     demand and checked before each use (a server restart leaves dead ones behind)."""
 
-    def __init__(self, dsn: str, *, purpose: str, slot: str | None = None, max_size: int = 3) -> None:
+    def __init__(self, dsn: str, *, purpose: str, slot: str | None = None) -> None:
         self.dsn, self.purpose, self.slot = dsn, purpose, slot
         # psycopg-pool logs each failed attempt of its workers; what failed is ours to report.
         logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
@@ -121,7 +123,7 @@ class Pool:
             conninfo(dsn, purpose=purpose, bounded=True),
             kwargs={"autocommit": True, "prepare_threshold": 5},
             min_size=0,
-            max_size=max_size,
+            max_size=POOL_SIZE,
             open=True,
             check=ConnectionPool.check_connection,
             name=f"cdc {purpose}",

@@ -106,6 +106,7 @@ class JournalBusy(CdcError):
     """A day partition could not be dropped: a backfill's read holds its lock."""
 
     hint = "a backfill is reading the journal; try again later"
+    retryable = True  # exit 3: nothing to change, the reader ends by itself
 
 
 def _q(file: str, name: str, schema: str, **more: sql.Composable) -> sql.Composed | sql.SQL:

@@ -123,7 +123,7 @@ class LocalPostgres:
             hba_file = self.datadir / "pg_hba.conf"
             hba_file.write_text("\n".join(self.hba) + "\n" + hba_file.read_text())
         for attempt in range(5):
-            res = self._pg_ctl_start()
+            res = self.pg_ctl_start()
             if res.returncode == 0:
                 break
             log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
@@ -136,29 +136,21 @@ class LocalPostgres:
         self._started = True
         return self
 
-    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
-        opts = [f"-p {self.port}", f"-k {self.sockdir}"] + [f"-c {k}={v}" for k, v in self.settings.items()]
+    def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``pg_ctl`` on this cluster's data directory and log file, with ``args``."""
         return self._run(
-            [
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-l",
-                str(self.logfile),
-                "-o",
-                " ".join(opts),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
+            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), *args]
         )
+
+    def pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        """``pg_ctl start`` with the cluster's port, socket directory and settings."""
+        opts = [f"-p {self.port}", f"-k {self.sockdir}"] + [f"-c {k}={v}" for k, v in self.settings.items()]
+        return self.pg_ctl("-o", " ".join(opts), "-w", "-t", "60", "start")
 
     def restart(self, mode: str = "fast") -> None:
         """``pg_ctl restart -m <mode>``: same data directory, port and settings (pg_ctl keeps the
         server's options in postmaster.opts, not its log file)."""
-        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile)]
-        res = self._run([*pg_ctl, "-m", mode, "-w", "-t", "60", "restart"])
+        res = self.pg_ctl("-m", mode, "-w", "-t", "60", "restart")
         if res.returncode != 0:
             raise LocalPostgresError(f"the throwaway server did not restart: {res.stderr.strip()}")
 

@@ -116,11 +116,6 @@ def table_facts(conn: psycopg.Connection[Any], names: tuple[str, ...]) -> list[T
     return out
 
 
-def primary_keys(dsn: str, names: tuple[str, ...], purpose: str = "setup") -> dict[str, tuple[str, ...]]:
-    with connect(dsn, purpose) as conn:
-        return {t.qualified: t.primary_key for t in table_facts(conn, names)}
-
-
 def _q(name: str, schema: str, **more: sql.Composable) -> sql.Composed | sql.SQL:
     return queries.query("setup", name, schema=sql.Identifier(schema), **more)
 

@@ -183,14 +183,12 @@ class Reporter:
         log.log(level, message, extra=logs.fields(**self._common(), **values))
 
     def disconnected(self) -> None:
-        """The stream is gone (the watcher is about to reconnect): the slot monitor stops, the
-        metrics count a disconnection."""
+        """The stream is gone (the watcher is about to reconnect, or ends): the slot monitor
+        stops. (The metrics hear of it from the watcher's reconnect, or its end.)"""
         if self.slot_monitor is not None:
             self.slot_monitor.stop()
             self.slot_monitor = None
         self.slot_check_at = float("inf")
-        if self.watcher.opts.metrics is not None:
-            self.watcher.opts.metrics.disconnected()
 
     def reconnecting(self, cause: str, wait: float, attempt: int) -> None:
         """One line per reconnect attempt: the cause and the wait before it."""

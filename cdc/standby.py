@@ -77,6 +77,7 @@ from psycopg.conninfo import conninfo_to_dict
 from . import logs, queries
 from .connect import Pool, conninfo
 from .errors import CdcError, SlotHeldByOther, translate
+from .lifecycle import pause
 from .tail import StopFlag
 
 log = logging.getLogger("cdc.watch")
@@ -114,19 +115,17 @@ class Leadership:
         lease_s: float,
         on_wait: Callable[[int | None], None],
         on_lead: Callable[[float | None], None],
-        poll_s: float = POLL_S,
     ) -> None:
         self.slot = slot
         self.lease_s = lease_s
-        self.poll_s = poll_s
         self.on_wait, self.on_lead = on_wait, on_lead
         self._store: psycopg.Connection[Any] | None = None
         self._touch_every = max(0.2, lease_s / 4)
         self._touched = 0.0
         self._keeper: _Keeper | None = None  # touches the lease during the start-up
 
-    def acquire(self, store: psycopg.Connection[Any], stop: StopFlag, reads: Pool) -> None:
-        """Return once ``store``'s session holds the lock — under its lease, kept by a touch every
+    def acquire(self, store: psycopg.Connection[Any], stop: StopFlag, reads: Pool) -> bool:
+        """Return, whether it had to wait, once ``store``'s session holds the lock — under its lease, kept by a touch every
         quarter lease until :meth:`streaming` — or raise :class:`StoppedWaiting` when a stop comes
         first. ``reads`` reaches the watched database (whether the slot streams).
         ``on_wait(holder pid)`` is called when it has to wait, ``on_lead(seconds waited, or
@@ -151,11 +150,8 @@ class Leadership:
                     ).fetchone()
                     previous_name = str(named[0]) if named is not None else ""
                     self.on_wait(holder)
-                deadline = time.monotonic() + self.poll_s
-                while time.monotonic() < deadline:
-                    if stop.stopped:
-                        raise StoppedWaiting(f"stopped while waiting for the lock of slot {self.slot}")
-                    time.sleep(0.05)
+                if not pause(stop, POLL_S):
+                    raise StoppedWaiting(f"stopped while waiting for the lock of slot {self.slot}")
             if previous_name is not None:
                 store.execute(queries.raw("standby", "set_application_name"), {"name": previous_name})
         except psycopg.Error as exc:
@@ -164,6 +160,7 @@ class Leadership:
         self.lease()  # at once: the start-up (take_slot's wait, preflight, loads) is under it too
         self._keeper = _Keeper(self)
         self.on_lead(None if waited_since is None else time.monotonic() - waited_since)
+        return waited_since is not None
 
     def _end_silent_holder(self, store: psycopg.Connection[Any], reads: Pool, holder: int) -> None:
         """End the holder's session (pid ``holder``) when its client has been silent for a whole lease: idle, or
@@ -227,8 +224,7 @@ class Leadership:
                             f"replication slot {self.slot} stays active under pid {pid}, which has no "
                             f"session any more, for more than {RELEASE_WAIT_S:g} s"
                         )
-                    self.touch()
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # the lease is the keeper's (a thread of its own) meanwhile
         except psycopg.Error as exc:
             raise translate(exc, slot=self.slot) from exc
 

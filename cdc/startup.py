@@ -111,13 +111,13 @@ def start(
     sink: Sink,
     derivers: Sequence[Deriver],
     *,
-    lead: Callable[[psycopg.Connection[Any], Callable[[], object]], None] | None = None,
+    lead: Callable[[psycopg.Connection[Any], Callable[[], object]], bool] | None = None,
     unlead: Callable[[], None] | None = None,
     reads: Pool | None = None,
 ) -> Started:
     """Store and lock, preflight, bootstrap reconciliation and load (the module docstring's
     steps). ``lead(store, check)`` calls ``check()`` (the preflight but the slot's health) before
-    it may wait, and returns once the store's session holds the slot's standby lock
+    it may wait, and returns, whether it waited, once the store's session holds the slot's standby lock
     (:meth:`cdc.standby.Leadership.acquire`, which keeps its lease from a thread meanwhile);
     ``unlead()`` stops that before the store closes. On failure the store connection is closed
     and the error is a :class:`CdcError`."""
@@ -131,11 +131,13 @@ def start(
     except psycopg.Error as exc:
         raise translate(exc, slot=where.slot) from exc
     try:
-        if lead is not None:
-            # the preflight before it may wait as a standby, so that a wrong configuration stops
-            # it now, not at a take-over hours later; again once it leads (facts change)
-            lead(store, lambda: _preflight(where, reads, judge_slot=False))
-        watched, pks = _preflight(where, reads)
+        # the preflight before it may wait as a standby, so that a wrong configuration stops it
+        # now, not at a take-over hours later; again after a wait (facts change)
+        facts: list[Facts] = []
+        if lead is not None and lead(store, lambda: facts.append(_preflight(where, reads))):
+            facts.clear()
+        watched, pks = facts[0] if facts else _preflight(where, reads)
+        _judge_slot(where, reads)  # once it leads: before, another watcher streams from it
         create_tables(store, where.schema)
         if writer is not None:
             writer.prepare(store)
@@ -166,19 +168,18 @@ def _close(store: psycopg.Connection[Any], unlead: Callable[[], None] | None) ->
     store.close()
 
 
-def _preflight(
-    where: Where, reads: Pool | None, *, judge_slot: bool = True
-) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-    """The published tables and their primary keys, once the server, the slot (its health too
-    with ``judge_slot``: not for a watcher that may still have to wait for the lock, whose slot
-    another one streams from), the publication and their replica identity are fine."""
+#: What the preflight found: the published tables and their primary keys.
+Facts = tuple[tuple[str, ...], dict[str, tuple[str, ...]]]
+
+
+def _preflight(where: Where, reads: Pool | None) -> Facts:
+    """The published tables and their primary keys, once the server, the slot, the publication
+    and their replica identity are fine."""
     with where.reading(reads) as source:
         try:
             check_server(source)
             if slot_facts(source, where.slot) is None:
                 raise SlotMissing(f"replication slot {where.slot} does not exist")
-            if judge_slot:
-                _judge_slot(source, where.slot)
             found = source.execute(
                 queries.raw("setup", "publication_exists"), {"publication": where.publication}
             ).fetchone()
@@ -197,12 +198,16 @@ def _preflight(
     return watched, pks
 
 
-def _judge_slot(source: psycopg.Connection[Any], slot: str) -> None:
+def _judge_slot(where: Where, reads: Pool | None) -> None:
     """The slot's health at start (:mod:`cdc.slot_health`): a stop raises, a warning is one line."""
-    found = read_slot(source, slot)
+    with where.reading(reads) as source:
+        try:
+            found = read_slot(source, where.slot)
+        except psycopg.Error as exc:
+            raise translate(exc, slot=where.slot) from exc
     if found is None:
-        raise SlotMissing(f"replication slot {slot} does not exist")
-    health = classify(slot, *found, at_start=True)
+        raise SlotMissing(f"replication slot {where.slot} does not exist")
+    health = classify(where.slot, *found, at_start=True)
     if health.error is not None:
         raise health.error
     if health.level == "warning":

@@ -150,11 +150,19 @@ class StateStore:
 
     # -- persistence ------------------------------------------------------------------------
     def load(self, conn: psycopg.Connection[Any]) -> int:
+        """The rows the checkpoint's transaction last wrote; how many."""
+        rows = conn.execute(_q("load_state", self.schema), {"slot": self.slot})
+        return self.restore(
+            (table, tuple(orjson.loads(key)), orjson.loads(data)) for table, key, data in rows
+        )
+
+    def restore(self, rows: Iterable[tuple[str, tuple[str, ...], dict[str, Any]]]) -> int:
+        """Exactly ``rows`` (table, key, row) of the tables kept, as committed; how many."""
         self.rows = {t: {} for t in self.primary_keys}
         count = 0
-        for table, key, data in conn.execute(_q("load_state", self.schema), {"slot": self.slot}):
+        for table, key, row in rows:
             if table in self.primary_keys:
-                self.rows[table][tuple(orjson.loads(key))] = orjson.loads(data)
+                self.rows[table][key] = row
                 count += 1
         self._indexes.clear()
         self._lookups.clear()

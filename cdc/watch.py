@@ -103,7 +103,7 @@ from derivers.base import Deriver
 
 from . import logs, slot_health
 from .assembler import Assembler, RowChange, Transaction
-from .batch import BatchLimits, Delivery
+from .batch import BatchLimits, Delivered, Delivery
 from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
 from .checkpoint import Position
 from .config import (
@@ -215,14 +215,14 @@ class Watcher:
         unlead = leadership.release if leadership is not None else None
         self.use(start(self.opts.where, self.sink, self.derivers, lead=lead, unlead=unlead, reads=self.reads))
 
-    def _lead(self, store: psycopg.Connection[Any], check: Callable[[], object]) -> None:
+    def _lead(self, store: psycopg.Connection[Any], check: Callable[[], object]) -> bool:
         assert self.leadership is not None and self.reads is not None
         # The store answered; the watched database must too before failures are retried (the
         # store is another database when the outbox lives elsewhere).
         with self.reads.connection():
             self._reached = True
         check()  # a standby that could never stream stops now, not at a take-over
-        self.leadership.acquire(store, self._stop, self.reads)
+        return self.leadership.acquire(store, self._stop, self.reads)
 
     def _on_wait(self, holder: int | None) -> None:
         who = f"pid {holder}" if holder is not None else "another session"
@@ -307,10 +307,9 @@ class Watcher:
         self.keepalive()
 
     # -- step 8: durable, then confirmed ----------------------------------------------------------
-    def deliver(self, *, caught_up: bool) -> None:
-        """Make the batch durable, move the checkpoint, then tell the server. ``caught_up``:
-        nothing handed out by the stream after the batch is waiting (cdc.stream.FlushPosition)."""
-        delivered = self.delivery.commit(self._write_own_tables)
+    def settle(self, delivered: Delivered) -> None:
+        """A batch is durable: what the steps kept pending for it is committed, an envelope larger
+        than the sink takes counts as a dead letter, the rest as delivered (also `cdc backfill`'s)."""
         self.state.committed()
         self.timers.committed()
         self.relations.committed()
@@ -319,6 +318,13 @@ class Watcher:
             stats.dead_letters += 1
             stats.by_type[env.event_type] -= 1
         stats.events += delivered.events
+
+    def deliver(self, *, caught_up: bool) -> None:
+        """Make the batch durable, move the checkpoint, then tell the server. ``caught_up``:
+        nothing handed out by the stream after the batch is waiting (cdc.stream.FlushPosition)."""
+        delivered = self.delivery.commit(self._write_own_tables)
+        self.settle(delivered)
+        stats = self.stats
         stats.batches += 1
         self.checkpoint = stats.checkpoint = delivered.position.end_lsn
         self._delivered = replace(stats, by_type=dict(stats.by_type))

@@ -86,8 +86,8 @@ from catalog.errors import FormError
 from catalog.forms import format_timestamp, parse_timestamp
 
 from .tables import AUDIT_LOGS
-from .tickets import TRACKED_COLUMNS
-from .toolkit import Actor, audit_row_actor, canonical_uuid
+from .tickets import ASSIGNEE_COLUMNS, TICKET_EDITS, TRACKED_COLUMNS
+from .toolkit import Actor, audit_row_actor, canonical_uuid, fields
 
 #: The application table the rows come from (the source ``table`` of the events).
 AUDIT_TABLE: Final = AUDIT_LOGS
@@ -213,7 +213,6 @@ AUDITED_FIELDS: Final = frozenset(
 )
 #: Those the live deriver treats as edits (its TRACKED_COLUMNS, in that order).
 EDIT_FIELDS: Final = tuple(c for c in TRACKED_COLUMNS if c in AUDITED_FIELDS)
-_ASSIGNEE_FIELDS: Final = (("assigned_to", "user"), ("assigned_team_id", "team"))
 _SOURCE_CHANNEL: Final = {"ui": "ui", "api": "api", "client_portal": "portal", "inbound_email": "email"}
 
 
@@ -237,6 +236,7 @@ def gaps(event_types: Collection[str] | None = None) -> list[tuple[str, str]]:
 
 # --- one audit row → drafts ---------------------------------------------------------------------------
 
+#: (event type, reason) → rows that record the event but lack what its schema requires.
 Skipped = Counter[tuple[str, str]]
 
 
@@ -256,11 +256,6 @@ def _timestamp(value: object) -> str | None:
         return format_timestamp(parse_timestamp(value))
     except FormError:
         return None
-
-
-def _fields(**values: Any) -> dict[str, Any]:
-    """The keyword arguments that are not None (optional payload fields are left out, never null)."""
-    return {k: v for k, v in values.items() if v is not None}
 
 
 class _Row:
@@ -336,13 +331,13 @@ def _created(r: _Row) -> None:
     text = {k: v for k in ("board_id", "priority_id", "client_id") if isinstance(v := details.get(k), str)}
     r.add(
         "TICKET_CREATED",
-        _fields(ticketId=r.ticket, createdByUserId=r.acting_user, createdAt=r.now, **text),
+        fields(ticketId=r.ticket, createdByUserId=r.acting_user, createdAt=r.now, **text),
     )
     assignee = canonical_uuid(details.get("assigned_to"))
     if assignee is not None:
         r.add(
             "TICKET_ASSIGNED",
-            _fields(
+            fields(
                 ticketId=r.ticket,
                 assignedToUserId=assignee,
                 assignedByUserId=r.acting_user,
@@ -386,7 +381,7 @@ def _updated(r: _Row, skipped: Skipped) -> None:
                 "changedAt": now,
             },
         )
-    for name, kind in _ASSIGNEE_FIELDS:
+    for name, kind in ASSIGNEE_COLUMNS:
         previous, new = diff.get(name, (None, None))
         if previous is not None and new is None:
             r.add(
@@ -403,7 +398,7 @@ def _updated(r: _Row, skipped: Skipped) -> None:
         previous, new = diff["board_id"]
         r.add(
             "TICKET_QUEUE_CHANGED",
-            _fields(ticketId=ticket, previousBoardId=previous, newBoardId=new, changedAt=now),
+            fields(ticketId=ticket, previousBoardId=previous, newBoardId=new, changedAt=now),
         )
     if r.audit_type in _REOPEN_ROWS:
         if old_status is not None and new_status is not None:
@@ -419,13 +414,8 @@ def _updated(r: _Row, skipped: Skipped) -> None:
         else:
             skipped[("TICKET_REOPENED", "the reopen row records no status change")] += 1
 
-    edited = [name for name in EDIT_FIELDS if name in diff]
-    common: dict[str, Any] = {}
-    if edited:
-        common = {
-            "updatedFields": edited,
-            "changes": {name: {"previous": diff[name][0], "new": diff[name][1]} for name in edited},
-        }
+    edited = TICKET_EDITS.edited(frozenset(diff).intersection(EDIT_FIELDS))
+    common = TICKET_EDITS.payload(edited, {n: diff[n][0] for n in edited}, {n: diff[n][1] for n in edited})
     _lifecycle(r, diff, closing, common)
     if "response_state" in diff:
         previous, new = diff["response_state"]
@@ -450,12 +440,12 @@ def _lifecycle(r: _Row, diff: Mapping[str, tuple[Any, Any]], closing: bool, comm
         closed_at = _timestamp(diff["closed_at"][1]) if "closed_at" in diff else None
         r.add(
             "TICKET_CLOSED",
-            _fields(ticketId=r.ticket, closedByUserId=closed_by or r.acting_user, closedAt=closed_at or r.now)
+            fields(ticketId=r.ticket, closedByUserId=closed_by or r.acting_user, closedAt=closed_at or r.now)
             | common,
         )
         return
     assigned = False
-    for name, kind in _ASSIGNEE_FIELDS:
+    for name, kind in ASSIGNEE_COLUMNS:
         previous, new = diff.get(name, (None, None))
         if new is None:
             continue
@@ -471,7 +461,7 @@ def _lifecycle(r: _Row, diff: Mapping[str, tuple[Any, Any]], closing: bool, comm
         payload |= {"newAssigneeId": new, "newAssigneeType": kind, "assignedAt": r.now, **common}
         r.add("TICKET_ASSIGNED", payload, team=kind == "team")
     if not assigned and common:
-        r.add("TICKET_UPDATED", _fields(ticketId=r.ticket, updatedByUserId=r.acting_user) | common)
+        r.add("TICKET_UPDATED", fields(ticketId=r.ticket, updatedByUserId=r.acting_user) | common)
 
 
 def _comment_added(r: _Row, skipped: Skipped) -> None:
@@ -537,7 +527,7 @@ def _comment_added(r: _Row, skipped: Skipped) -> None:
             skipped[("TICKET_CUSTOMER_REPLIED", why)] += 1
     r.add(
         "TICKET_COMMENT_ADDED",
-        _fields(
+        fields(
             ticketId=r.ticket,
             commentId=comment_id,
             visibility=visibility,

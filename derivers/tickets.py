@@ -369,7 +369,7 @@ def transition_events(ctx: TicketTx, u: TicketUpdate) -> None:
             },
         )
 
-    for column, kind in _ASSIGNEE_COLUMNS:
+    for column, kind in ASSIGNEE_COLUMNS:
         previous = old.get(column)
         if previous is not None and new[column] is None:
             u.add(
@@ -422,7 +422,7 @@ def transition_events(ctx: TicketTx, u: TicketUpdate) -> None:
         )
 
 
-_ASSIGNEE_COLUMNS: Final = (("assigned_to", "user"), ("assigned_team_id", "team"))
+ASSIGNEE_COLUMNS: Final = (("assigned_to", "user"), ("assigned_team_id", "team"))
 
 
 def lifecycle_event(ctx: TicketTx, u: TicketUpdate) -> None:

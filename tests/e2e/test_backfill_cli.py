@@ -19,7 +19,7 @@ import orjson
 import psycopg
 import pytest
 
-from cdc.journal import create_partition
+from cdc.journal import create_partition, partitions
 from tests.environ import command_env
 from tests.integration.test_backfill import other_db, outbox, watch_live, workload
 
@@ -154,7 +154,28 @@ def test_journal_prune_takes_a_snapshot_then_drops_the_old_days(db_dsn: str) -> 
     assert f" to {row[0]})" in res.stdout
     again = cdc("backfill", "--dsn", db_dsn, "--dry-run", "--since", row[0])
     assert again.returncode == 0, again.stderr  # from the snapshot: nothing after it, nothing emitted
-    assert "│ total" in again.stdout
+    assert ["│", "total", "│", "0", "│"] in [line.split() for line in again.stdout.splitlines()], again.stdout
+
+
+def test_journal_prune_while_a_backfill_reads_the_day_is_exit_3(db_dsn: str) -> None:
+    """The drop waits for its lock 3 s at most (live journal writes would queue behind it); a
+    reader holds it: one line, worth retrying, nothing dropped."""
+    workload(db_dsn)
+    watch_live(db_dsn)
+    old = (datetime.now(UTC) - timedelta(days=3)).date()
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        create_partition(conn, "cdc", old)
+        conn.execute("UPDATE cdc.change_log SET commit_time = commit_time - interval '3 days'")
+    with psycopg.connect(db_dsn) as reader:  # a backfill's replay: a read in an open transaction
+        reader.execute("SELECT count(*) FROM cdc.change_log")
+        res = cdc("journal", "prune", "--dsn", db_dsn, "--retention-days", "2")
+        assert res.returncode == 3, res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert line.startswith("cdc: error: ") and line.endswith(
+            "— a backfill is reading the journal; try again later"
+        )
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            assert old in [day for day, _ in partitions(conn, "cdc")]
 
 
 def test_from_audit_log_stops_where_the_journal_begins_and_adds_nothing_on_a_rerun(
@@ -185,6 +206,18 @@ def test_from_audit_log_stops_where_the_journal_begins_and_adds_nothing_on_a_rer
     )
     assert past.returncode == 0, past.stderr
     assert "warning: --until is after" in past.stdout  # the audit rows of the live run's time
+
+
+def test_from_audit_log_into_the_default_outbox(db_dsn: str) -> None:
+    """The default sink, the outbox of the watched database, which only a store connection of the
+    run's may write (as the journal's replay writes it)."""
+    from tests.integration.test_audit_history import EXPECTED, insert_rows
+
+    workload(db_dsn)
+    insert_rows(db_dsn)
+    res = cdc("backfill", "--dsn", db_dsn, "--from-audit-log")
+    assert res.returncode == 0, res.stderr
+    assert [orjson.loads(e) for e in outbox(db_dsn)] == EXPECTED
 
 
 @pytest.mark.parametrize(

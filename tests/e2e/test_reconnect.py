@@ -133,8 +133,7 @@ class Workload:
 
 
 def pg_ctl(server: LocalPostgres, *args: str) -> None:
-    argv = [str(server.bindir / "pg_ctl"), "-D", str(server.datadir), "-l", str(server.logfile), *args]
-    res = server._run(argv)
+    res = server.pg_ctl(*args)
     assert res.returncode == 0, res.stderr
 
 
@@ -144,9 +143,8 @@ def server_down(server: LocalPostgres) -> None:
 
 
 def server_up(server: LocalPostgres) -> None:
-    """`pg_ctl start` with the cluster's port, socket directory and settings."""
-    opts = [f"-p {server.port}", f"-k {server.sockdir}", *(f"-c {k}={v}" for k, v in server.settings.items())]
-    pg_ctl(server, "-o", " ".join(opts), "-w", "-t", "60", "start")
+    res = server.pg_ctl_start()
+    assert res.returncode == 0, res.stderr
 
 
 def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:

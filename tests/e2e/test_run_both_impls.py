@@ -35,6 +35,7 @@ def test_impl():
 
 WAITS = """
 import os
+import time
 from pathlib import Path
 
 import pytest

@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +47,6 @@ from tests.e2e.test_connection_errors import cdc, one_error_line
 from tests.e2e.test_metrics import by_label, get, scrape
 from tests.e2e.test_reconnect import Workload, assert_exactly_once, assert_no_replay, rows
 from tests.e2e.test_watch_lifecycle import Watch, seeded  # noqa: F401 - the fixture
-from tests.environ import command_env
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -82,15 +80,14 @@ def took_over(watch: Watch) -> None:
 
 
 def lag(dsn: str) -> dict[str, Any]:
-    res = subprocess.run(
-        [sys.executable, "-m", "cdc.cli", "lag", "--dsn", dsn, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=command_env(),
-    )
+    res = cdc("lag", "--dsn", dsn, "--json")
     assert res.returncode == 0, res.stderr
     return dict(orjson.loads(res.stdout))
+
+
+def slot_streamer(dsn: str) -> int | None:
+    found = rows(dsn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_events'")
+    return found[0][0] if found else None
 
 
 @pytest.fixture
@@ -154,9 +151,7 @@ def test_sigstop_of_the_active_watcher_the_standby_takes_over(
 ) -> None:
     active, standby, _ = pair
     standby_line(standby)
-    frozen_walsender = rows(
-        seeded, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_events'"
-    )[0][0]
+    frozen_walsender = slot_streamer(seeded)
     try:
         with Workload(seeded) as work:
             work.wait_done(30)
@@ -165,8 +160,7 @@ def test_sigstop_of_the_active_watcher_the_standby_takes_over(
             work.wait_done(30)
         assert_exactly_once(seeded)
         assert_no_replay(active, standby)
-        streaming = rows(seeded, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_events'")
-        assert streaming[0][0] not in (None, frozen_walsender)  # the frozen one's walsender was ended
+        assert slot_streamer(seeded) not in (None, frozen_walsender)  # the frozen one's walsender was ended
     finally:
         active.proc.kill()  # SIGKILL ends a stopped process too
     standby.proc.send_signal(signal.SIGTERM)
@@ -224,11 +218,6 @@ def recvlogical(seeded: str) -> Iterator[subprocess.Popen[bytes]]:  # noqa: F811
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-
-
-def slot_streamer(dsn: str) -> int | None:
-    found = rows(dsn, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_events'")
-    return found[0][0] if found else None
 
 
 def test_a_slot_streamed_by_another_tool_stops_the_watcher(

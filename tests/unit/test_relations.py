@@ -189,7 +189,7 @@ def test_every_column_a_ticket_rule_reads_is_declared() -> None:
     by_constant = {
         *tickets.TRACKED_COLUMNS,
         *tickets.SYNC_COLUMNS,
-        *(column for column, _ in tickets._ASSIGNEE_COLUMNS),
+        *(column for column, _ in tickets.ASSIGNEE_COLUMNS),
         *(column for _, *columns in ticket_sla.POLICY_STAGES for column in columns),
     }
     assert by_constant <= set(TicketDeriver.reads[TICKETS])
