@@ -1,5 +1,6 @@
-"""A/B of the full path: the real ``cdc watch --once --sink discard`` of two source trees, and
-pg_recvlogical, on identical slot content, repetitions alternated.
+"""A/B of the full path: the real ``cdc watch --once`` of two source trees into ``--sink``
+(``discard``, or ``postgres``: the default outbox, emptied before each run), and pg_recvlogical,
+on identical slot content, repetitions alternated.
 
 This machine's speed drifts by ±20 % within minutes, so a change is judged by running the
 code before and after it side by side in one run, not by comparing two runs of
@@ -11,7 +12,7 @@ instead, a measure that does not drift.
     git worktree add ../before HEAD~1 && cd ../before
     rm -rf /tmp/before-build && python -m pip install --no-deps --target /tmp/before-build .
     (cd /tmp/before-build && find cdc catalog derivers -name '*.so' -exec cp --parents -t "$OLDPWD" {} +)
-    cd - && python -m bench.ab ../before . --reps 3
+    cd - && python -m bench.ab ../before . --reps 3 [--sink postgres]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ntx", type=int, default=200)
     ap.add_argument("--per", type=int, default=1000)
+    ap.add_argument("--sink", choices=("discard", "postgres"), default="discard")
     args = ap.parse_args()
     trees = [t.resolve() for t in args.trees]
     for tree in trees:
@@ -93,11 +95,15 @@ def main() -> None:
             order = ["A", "B"] if rep % 2 == 0 else ["B", "A"]
             for name in order:
                 tree = trees[0] if name == "A" else trees[1]
+                if args.sink == "postgres":
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        if conn.execute("SELECT to_regclass('cdc.outbox')").fetchone() != (None,):
+                            conn.execute("TRUNCATE cdc.outbox")  # each run writes every event
                 argv = [sys.executable, "-m", "cdc.cli", "watch", "--dsn", dsn, "--slot", slots[name]]
                 argv += [
                     "--once",
                     "--sink",
-                    "discard",
+                    args.sink,
                     "--heartbeat-interval",
                     "60",
                     "--batch-events",
@@ -109,7 +115,7 @@ def main() -> None:
                 + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} s CPU)" for k, v in results.items())
             )
     base = statistics.median(w for w, _ in results["pg_recvlogical"])
-    table = Table(title=f"{args.ntx} × {args.per} tickets updates, medians of {args.reps}")
+    table = Table(title=f"{args.ntx} × {args.per} tickets updates into {args.sink}, medians of {args.reps}")
     for col in ("consumer", "median s", "ratio", "CPU s"):
         table.add_column(col)
     for name, samples in results.items():

@@ -696,7 +696,7 @@ def _replay(
         delivery.record_dead_letters = False
         stats = watcher.stats
 
-        def nothing(_conn: psycopg.Connection[Any], _position: Position) -> None:
+        def nothing(_conn: psycopg.Connection[Any]) -> None:
             pass  # the live state and timers are the watcher's: a backfill keeps its own in memory
 
         def commit() -> None:

@@ -12,13 +12,22 @@ per batch, to the end LSN of its last transaction. :class:`Delivery` holds the o
   commits; any other sink gets sequential ``write`` calls, each durable;
 * the dead letters of the batch, and the position it ends at.
 
-:meth:`Delivery.commit` makes it durable, in this order: the last chunk goes to the sink (an
+:meth:`Delivery.send` makes it durable, in this order: the last chunk goes to the sink (an
 envelope larger than the sink takes becomes a dead letter first); then, in the store
-transaction, the caller writes the watcher's own tables (state, timers, gaps), the dead
+transaction, the caller's own tables (state, timers, gaps, journal) are written, the dead
 letters are inserted and the checkpoint advances (:mod:`cdc.checkpoint`); then it commits.
-Only after that may the caller confirm the position to the server. A crash anywhere before
-the commit leaves the checkpoint where it was: the outbox rolls back with it (exactly once);
-other sinks get the batch again on restart and de-duplicate by key (at least once).
+Only after that may the caller confirm the position to the server: :meth:`Delivery.wait`
+hands the durable batch to the ``durable`` callback it was sent with.
+
+**One batch in flight.** The store transaction runs on a thread of its own (the *committer*)
+while the watcher goes on with the transactions that follow: the server's work on the batch
+(the outbox COPY, the journal's and the state's rows, the commit's WAL flush) overlaps the
+derivation of the next one. At most one batch is in flight, and batches commit in order:
+``send`` first waits for the one before, and so does anything else that uses the store
+connection or the sink (a huge transaction's chunk). The caller's own tables hand over what
+they write when the batch is sent (each store's ``take_flush``), so the committer touches
+nothing the watcher goes on changing. A failed commit is raised by the next ``wait``; the
+watcher then starts over from the checkpoint (state, timers and journal reloaded), as before.
 
 Named crash points (:mod:`cdc.faults`): ``watch.after_sink`` after each chunk a plain sink made
 durable; ``watch.after_checkpoint`` once the checkpoint committed.
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +52,7 @@ from catalog.envelope import Envelope
 
 from . import faults, queries
 from .checkpoint import CheckpointStore, Position
-from .sinks.base import Batch, Sink, take_oversized
+from .sinks.base import Batch, Sink, StoreWriter, take_oversized
 
 log = logging.getLogger("cdc.batch")
 
@@ -54,6 +64,10 @@ class BatchLimits:
     max_events: int = 5000
     max_transactions: int = 1000
     max_delay: float = 0.5  # seconds since its first transaction
+
+
+#: What the caller writes in the checkpoint's transaction, on the store connection it is given.
+OwnWrite = Callable[[psycopg.Connection[Any]], None]
 
 
 @dataclass
@@ -86,6 +100,7 @@ class Delivery:
         #: False: dead letters are counted, not written (a backfill replays history whose dead
         #: letters the live run wrote already, and its store may hold no watcher tables).
         self.record_dead_letters = True
+        self._committer: _InFlight | None = None  # the batch sent and not yet waited for
         self._reset()
 
     def _reset(self) -> None:
@@ -134,41 +149,156 @@ class Delivery:
             self._write_chunk()
 
     # -- delivering ------------------------------------------------------------------------------
-    def _write_chunk(self) -> None:
+    def _take_chunk(self) -> Batch:
+        """The chunk, with what is larger than the sink takes set aside as dead letters."""
         chunk = self.chunk
         for env, reason in take_oversized(chunk, self.sink):
             self.dead_letters.append(too_large(env, reason).params())
             self._too_large.append(env)
             log.warning("dead letter %s: %s", env.idempotency_key, reason)
+        self._written += len(chunk.envelopes)
+        self.chunk = Batch(end_lsn=chunk.end_lsn)
+        return chunk
+
+    def _write_chunk(self) -> None:
+        """A full chunk in the middle of a transaction: to the sink now, durable (a plain sink)
+        or in the store transaction that stays open until the checkpoint (a store sink)."""
+        self.wait()  # the store connection and the sink belong to the batch in flight until then
+        chunk = self._take_chunk()
         if self.writer is None:
             self.sink.write(chunk)  # durable when it returns
             faults.reached("watch.after_sink")
-        else:
-            if self._store_tx is None:
-                self._store_tx = contextlib.ExitStack()
-                self._store_tx.enter_context(self.store.transaction())
-            self.writer.write_in(self.store, chunk)  # commits with the checkpoint
-        self._written += len(chunk.envelopes)
-        self.chunk = Batch(end_lsn=chunk.end_lsn)
-
-    def commit(self, write_own: Callable[[psycopg.Connection[Any], Position], None]) -> Delivered:
-        """Make the batch durable and move the checkpoint (the module docstring's order).
-        ``write_own(conn, position)`` writes the watcher's own tables in the checkpoint's
-        transaction."""
-        position = self.position
-        assert position is not None, "commit() of an empty batch"
-        self._write_chunk()
-        store = self.store
-        stack = self._store_tx or contextlib.ExitStack()
+            return
         if self._store_tx is None:
-            stack.enter_context(store.transaction())
-        with stack:  # commits here, or rolls back on an error
-            write_own(store, position)
-            if self.dead_letters and self.record_dead_letters:
-                with store.cursor() as cur:
-                    cur.executemany(self._insert_dead, self.dead_letters)
-            self.checkpoints.advance(store, position)
-        faults.reached("watch.after_checkpoint")
-        delivered = Delivered(position, self._written, self._too_large, self.commit_times)
+            self._store_tx = contextlib.ExitStack()
+            self._store_tx.enter_context(self.store.transaction())
+        self.writer.write_in(self.store, chunk)  # commits with the checkpoint
+
+    @property
+    def in_flight(self) -> bool:
+        """A sent batch's store transaction may still be running (:meth:`wait` for it)."""
+        return self._committer is not None
+
+    def send(self, own: OwnWrite, durable: Callable[[Delivered], None] | None = None) -> None:
+        """Start making the batch durable (the module docstring's order) and open the next one.
+        ``own(conn)`` writes the caller's own tables in the checkpoint's transaction; once that
+        committed, :meth:`wait` calls ``durable`` with what it made durable."""
+        position = self.position
+        assert position is not None, "send() of an empty batch"
+        self.wait()  # one batch in flight, in order
+        chunk: Batch | None = self._take_chunk()
+        if self.writer is None:
+            assert chunk is not None
+            self.sink.write(chunk)  # durable when it returns
+            faults.reached("watch.after_sink")
+            chunk = None
+        flight = _InFlight(
+            self.store,
+            self._store_tx,
+            self.writer,
+            chunk,
+            own,
+            self.dead_letters if self.record_dead_letters else [],
+            self._insert_dead,
+            self.checkpoints,
+            Delivered(position, self._written, self._too_large, self.commit_times),
+            durable,
+        )
+        if self._store_tx is not None:
+            flight.run()  # a huge transaction's store transaction is open on this thread: end it here
+        else:
+            flight.start()
+        self._committer = flight
         self._reset()
+
+    def wait(self) -> Delivered | None:
+        """The batch in flight is durable (its ``durable`` callback has run); raises what its
+        commit raised. None when nothing was in flight."""
+        flight = self._committer
+        if flight is None:
+            return None
+        self._committer = None
+        delivered = flight.result()
+        faults.reached("watch.after_checkpoint")
+        if flight.durable is not None:
+            flight.durable(delivered)
         return delivered
+
+    def abandon(self) -> None:
+        """The watcher is stopping on an error: let the batch in flight end before the store
+        connection closes; if it committed, its callback still runs (what failed is raised
+        by the caller, not this commit's error)."""
+        flight = self._committer
+        if flight is None:
+            return
+        self._committer = None
+        try:
+            delivered = flight.result()
+        except Exception as exc:  # the error the caller is raising comes first
+            log.debug("the batch in flight did not commit either: %s", exc)
+            return
+        if flight.durable is not None:
+            flight.durable(delivered)
+
+    def commit(self, own: OwnWrite) -> Delivered:
+        """:meth:`send`, then :meth:`wait`: the batch is durable when it returns."""
+        self.send(own)
+        delivered = self.wait()
+        assert delivered is not None
+        return delivered
+
+
+class _InFlight:
+    """One batch's store transaction: the last chunk (for a store sink), the caller's own tables,
+    the dead letters and the checkpoint, committed together on the committer thread."""
+
+    def __init__(
+        self,
+        store: psycopg.Connection[Any],
+        open_tx: contextlib.ExitStack | None,
+        writer: StoreWriter | None,
+        chunk: Batch | None,
+        own: OwnWrite,
+        dead_letters: list[dict[str, Any]],
+        insert_dead: Any,
+        checkpoints: CheckpointStore,
+        delivered: Delivered,
+        durable: Callable[[Delivered], None] | None,
+    ) -> None:
+        self.store, self.open_tx, self.writer, self.chunk = store, open_tx, writer, chunk
+        self.own, self.dead_letters, self.insert_dead = own, dead_letters, insert_dead
+        self.checkpoints, self.delivered, self.durable = checkpoints, delivered, durable
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        # a daemon: a process stopped at once by a second signal does not wait for it (the
+        # server rolls an unfinished transaction back)
+        self._thread = threading.Thread(target=self._run_catching, name="cdc-commit", daemon=True)
+        self._thread.start()
+
+    def _run_catching(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # raised on the watcher's thread by result()
+            self._error = exc
+
+    def run(self) -> None:
+        store = self.store
+        # the transaction a huge transaction's chunks opened, or one of its own
+        with self.open_tx if self.open_tx is not None else store.transaction():  # commits, or rolls back
+            if self.writer is not None and self.chunk is not None:
+                self.writer.write_in(store, self.chunk)
+            self.own(store)
+            if self.dead_letters:
+                with store.cursor() as cur:
+                    cur.executemany(self.insert_dead, self.dead_letters)
+            self.checkpoints.advance(store, self.delivered.position)
+
+    def result(self) -> Delivered:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self.delivered

@@ -12,6 +12,7 @@ is its in-memory twin (the same contract suite runs against both).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,6 +31,18 @@ class Position:
     end_lsn: int
     xid: int
     commit_time: datetime
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What one of the watcher's own tables hands over for a checkpoint's transaction, as it was
+    when taken (``take_flush``): ``write(conn)`` writes it inside the caller's transaction — on
+    the committer thread (cdc.batch), so it reads nothing the watcher goes on changing — and
+    ``taken`` is what the store's ``committed(pending)`` no longer counts as pending once that
+    transaction is durable (what changed again since stays pending)."""
+
+    write: Callable[[psycopg.Connection[Any]], None]
+    taken: Any = None
 
 
 class CheckpointStore(Protocol):

@@ -64,7 +64,7 @@ from derivers.base import Timer
 from . import queries
 from .assembler import Transaction
 from .changelog import ChangeLog, RowChange, SpillLimits
-from .checkpoint import Position
+from .checkpoint import Pending, Position
 from .errors import CdcError
 from .lsn import format_lsn, parse_lsn
 from .pgoutput.decoder import changed_names, has_unchanged
@@ -225,6 +225,10 @@ def _decode_image(text: str) -> tuple[RawValue, ...]:
 # --- recording ---------------------------------------------------------------------------------
 
 
+def _nothing(_conn: psycopg.Connection[Any]) -> None:
+    pass  # nothing recorded since the last checkpoint
+
+
 class _Spool:
     """Bytes waiting for the checkpoint: in memory up to :data:`SPOOL_BYTES`, then in an
     anonymous temporary file (deleted when closed, or when the process dies)."""
@@ -376,59 +380,70 @@ class Journal:
         field = self._shape_fields.get(shape)
         if field is None:
             sid = shape_id(shape)
-            if self._known_shapes is None or sid not in self._known_shapes:
-                self._new_shapes.append(
-                    {
-                        "slot": self.slot,
-                        "shape_id": sid,
-                        "table": shape.table,
-                        "columns": orjson.dumps(shape_columns(shape)).decode(),
-                        "primary_key": list(shape.primary_key),
-                    }
-                )
+            self._new_shapes.append(  # once per process; the write skips those the table has
+                {
+                    "slot": self.slot,
+                    "shape_id": sid,
+                    "table": shape.table,
+                    "columns": orjson.dumps(shape_columns(shape)).decode(),
+                    "primary_key": list(shape.primary_key),
+                }
+            )
             field = self._shape_fields[shape] = _INT8.pack(8, sid)
         return field
 
     # -- the checkpoint's transaction -------------------------------------------------------------
-    def flush(self, conn: psycopg.Connection[Any], position: Position) -> None:
-        """Write what was recorded, inside the caller's (the checkpoint's) transaction; then
-        start over (a checkpoint that fails ends the watcher, which streams it all again)."""
+    def take_flush(self, position: Position) -> Pending:
+        """What was recorded, handed over to be written in the checkpoint's transaction at
+        ``position``; recording starts over (a checkpoint that fails ends the watcher, which
+        streams it all again). Off: the history's "off" span reaches ``position``."""
         if not self.enabled:
-            self._extend_off(conn, position)
-            return
+            return Pending(lambda conn: self._extend_off(conn, position))
         if not self.rows:
-            return
-        self._ensure_partitions(conn)
-        with conn.cursor() as cur:
-            if self._new_shapes:
-                cur.executemany(_q("journal", "insert_shape", self.schema), self._new_shapes)
-                assert self._known_shapes is not None
-                self._known_shapes.update(s["shape_id"] for s in self._new_shapes)
-                self._new_shapes.clear()
-            with cur.copy(_q("journal", "copy_change_log", self.schema)) as copy:
-                copy.write(_SIGNATURE)
-                for block in self._buffer.blocks():
-                    copy.write(block)
-                copy.write(_TRAILER)
-        self._buffer.close()
-        self._buffer = _Spool()
+            return Pending(_nothing)
+        buffer, days, shapes = self._buffer, set(self._days), self._new_shapes
+        self._buffer, self._new_shapes = _Spool(), []
         self.rows = 0
         self._days.clear()
 
-    def _ensure_partitions(self, conn: psycopg.Connection[Any]) -> None:
+        def write(conn: psycopg.Connection[Any]) -> None:
+            try:
+                self._write(conn, buffer, days, shapes)
+            finally:
+                buffer.close()
+
+        return Pending(write)
+
+    def flush(self, conn: psycopg.Connection[Any], position: Position) -> None:
+        """:meth:`take_flush`, written inside the caller's transaction now."""
+        self.take_flush(position).write(conn)
+
+    def _write(
+        self, conn: psycopg.Connection[Any], buffer: _Spool, days: set[int], shapes: list[dict[str, Any]]
+    ) -> None:
+        # The caches of partitions and known shapes are this method's alone (the committer's).
         if self._partitions is None:
             self._partitions = {day_number(d) for d, _ in partitions(conn, self.schema)}
             self._known_shapes = {
                 r[0] for r in conn.execute(_q("journal", "known_shapes", self.schema), {"slot": self.slot})
             }
-            # shapes met before the first flush may be known already
-            self._new_shapes = [s for s in self._new_shapes if s["shape_id"] not in self._known_shapes]
-        missing = sorted(self._days - self._partitions)
+        assert self._known_shapes is not None
+        missing = sorted(days - self._partitions)
         if missing:
             conn.execute(queries.raw("journal", "lock_partitions"), {"schema": self.schema})
         for day in missing:
             create_partition(conn, self.schema, POSTGRES_EPOCH.date() + timedelta(days=day))
             self._partitions.add(day)
+        new = [s for s in shapes if s["shape_id"] not in self._known_shapes]
+        with conn.cursor() as cur:
+            if new:
+                cur.executemany(_q("journal", "insert_shape", self.schema), new)
+                self._known_shapes.update(s["shape_id"] for s in new)
+            with cur.copy(_q("journal", "copy_change_log", self.schema)) as copy:
+                copy.write(_SIGNATURE)
+                for block in buffer.blocks():
+                    copy.write(block)
+                copy.write(_TRAILER)
 
     def _extend_off(self, conn: psycopg.Connection[Any], position: Position) -> None:
         if self._off_id is None:

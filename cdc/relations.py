@@ -37,6 +37,7 @@ from psycopg import sql
 from derivers.base import Reads
 
 from . import queries
+from .checkpoint import Pending
 from .errors import ReplicaIdentityNotFull
 from .lsn import format_lsn, parse_lsn
 from .pgoutput.messages import Relation
@@ -247,19 +248,34 @@ class RelationGuard:
             )
         self._refresh()
 
-    def flush(self, conn: psycopg.Connection[Any], checkpoint: int) -> None:
-        """Inside the checkpoint's transaction: new gaps, closed gaps, and how far open ones reach."""
-        if not (self.open or self._opened or self._closed):
-            return
-        with conn.cursor() as cur:
-            if self._opened:
-                cur.executemany(self._q("open_gap"), [g.params(self.slot) for g in self._opened])
-            if self._closed:
-                cur.executemany(self._q("close_gap"), [g.params(self.slot) for g in self._closed])
-            if self.open:
-                cur.execute(self._q("advance_open_gaps"), {"slot": self.slot, "lsn": format_lsn(checkpoint)})
-        # cleared by committed(), once the caller's transaction is durable
+    def take_flush(self, checkpoint: int) -> Pending:
+        """For the checkpoint's transaction: new gaps, closed gaps, and how far open ones reach."""
+        opened = [g.params(self.slot) for g in self._opened]
+        closed = [g.params(self.slot) for g in self._closed]
+        advance = bool(self.open)
 
-    def committed(self) -> None:
-        self._opened.clear()
-        self._closed.clear()
+        def write(conn: psycopg.Connection[Any]) -> None:
+            if not (advance or opened or closed):
+                return
+            with conn.cursor() as cur:
+                if opened:
+                    cur.executemany(self._q("open_gap"), opened)
+                if closed:
+                    cur.executemany(self._q("close_gap"), closed)
+                if advance:
+                    cur.execute(
+                        self._q("advance_open_gaps"), {"slot": self.slot, "lsn": format_lsn(checkpoint)}
+                    )
+
+        return Pending(write, (len(opened), len(closed)))
+
+    def flush(self, conn: psycopg.Connection[Any], checkpoint: int) -> None:
+        """:meth:`take_flush`, written inside the caller's transaction now."""
+        self.take_flush(checkpoint).write(conn)
+
+    def committed(self, pending: Pending | None = None) -> None:
+        """The transaction that wrote ``pending`` is durable: the gaps it opened and closed are
+        written (the lists only grow between a take and its commit). Without ``pending``: all."""
+        opened, closed = pending.taken if pending is not None else (len(self._opened), len(self._closed))
+        del self._opened[:opened]
+        del self._closed[:closed]

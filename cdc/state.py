@@ -22,7 +22,7 @@ from derivers.base import Deriver, Image, StateIndex, StateTotal
 
 from . import queries
 from .assembler import RowChange
-from .checkpoint import Position, PostgresCheckpoints
+from .checkpoint import Pending, Position, PostgresCheckpoints
 from .connect import connect
 from .journal import Journal, history, record_bootstrap
 from .pgoutput.messages import Column, Relation, pg_micros
@@ -170,27 +170,44 @@ class StateStore:
         self._dirty.clear()
         return count
 
+    def take_flush(self) -> Pending:
+        """The rows that changed since the last commit, as they are now, to be written in a
+        checkpoint's transaction: copied into a staging table (COPY), then upserted and deleted
+        by one statement each — per checkpoint, not per row. (A row is never changed in place:
+        a change puts a new dict, so the rows taken stay as they were.)"""
+        taken = dict(self._dirty)
+        return Pending(lambda conn: self._write(conn, taken), taken)
+
     def flush(self, conn: psycopg.Connection[Any]) -> None:
-        """Write what changed since the last flush, inside the caller's transaction: the rows
-        are copied into a staging table (COPY), then upserted and deleted by one statement each —
-        per checkpoint, not per row."""
-        if not self._dirty:
+        """:meth:`take_flush`, written inside the caller's transaction now; :meth:`committed`
+        once that is durable."""
+        self.take_flush().write(conn)
+
+    def _write(self, conn: psycopg.Connection[Any], rows: Mapping[tuple[str, tuple[str, ...]], Any]) -> None:
+        if not rows:
             return
         dumps = orjson.dumps
         conn.execute(_q("create_state_stage", self.schema))
         with conn.cursor() as cur:
             with cur.copy(_q("copy_state_stage", self.schema)) as copy:
-                for (table, key), row in self._dirty.items():
+                for (table, key), row in rows.items():
                     data = None if row is None else dumps(row).decode()
                     copy.write_row((table, dumps(list(key)).decode(), data))
             params = {"slot": self.slot}
             cur.execute(_q("delete_state_staged", self.schema), params)
             cur.execute(_q("upsert_state_staged", self.schema), params)
-        # cleared by committed(), once the caller's transaction is durable
 
-    def committed(self) -> None:
-        """The transaction that flushed the changes committed: nothing is pending any more."""
-        self._dirty.clear()
+    def committed(self, pending: Pending | None = None) -> None:
+        """The transaction that wrote ``pending`` is durable: its rows are no longer pending,
+        unless they changed again since. Without ``pending``: nothing is (the caller flushed
+        and committed with nothing changed in between)."""
+        if pending is None:
+            self._dirty.clear()
+            return
+        dirty = self._dirty
+        for key, row in pending.taken.items():
+            if key in dirty and dirty[key] is row:
+                del dirty[key]
 
 
 def _add(sums: dict[Hashable, int], contributions: Iterable[tuple[Hashable, int]], sign: int) -> None:

@@ -31,6 +31,7 @@ from psycopg import sql
 from derivers.base import Change, Timer, TimerState, TxView
 
 from . import queries
+from .checkpoint import Pending
 from .lsn import format_lsn, parse_lsn
 
 
@@ -175,42 +176,62 @@ class TimerStore:
         self._deleted.clear()
         return len(self.timers)
 
-    def flush(self, conn: psycopg.Connection[Any]) -> None:
-        """Write what changed since the last commit (inside the caller's transaction)."""
-        with conn.cursor() as cur:
-            if self._deleted:
-                cur.executemany(
-                    _q("delete_timer", self.schema), [{"slot": self.slot, "key": k} for k in self._deleted]
-                )
-            rows = []
-            for k in self._dirty:
-                t = self.timers[k]
-                by = self.armed_by[k]
-                rows.append(
-                    {
-                        "slot": self.slot,
-                        "key": k,
-                        "deriver": t.deriver,
-                        "tenant": t.tenant,
-                        "subject_id": t.subject_id,
-                        "stage": t.stage,
-                        "due_at": t.due_at,
-                        "state": t.state,
-                        "data": orjson.dumps(dict(t.data)).decode(),
-                        "armed_lsn": format_lsn(by.lsn),
-                        "armed_xid": by.xid,
-                        "armed_commit_time": by.commit_time,
-                        "armed_table": by.table,
-                    }
-                )
-            if rows:
-                cur.executemany(_q("upsert_timer", self.schema), rows)
-        # cleared by committed(), once the caller's transaction is durable
+    def take_flush(self) -> Pending:
+        """The timers that changed since the last commit, as they are now (rows built here), to
+        be written in a checkpoint's transaction. (A timer is never changed in place: a change
+        puts a new one.)"""
+        taken = ({k: self.timers[k] for k in self._dirty}, set(self._deleted))
+        deleted = [{"slot": self.slot, "key": k} for k in self._deleted]
+        rows = []
+        for k in self._dirty:
+            t = self.timers[k]
+            by = self.armed_by[k]
+            rows.append(
+                {
+                    "slot": self.slot,
+                    "key": k,
+                    "deriver": t.deriver,
+                    "tenant": t.tenant,
+                    "subject_id": t.subject_id,
+                    "stage": t.stage,
+                    "due_at": t.due_at,
+                    "state": t.state,
+                    "data": orjson.dumps(dict(t.data)).decode(),
+                    "armed_lsn": format_lsn(by.lsn),
+                    "armed_xid": by.xid,
+                    "armed_commit_time": by.commit_time,
+                    "armed_table": by.table,
+                }
+            )
 
-    def committed(self) -> None:
-        """The transaction that flushed the changes committed: nothing is pending any more."""
-        self._dirty.clear()
-        self._deleted.clear()
+        def write(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                if deleted:
+                    cur.executemany(_q("delete_timer", self.schema), deleted)
+                if rows:
+                    cur.executemany(_q("upsert_timer", self.schema), rows)
+
+        return Pending(write, taken)
+
+    def flush(self, conn: psycopg.Connection[Any]) -> None:
+        """:meth:`take_flush`, written inside the caller's transaction now; :meth:`committed`
+        once that is durable."""
+        self.take_flush().write(conn)
+
+    def committed(self, pending: Pending | None = None) -> None:
+        """The transaction that wrote ``pending`` is durable: its timers are no longer pending,
+        unless they changed again since. Without ``pending``: nothing is."""
+        if pending is None:
+            self._dirty.clear()
+            self._deleted.clear()
+            return
+        changed, deleted = pending.taken
+        for key, timer in changed.items():
+            if self.timers.get(key) is timer:
+                self._dirty.discard(key)
+        for key in deleted:
+            if key not in self.timers:
+                self._deleted.discard(key)
 
 
 class DeriverTimers:

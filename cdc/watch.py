@@ -105,7 +105,7 @@ from . import logs, slot_health
 from .assembler import Assembler, RowChange, Transaction
 from .batch import BatchLimits, Delivered, Delivery
 from .changelog import DEFAULT_SPILL_BYTES, SpillLimits
-from .checkpoint import Position
+from .checkpoint import Pending, Position
 from .config import (
     DEFAULT_RECONNECT_INITIAL_S,
     DEFAULT_RECONNECT_MAX_S,
@@ -205,6 +205,7 @@ class Watcher:
         self._reached = False  # the database answered once: from now on, failures are retried
         self._delivered = replace(self.stats)  # the counters as of the last delivered batch
         self._target: int | None = None  # --once: the WAL position to catch up to
+        self._assembler: Assembler | None = None  # the loop's (whether a transaction is open)
 
     # -- start-up (cdc.startup) -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -307,39 +308,67 @@ class Watcher:
         self.keepalive()
 
     # -- step 8: durable, then confirmed ----------------------------------------------------------
-    def settle(self, delivered: Delivered) -> None:
-        """A batch is durable: what the steps kept pending for it is committed, an envelope larger
-        than the sink takes counts as a dead letter, the rest as delivered (also `cdc backfill`'s)."""
-        self.state.committed()
-        self.timers.committed()
-        self.relations.committed()
-        stats = self.stats
-        for env in delivered.too_large:
-            stats.dead_letters += 1
-            stats.by_type[env.event_type] -= 1
-        stats.events += delivered.events
+    def settle(
+        self,
+        delivered: Delivered,
+        flushed: Sequence[Pending] | None = None,
+        *,
+        stats: WatchStats | None = None,
+    ) -> None:
+        """A batch is durable: what the steps handed over for it (``flushed``: the state's,
+        timers' and gaps' :class:`Pending`; None: all of it) is no longer pending, an envelope
+        larger than the sink takes counts as a dead letter, the rest as delivered — in
+        ``stats`` too when given (also `cdc backfill`'s)."""
+        state, timers, relations = flushed if flushed is not None else (None, None, None)
+        self.state.committed(state)
+        self.timers.committed(timers)
+        self.relations.committed(relations)
+        for counts in (self.stats, stats) if stats is not None else (self.stats,):
+            for env in delivered.too_large:
+                counts.dead_letters += 1
+                counts.by_type[env.event_type] -= 1
+            counts.events += delivered.events
+            counts.batches += 1
+            counts.checkpoint = delivered.position.end_lsn
 
-    def deliver(self, *, caught_up: bool) -> None:
-        """Make the batch durable, move the checkpoint, then tell the server. ``caught_up``:
+    def deliver(self, *, caught_up: bool, wait: bool = True) -> None:
+        """Send the batch on its way to durable (cdc.batch: its store transaction runs while the
+        loop goes on); with ``wait``, return once it is durable and confirmed. ``caught_up``:
         nothing handed out by the stream after the batch is waiting (cdc.stream.FlushPosition)."""
-        delivered = self.delivery.commit(self._write_own_tables)
-        self.settle(delivered)
-        stats = self.stats
-        stats.batches += 1
-        self.checkpoint = stats.checkpoint = delivered.position.end_lsn
-        self._delivered = replace(stats, by_type=dict(stats.by_type))
-        if self.metrics is not None:
-            self.metrics.delivered(delivered, stats, self.timers)
-        assert self.stream is not None
-        self.stream.confirm(delivered.position.end_lsn, caught_up=caught_up)
-        self.stream.send_status()
+        position = self.delivery.position
+        assert position is not None
+        flushed = (
+            self.state.take_flush(),
+            self.timers.take_flush(),
+            self.relations.take_flush(position.end_lsn),
+        )
+        journal = self.journal.take_flush(position)
+        counted = replace(self.stats, by_type=dict(self.stats.by_type))  # as of the batch's end
 
-    def _write_own_tables(self, conn: psycopg.Connection[Any], position: Position) -> None:
-        """What commits with the checkpoint besides the events and dead letters."""
-        self.state.flush(conn)
-        self.timers.flush(conn)
-        self.relations.flush(conn, position.end_lsn)
-        self.journal.flush(conn, position)
+        def own(conn: psycopg.Connection[Any]) -> None:
+            """What commits with the checkpoint besides the events and dead letters."""
+            for pending in (*flushed, journal):
+                pending.write(conn)
+
+        def durable(delivered: Delivered) -> None:
+            self.settle(delivered, flushed, stats=counted)
+            self.checkpoint = delivered.position.end_lsn
+            self._delivered = counted
+            if self.metrics is not None:
+                self.metrics.delivered(delivered, self.stats, self.timers)
+            stream = self.stream
+            if stream is not None and stream.conn is not None:  # not when stopping on an error
+                # still caught up if nothing was handed out while the batch was in flight
+                caught = caught_up and not self.delivery.pending and not self._in_transaction()
+                stream.confirm(delivered.position.end_lsn, caught_up=caught)
+                stream.send_status()
+
+        self.delivery.send(own, durable)
+        if wait:
+            self.delivery.wait()
+
+    def _in_transaction(self) -> bool:
+        return self._assembler is not None and self._assembler.in_transaction
 
     def keepalive(self) -> None:
         """A status update with the old flush position, once due: a long transaction never
@@ -347,8 +376,8 @@ class Watcher:
         never outlasts the standby lease either."""
         if self.stream is not None and self.stream.conn is not None:
             self.stream.keepalive()
-        if self.leadership is not None:
-            self.leadership.touch()
+        if self.leadership is not None and not self.delivery.in_flight:
+            self.leadership.touch()  # (a store transaction in flight keeps the session busy anyway)
 
     def _sink_keepalive(self) -> None:
         # A sink retrying through an outage keeps the replication connection alive; a dead
@@ -452,6 +481,8 @@ class Watcher:
                     raise
                 raise invalid from lost
         finally:
+            if self.parts is not None:
+                self.delivery.abandon()  # an error stops the loop: the batch in flight ends first
             if heartbeat is not None:
                 heartbeat.stop()
             if self.leadership is not None:
@@ -477,6 +508,7 @@ class Watcher:
         self, stream: ReplicationStream, heartbeat: Heartbeat, stop: StopFlag, target: int | None
     ) -> None:
         decode, assembler = Decoder().decode, self.assembler()
+        self._assembler = assembler
         feed = assembler.feed
         delivery = self.delivery
         reporter = self.reporter
@@ -484,18 +516,21 @@ class Watcher:
         last_activity = time.monotonic()
         touch = self.leadership.touch if self.leadership is not None else None
         while not stop.stopped:
-            if touch is not None:
+            if touch is not None and not delivery.in_flight:
                 touch()  # the lock session is not silent for a whole lease
             if signals is not None and signals.reload_requested:
                 signals.reload_requested = False
                 self.reload(heartbeat)
             if time.monotonic() >= reporter.next_at:
                 reporter.progress()
-            messages = stream.read_batch(0.0 if delivery.pending else 0.5)
+            messages = stream.read_batch(0.0 if delivery.pending or delivery.in_flight else 0.5)
             if not messages:
                 if delivery.pending:
-                    self.deliver(caught_up=not assembler.in_transaction)
+                    self.deliver(caught_up=not assembler.in_transaction, wait=False)
                     heartbeat.wake_at(self.timers.next_due())
+                    continue
+                if delivery.in_flight:  # nothing more has come: the batch sent last is confirmed now
+                    delivery.wait()
                     continue
                 if assembler.in_transaction:
                     continue
@@ -522,7 +557,8 @@ class Watcher:
                 self.process(tx)
                 reached = target is not None and tx.end_lsn >= target
                 if reached or delivery.full():
-                    self.deliver(caught_up=i == last and not assembler.in_transaction)
+                    # while more is coming, the batch commits as the next transactions are derived
+                    self.deliver(caught_up=i == last and not assembler.in_transaction, wait=reached)
                     heartbeat.wake_at(self.timers.next_due())
                 if reached:
                     self.exit_reason = f"--once: caught up to {format_lsn(target or 0)}"
@@ -537,6 +573,7 @@ class Watcher:
         if delivery.pending:
             self.deliver(caught_up=not assembler.in_transaction)
         else:
+            delivery.wait()
             stream.send_status()  # the last word to the server: where a restart resumes
 
     # -- SIGHUP ---------------------------------------------------------------------------------

@@ -97,6 +97,43 @@ def test_nothing_is_written_until_the_checkpoint_commits(conn: psycopg.Connectio
     assert state().load(conn) == 1
 
 
+def test_a_row_changed_again_while_its_checkpoint_is_in_flight_stays_pending(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # The committer writes what take_flush handed over while the watcher goes on (cdc.batch):
+    # what changed after the take must reach the next checkpoint, what did not must not be
+    # written twice.
+    store = state()
+    store.apply(RowChange(STATUSES, "insert", None, status("open", b"Open")))
+    store.apply(RowChange(STATUSES, "insert", None, status("gone", b"Gone")))
+    pending = store.take_flush()
+    store.apply(RowChange(STATUSES, "update", status("open", b"Open"), status("open", b"Opened")))
+    with conn.transaction():
+        pending.write(conn)
+    store.committed(pending)
+    assert store._dirty == {(STATUSES, ("t1", "open")): store.get(STATUSES, ("t1", "open"))}
+    assert state().load(conn) == 2
+    assert state().get(STATUSES, ("t1", "open")) is None  # a fresh store: load() is needed
+    again = state()
+    again.load(conn)
+    assert again.get(STATUSES, ("t1", "open"))["name"] == "Open"  # type: ignore[index]
+    committed(store, conn)
+    again.load(conn)
+    assert again.get(STATUSES, ("t1", "open"))["name"] == "Opened"  # type: ignore[index]
+
+
+def test_a_failed_checkpoint_leaves_what_it_took_pending(conn: psycopg.Connection[Any]) -> None:
+    store = state()
+    store.apply(RowChange(STATUSES, "insert", None, status("open", b"Open")))
+    pending = store.take_flush()
+    with pytest.raises(RuntimeError), conn.transaction():
+        pending.write(conn)
+        raise RuntimeError("the outbox failed")
+    assert store._dirty  # never committed(pending): still pending
+    committed(store, conn)
+    assert state().load(conn) == 1
+
+
 def test_a_key_change_moves_the_row_and_an_unknown_column_keeps_what_was_known(
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -192,6 +229,31 @@ def test_arming_again_moves_a_timer_and_its_source_but_never_a_verdict(conn: psy
     loaded = timers()
     loaded.load(conn)
     assert loaded.timers["a"].state == "fired" and loaded.due(AT + timedelta(days=1)) == []
+
+
+def test_a_timer_changed_again_while_its_checkpoint_is_in_flight_stays_pending(
+    conn: psycopg.Connection[Any],
+) -> None:
+    store = timers()
+    arm(store, "a", AT + timedelta(hours=1))
+    arm(store, "b", AT + timedelta(hours=2))
+    arm(store, "c", AT + timedelta(hours=3))
+    committed(store, conn)
+    arm(store, "a", AT + timedelta(hours=4), xid=2)
+    store.forget("c")
+    pending = store.take_flush()
+    store.pause("a")  # after the take: the next checkpoint's
+    arm(store, "c", AT + timedelta(hours=5), xid=3)  # forgotten, then armed again
+    with conn.transaction():
+        pending.write(conn)
+    store.committed(pending)
+    assert store._dirty == {"a", "c"} and store._deleted == set()
+    loaded = timers()
+    loaded.load(conn)
+    assert set(loaded.timers) == {"a", "b"} and loaded.timers["a"].state == "armed"
+    committed(store, conn)
+    loaded.load(conn)
+    assert loaded.timers["a"].state == "paused" and loaded.timers["c"].due_at == AT + timedelta(hours=5)
 
 
 def test_due_timers_come_earliest_first_and_a_truncate_forgets_its_tables(
