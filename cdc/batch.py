@@ -78,6 +78,7 @@ class Delivered:
     events: int  # envelopes the sink took
     too_large: list[Envelope] = field(default_factory=list)  # set aside as dead letters
     commit_times: list[datetime] = field(default_factory=list)  # of its transactions with events
+    durable_at: float | None = None  # time.time() once its transaction committed
 
 
 class Delivery:
@@ -294,6 +295,7 @@ class _InFlight:
                 with store.cursor() as cur:
                     cur.executemany(self.insert_dead, self.dead_letters)
             self.checkpoints.advance(store, self.delivered.position)
+        self.delivered.durable_at = time.time()
 
     def result(self) -> Delivered:
         if self._thread is not None:

@@ -51,7 +51,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -269,10 +269,19 @@ class Metrics:
                 sent = heartbeat_sent(msg.content) or tx.commit_time
                 self.source_lag.set(max(0.0, time.time() - sent.timestamp()))
 
-    def delivered(self, delivered: Delivered, stats: Any, timers: TimerStore) -> None:
+    def take_changes(self) -> dict[tuple[str, str], int]:
+        """The changes counted since the last take: those of a batch being sent (added to the
+        counters once it is durable, :meth:`delivered`)."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def delivered(
+        self, delivered: Delivered, stats: Any, timers: TimerStore, changes: Mapping[tuple[str, str], int]
+    ) -> None:
         """A batch is durable: add what it carried to the counters (``stats``: the watcher's
-        WatchStats, totals since start)."""
-        now = time.time()
+        WatchStats as of the batch's end, totals since start; ``changes``: :meth:`take_changes`
+        when it was sent)."""
+        now = delivered.durable_at or time.time()
         observe = self.latency.observe
         for commit_time in delivered.commit_times:
             observe(max(0.0, now - commit_time.timestamp()))
@@ -284,9 +293,8 @@ class Metrics:
             if n != by_type.get(event_type, 0):
                 self.events.labels(event_type).inc(n - by_type.get(event_type, 0))
         self._seen = (stats.transactions, stats.dead_letters, dict(stats.by_type))
-        for (table, op), n in self._changes.items():
+        for (table, op), n in changes.items():
             self.changes.labels(table, op).inc(n)
-        self._changes.clear()
         if self._clock() - self._timers_at >= TIMERS_REFRESH_S:
             self.count_timers(timers)
 

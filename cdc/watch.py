@@ -344,6 +344,7 @@ class Watcher:
         )
         journal = self.journal.take_flush(position)
         counted = replace(self.stats, by_type=dict(self.stats.by_type))  # as of the batch's end
+        changes = self.metrics.take_changes() if self.metrics is not None else {}
 
         def own(conn: psycopg.Connection[Any]) -> None:
             """What commits with the checkpoint besides the events and dead letters."""
@@ -355,7 +356,7 @@ class Watcher:
             self.checkpoint = delivered.position.end_lsn
             self._delivered = counted
             if self.metrics is not None:
-                self.metrics.delivered(delivered, self.stats, self.timers)
+                self.metrics.delivered(delivered, counted, self.timers, changes)
             stream = self.stream
             if stream is not None and stream.conn is not None:  # not when stopping on an error
                 # still caught up if nothing was handed out while the batch was in flight

@@ -13,6 +13,7 @@ import orjson
 import psycopg
 import pytest
 
+from cdc.metrics import Metrics
 from cdc.sinks import open_sink
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
@@ -52,8 +53,12 @@ def test_the_next_batch_is_derived_while_a_batch_commits(db_dsn: str) -> None:
     for name in WORKLOAD:
         step(db_dsn, name)
     straight = by_key(drain(db_dsn, "straight"))
-    piped = watcher(db_dsn, "piped", batch_max_transactions=3)
+    metrics = Metrics()
+    piped = watcher(db_dsn, "piped", batch_max_transactions=3, metrics=metrics)
     errors: list[BaseException] = []
+
+    def counted(name: str) -> float:
+        return sum(s.value for family in metrics.registry.collect() for s in family.samples if s.name == name)
 
     def run() -> None:
         try:
@@ -73,11 +78,17 @@ def test_the_next_batch_is_derived_while_a_batch_commits(db_dsn: str) -> None:
         assert piped.stats.transactions <= 6
         assert piped.stats.events == 0 and piped.stats.batches == 0  # nothing is durable yet
         assert checkpoint(db_dsn, "piped") is None
+        # the counters move when a batch is durable, not when it is derived
+        assert counted("cdc_transactions_total") == counted("cdc_changes_total") == 0
+        assert counted("cdc_events_total") == 0
         holder.rollback()
     thread.join(60)
     assert not thread.is_alive() and not errors
     assert piped.stats.events == len(straight)
     assert outbox_keys(db_dsn) == straight  # every event once, as an uninterrupted run has it
+    assert counted("cdc_events_total") == len(straight)
+    assert counted("cdc_transactions_total") == piped.stats.transactions
+    assert counted("cdc_changes_total") == piped.stats.changes
 
 
 def test_a_commit_that_fails_while_the_next_batch_is_derived_loses_nothing(db_dsn: str) -> None:
