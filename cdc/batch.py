@@ -68,6 +68,8 @@ class BatchLimits:
 
 #: What the caller writes in the checkpoint's transaction, on the store connection it is given.
 OwnWrite = Callable[[psycopg.Connection[Any]], None]
+#: Called once a sent batch is durable: (what it made durable, caught_up — see Delivery.wait).
+Durable = Callable[["Delivered", bool], None]
 
 
 @dataclass
@@ -180,7 +182,13 @@ class Delivery:
         """A sent batch's store transaction may still be running (:meth:`wait` for it)."""
         return self._committer is not None
 
-    def send(self, own: OwnWrite, durable: Callable[[Delivered], None] | None = None) -> None:
+    @property
+    def committing(self) -> bool:
+        """The batch in flight's store transaction is still running (the store connection is
+        the committer's until it ends)."""
+        return self._committer is not None and self._committer.running
+
+    def send(self, own: OwnWrite, durable: Durable | None = None) -> None:
         """Start making the batch durable (the module docstring's order) and open the next one.
         ``own(conn)`` writes the caller's own tables in the checkpoint's transaction; once that
         committed, :meth:`wait` calls ``durable`` with what it made durable."""
@@ -212,34 +220,41 @@ class Delivery:
         self._committer = flight
         self._reset()
 
-    def wait(self) -> Delivered | None:
+    def wait(self, *, caught_up: bool = False) -> Delivered | None:
         """The batch in flight is durable (its ``durable`` callback has run); raises what its
-        commit raised. None when nothing was in flight."""
+        commit raised. None when nothing was in flight. ``caught_up`` (for the callback): the
+        caller holds nothing the stream handed out after that batch — never from inside the
+        next batch (:meth:`send`, a huge transaction's chunk), whose transactions are not durable."""
         flight = self._committer
         if flight is None:
             return None
+        flight.join()  # an interrupt here leaves it in flight, for abandon()
         self._committer = None
         delivered = flight.result()
         faults.reached("watch.after_checkpoint")
         if flight.durable is not None:
-            flight.durable(delivered)
+            flight.durable(delivered, caught_up)
         return delivered
 
-    def abandon(self) -> None:
+    def abandon(self, *, join: bool = True) -> None:
         """The watcher is stopping on an error: let the batch in flight end before the store
-        connection closes; if it committed, its callback still runs (what failed is raised
-        by the caller, not this commit's error)."""
+        connection closes; if it committed, its callback still runs (what failed is raised by
+        the caller, not this commit's error). ``join=False`` (stopped at once by a second
+        signal): no waiting for it; closing the connection ends it, and the server rolls it back."""
         flight = self._committer
         if flight is None:
             return
         self._committer = None
+        if not join:
+            return
+        flight.join()
         try:
             delivered = flight.result()
         except Exception as exc:  # the error the caller is raising comes first
             log.debug("the batch in flight did not commit either: %s", exc)
             return
         if flight.durable is not None:
-            flight.durable(delivered)
+            flight.durable(delivered, False)
 
     def commit(self, own: OwnWrite) -> Delivered:
         """:meth:`send`, then :meth:`wait`: the batch is durable when it returns."""
@@ -264,7 +279,7 @@ class _InFlight:
         insert_dead: Any,
         checkpoints: CheckpointStore,
         delivered: Delivered,
-        durable: Callable[[Delivered], None] | None,
+        durable: Durable | None,
     ) -> None:
         self.store, self.open_tx, self.writer, self.chunk = store, open_tx, writer, chunk
         self.own, self.dead_letters, self.insert_dead = own, dead_letters, insert_dead
@@ -297,9 +312,16 @@ class _InFlight:
             self.checkpoints.advance(store, self.delivered.position)
         self.delivered.durable_at = time.time()
 
-    def result(self) -> Delivered:
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self) -> None:
         if self._thread is not None:
             self._thread.join()
+
+    def result(self) -> Delivered:
+        """What it made durable, once :meth:`join` returned; raises what its commit raised."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error

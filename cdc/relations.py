@@ -250,24 +250,25 @@ class RelationGuard:
 
     def take_flush(self, checkpoint: int) -> Pending:
         """For the checkpoint's transaction: new gaps, closed gaps, and how far open ones reach."""
-        opened = [g.params(self.slot) for g in self._opened]
-        closed = [g.params(self.slot) for g in self._closed]
+        opened, closed = list(self._opened), list(self._closed)
+        opened_params = [g.params(self.slot) for g in opened]
+        closed_params = [g.params(self.slot) for g in closed]
         advance = bool(self.open)
 
         def write(conn: psycopg.Connection[Any]) -> None:
             if not (advance or opened or closed):
                 return
             with conn.cursor() as cur:
-                if opened:
-                    cur.executemany(self._q("open_gap"), opened)
-                if closed:
-                    cur.executemany(self._q("close_gap"), closed)
+                if opened_params:
+                    cur.executemany(self._q("open_gap"), opened_params)
+                if closed_params:
+                    cur.executemany(self._q("close_gap"), closed_params)
                 if advance:
                     cur.execute(
                         self._q("advance_open_gaps"), {"slot": self.slot, "lsn": format_lsn(checkpoint)}
                     )
 
-        return Pending(write, (len(opened), len(closed)))
+        return Pending(write, (opened, closed))
 
     def flush(self, conn: psycopg.Connection[Any], checkpoint: int) -> None:
         """:meth:`take_flush`, written inside the caller's transaction now."""
@@ -275,7 +276,11 @@ class RelationGuard:
 
     def committed(self, pending: Pending | None = None) -> None:
         """The transaction that wrote ``pending`` is durable: the gaps it opened and closed are
-        written (the lists only grow between a take and its commit). Without ``pending``: all."""
-        opened, closed = pending.taken if pending is not None else (len(self._opened), len(self._closed))
-        del self._opened[:opened]
-        del self._closed[:closed]
+        written (those opened or closed since stay pending). Without ``pending``: all are."""
+        if pending is None:
+            self._opened.clear()
+            self._closed.clear()
+            return
+        opened, closed = (set(map(id, gaps)) for gaps in pending.taken)
+        self._opened = [g for g in self._opened if id(g) not in opened]
+        self._closed = [g for g in self._closed if id(g) not in closed]

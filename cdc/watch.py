@@ -205,7 +205,6 @@ class Watcher:
         self._reached = False  # the database answered once: from now on, failures are retried
         self._delivered = replace(self.stats)  # the counters as of the last delivered batch
         self._target: int | None = None  # --once: the WAL position to catch up to
-        self._assembler: Assembler | None = None  # the loop's (whether a transaction is open)
 
     # -- start-up (cdc.startup) -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -335,6 +334,9 @@ class Watcher:
         """Send the batch on its way to durable (cdc.batch: its store transaction runs while the
         loop goes on); with ``wait``, return once it is durable and confirmed. ``caught_up``:
         nothing handed out by the stream after the batch is waiting (cdc.stream.FlushPosition)."""
+        # The batch before is durable first (send would wait for it anyway): what it took is
+        # no longer pending, so this batch takes only its own changes.
+        self.delivery.wait()
         position = self.delivery.position
         assert position is not None
         flushed = (
@@ -351,7 +353,7 @@ class Watcher:
             for pending in (*flushed, journal):
                 pending.write(conn)
 
-        def durable(delivered: Delivered) -> None:
+        def durable(delivered: Delivered, caught_up_now: bool) -> None:
             self.settle(delivered, flushed, stats=counted)
             self.checkpoint = delivered.position.end_lsn
             self._delivered = counted
@@ -359,17 +361,14 @@ class Watcher:
                 self.metrics.delivered(delivered, counted, self.timers, changes)
             stream = self.stream
             if stream is not None and stream.conn is not None:  # not when stopping on an error
-                # still caught up if nothing was handed out while the batch was in flight
-                caught = caught_up and not self.delivery.pending and not self._in_transaction()
-                stream.confirm(delivered.position.end_lsn, caught_up=caught)
+                # caught up: nothing handed out after the batch was waiting when it was sent, nor
+                # is where it is waited for (Delivery.wait)
+                stream.confirm(delivered.position.end_lsn, caught_up=caught_up and caught_up_now)
                 stream.send_status()
 
         self.delivery.send(own, durable)
         if wait:
-            self.delivery.wait()
-
-    def _in_transaction(self) -> bool:
-        return self._assembler is not None and self._assembler.in_transaction
+            self.delivery.wait(caught_up=True)  # nothing was handed out since it was sent
 
     def keepalive(self) -> None:
         """A status update with the old flush position, once due: a long transaction never
@@ -377,7 +376,7 @@ class Watcher:
         never outlasts the standby lease either."""
         if self.stream is not None and self.stream.conn is not None:
             self.stream.keepalive()
-        if self.leadership is not None and not self.delivery.in_flight:
+        if self.leadership is not None and not self.delivery.committing:
             self.leadership.touch()  # (a store transaction in flight keeps the session busy anyway)
 
     def _sink_keepalive(self) -> None:
@@ -448,6 +447,7 @@ class Watcher:
         self.reads = Pool(opts.dsn, purpose=f"watch {opts.slot}: pool", slot=opts.slot)
         heartbeat: Heartbeat | None = None
         streaming = False
+        at_once = False  # a second signal: stop now, not after the batch in flight
         try:
             self.prepare()  # the slot's lock under its lease (cdc.standby), and what the loop needs
             heartbeat = Heartbeat(opts.dsn, opts.heartbeat_interval, pool=self.reads)
@@ -481,9 +481,13 @@ class Watcher:
                 if invalid is None:
                     raise
                 raise invalid from lost
+        except KeyboardInterrupt:
+            at_once = True
+            raise
         finally:
             if self.parts is not None:
-                self.delivery.abandon()  # an error stops the loop: the batch in flight ends first
+                # an error stops the loop: the batch in flight ends first
+                self.delivery.abandon(join=not at_once)
             if heartbeat is not None:
                 heartbeat.stop()
             if self.leadership is not None:
@@ -509,7 +513,6 @@ class Watcher:
         self, stream: ReplicationStream, heartbeat: Heartbeat, stop: StopFlag, target: int | None
     ) -> None:
         decode, assembler = Decoder().decode, self.assembler()
-        self._assembler = assembler
         feed = assembler.feed
         delivery = self.delivery
         reporter = self.reporter
@@ -517,7 +520,7 @@ class Watcher:
         last_activity = time.monotonic()
         touch = self.leadership.touch if self.leadership is not None else None
         while not stop.stopped:
-            if touch is not None and not delivery.in_flight:
+            if touch is not None and not delivery.committing:
                 touch()  # the lock session is not silent for a whole lease
             if signals is not None and signals.reload_requested:
                 signals.reload_requested = False
@@ -531,7 +534,7 @@ class Watcher:
                     heartbeat.wake_at(self.timers.next_due())
                     continue
                 if delivery.in_flight:  # nothing more has come: the batch sent last is confirmed now
-                    delivery.wait()
+                    delivery.wait(caught_up=not assembler.in_transaction)
                     continue
                 if assembler.in_transaction:
                     continue
@@ -574,7 +577,7 @@ class Watcher:
         if delivery.pending:
             self.deliver(caught_up=not assembler.in_transaction)
         else:
-            delivery.wait()
+            delivery.wait(caught_up=not assembler.in_transaction)
             stream.send_status()  # the last word to the server: where a restart resumes
 
     # -- SIGHUP ---------------------------------------------------------------------------------

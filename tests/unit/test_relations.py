@@ -107,6 +107,26 @@ def test_another_column_going_missing_closes_the_gap_and_opens_a_wider_one() -> 
     assert "TICKET_PRIORITY_CHANGED" in guard.blocked
 
 
+def test_gaps_opened_or_closed_while_a_checkpoint_is_in_flight_stay_pending() -> None:
+    # cdc.batch: a batch's gaps are taken when it is sent and written by the committer while the
+    # watcher goes on; the next take may come before that commit is known to have happened.
+    guard = RelationGuard("s", "cdc", TicketDeriver.reads)
+    columns = full_ticket_columns()
+    without = tuple(c for c in columns if c != "status_id")
+    guard.observe(relation(without), 0x200, _never)  # opens a gap (batch N)
+    first = guard.take_flush(0x200)
+    guard.observe(relation(columns), 0x300, _never)  # closes it (batch N + 1)
+    second = guard.take_flush(0x300)
+    guard.observe(relation(without), 0x400, _never)  # opens another (batch N + 2)
+    guard.committed(first)
+    guard.committed(second)
+    (pending,) = guard._opened
+    assert pending.from_lsn == 0x400 and pending.to_lsn is None  # still to be written
+    assert guard._closed == []
+    opened, closed = guard.take_flush(0x400).taken
+    assert opened == [pending] and closed == []
+
+
 def test_a_table_not_full_now_stops_the_watcher_with_a_hint_to_run_setup() -> None:
     guard = RelationGuard("s", "cdc", TicketDeriver.reads)
     with pytest.raises(ReplicaIdentityNotFull) as err:
