@@ -29,8 +29,11 @@ each message of the stream, in commit order:
 8. **checkpoint** (:mod:`cdc.checkpoint`): when the batch is full, it is made durable — the
    sink, then the state, timers, gaps, dead letters and the checkpoint (the batch's last end
    LSN) in one transaction of the watcher's own schema — and only then is the end LSN
-   confirmed to the server. While one long transaction is worked through, the stream is kept
-   alive with status updates that report the old flush position.
+   confirmed to the server. That transaction commits on a thread of its own while the next
+   transactions are derived (one batch in flight, :mod:`cdc.batch`); the loop waits for it
+   before the next batch is sent, when nothing more has come, and before it ends. While one
+   long transaction is worked through, the stream is kept alive with status updates that
+   report the old flush position.
 
 The watermark also moves with the watcher's own transactional heartbeat (:mod:`cdc.heartbeat`),
 emitted every few seconds and right after the next timer's due time — never with keepalives.
