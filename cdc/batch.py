@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -65,6 +65,9 @@ class BatchLimits:
     max_transactions: int = 1000
     max_delay: float = 0.5  # seconds since its first transaction
 
+
+#: Seconds a second signal waits for the cancelled commit in flight to let go of its connection.
+ABANDON_WAIT_S: Final = 2.0
 
 #: What the caller writes in the checkpoint's transaction, on the store connection it is given.
 OwnWrite = Callable[[psycopg.Connection[Any]], None]
@@ -236,25 +239,33 @@ class Delivery:
             flight.durable(delivered, caught_up)
         return delivered
 
-    def abandon(self, *, join: bool = True) -> None:
+    def abandon(self, *, at_once: bool = False) -> bool:
         """The watcher is stopping on an error: let the batch in flight end before the store
         connection closes; if it committed, its callback still runs (what failed is raised by
-        the caller, not this commit's error). ``join=False`` (stopped at once by a second
-        signal): no waiting for it; closing the connection ends it, and the server rolls it back."""
+        the caller, not this commit's error). ``at_once`` (a second signal): its statement is
+        cancelled instead, and the server rolls it back. Returns whether the store connection
+        may be closed now — not while the committer is still in a statement on it (libpq
+        allows one thread per connection at a time)."""
         flight = self._committer
         if flight is None:
-            return
-        self._committer = None
-        if not join:
-            return
+            return True
+        if at_once:
+            self._committer = None
+            if flight.running:
+                with contextlib.suppress(psycopg.Error):
+                    flight.store.cancel_safe(timeout=ABANDON_WAIT_S)
+                flight.join(ABANDON_WAIT_S)
+            return not flight.running  # else the process's exit closes the socket
         flight.join()
+        self._committer = None
         try:
             delivered = flight.result()
         except Exception as exc:  # the error the caller is raising comes first
             log.debug("the batch in flight did not commit either: %s", exc)
-            return
+            return True
         if flight.durable is not None:
             flight.durable(delivered, False)
+        return True
 
     def commit(self, own: OwnWrite) -> Delivered:
         """:meth:`send`, then :meth:`wait`: the batch is durable when it returns."""
@@ -286,6 +297,9 @@ class _InFlight:
         self.checkpoints, self.delivered, self.durable = checkpoints, delivered, durable
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        # Set when run() is over. Not Thread.is_alive(): a join interrupted by KeyboardInterrupt
+        # can leave a running thread marked as stopped (CPython before 3.13).
+        self._done = threading.Event()
 
     def start(self) -> None:
         # a daemon: a process stopped at once by a second signal does not wait for it (the
@@ -298,6 +312,8 @@ class _InFlight:
             self.run()
         except BaseException as exc:  # raised on the watcher's thread by result()
             self._error = exc
+        finally:
+            self._done.set()
 
     def run(self) -> None:
         store = self.store
@@ -314,11 +330,11 @@ class _InFlight:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and not self._done.is_set()
 
-    def join(self) -> None:
+    def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
-            self._thread.join()
+            self._done.wait(timeout)
 
     def result(self) -> Delivered:
         """What it made durable, once :meth:`join` returned; raises what its commit raised."""

@@ -422,6 +422,8 @@ class Journal:
         self, conn: psycopg.Connection[Any], buffer: _Spool, days: set[int], shapes: list[dict[str, Any]]
     ) -> None:
         # The caches of partitions and known shapes are this method's alone (the committer's).
+        # They are updated before the commit is known: a failed commit ends the attempt, and the
+        # next one starts with a fresh Journal (Watcher.use), so a rolled-back entry never stays.
         if self._partitions is None:
             self._partitions = {day_number(d) for d, _ in partitions(conn, self.schema)}
             self._known_shapes = {

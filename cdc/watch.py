@@ -488,14 +488,15 @@ class Watcher:
             at_once = True
             raise
         finally:
+            closable = True
             if self.parts is not None:
                 # an error stops the loop: the batch in flight ends first
-                self.delivery.abandon(join=not at_once)
+                closable = self.delivery.abandon(at_once=at_once)
             if heartbeat is not None:
                 heartbeat.stop()
             if self.leadership is not None:
                 self.leadership.release()  # first: its start-up keeper may still touch the store
-            if self.parts is not None:
+            if self.parts is not None and closable:
                 self.parts.store.close()  # its session's end releases the lock
             self.reads.close()
             if streaming:

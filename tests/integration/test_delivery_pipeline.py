@@ -6,7 +6,10 @@ in the outbox once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -15,6 +18,7 @@ import orjson
 import psycopg
 import pytest
 
+from cdc import batch
 from cdc.metrics import Metrics
 from cdc.pgoutput import Insert, Update
 from cdc.schema import create_tables
@@ -216,3 +220,38 @@ def test_the_standby_lease_is_kept_once_the_batch_in_flight_has_committed(
     w.keepalive()  # a long transaction streams in: the loop does not wait, the lease is touched
     assert lease.touches == touched + 1
     w.delivery.wait()
+
+
+def test_a_second_signal_cancels_the_commit_in_flight_before_its_connection_closes(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop waits for a commit held up by a lock when the operator's second Ctrl-C comes:
+    # the commit is cancelled, and its connection is closed only once the committer let go of
+    # it (libpq allows one thread per connection at a time).
+    prepare(db_dsn, "piped")
+    for name in WORKLOAD:
+        step(db_dsn, name)
+    ended: list[tuple[bool, BaseException | None]] = []  # (connection closed by then, its error)
+    run_catching = batch._InFlight._run_catching
+
+    def observed(flight: batch._InFlight) -> None:
+        run_catching(flight)
+        ended.append((flight.store.closed, flight._error))
+
+    monkeypatch.setattr(batch._InFlight, "_run_catching", observed)
+    w = watcher(db_dsn, "piped", batch_max_transactions=3)
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("LOCK TABLE cdc.checkpoints IN SHARE MODE")
+
+        def interrupt() -> None:
+            wait_for(lambda: w.stats.transactions >= 4 and w.delivery.committing, timeout=30)
+            time.sleep(0.5)  # the loop waits for the commit now
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            w.run()
+        ((closed, error),) = ended
+        assert not closed and isinstance(error, psycopg.errors.QueryCanceled), (closed, error)
+        holder.rollback()
+    assert checkpoint(db_dsn, "piped") is None  # nothing committed, nothing confirmed
