@@ -275,31 +275,26 @@ class Delivery:
         return delivered
 
 
+@dataclass(eq=False)
 class _InFlight:
     """One batch's store transaction: the last chunk (for a store sink), the caller's own tables,
     the dead letters and the checkpoint, committed together on the committer thread."""
 
-    def __init__(
-        self,
-        store: psycopg.Connection[Any],
-        open_tx: contextlib.ExitStack | None,
-        writer: StoreWriter | None,
-        chunk: Batch | None,
-        own: OwnWrite,
-        dead_letters: list[dict[str, Any]],
-        insert_dead: Any,
-        checkpoints: CheckpointStore,
-        delivered: Delivered,
-        durable: Durable | None,
-    ) -> None:
-        self.store, self.open_tx, self.writer, self.chunk = store, open_tx, writer, chunk
-        self.own, self.dead_letters, self.insert_dead = own, dead_letters, insert_dead
-        self.checkpoints, self.delivered, self.durable = checkpoints, delivered, durable
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        # Set when run() is over. Not Thread.is_alive(): a join interrupted by KeyboardInterrupt
-        # can leave a running thread marked as stopped (CPython before 3.13).
-        self._done = threading.Event()
+    store: psycopg.Connection[Any]
+    open_tx: contextlib.ExitStack | None  # the store transaction a huge transaction's chunks opened
+    writer: StoreWriter | None
+    chunk: Batch | None  # for the writer; None: a plain sink made it durable already
+    own: OwnWrite
+    dead_letters: list[dict[str, Any]]
+    insert_dead: Any
+    checkpoints: CheckpointStore
+    delivered: Delivered
+    durable: Durable | None
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _error: BaseException | None = field(default=None, init=False)
+    # Set when run() is over. Not Thread.is_alive(): a join interrupted by KeyboardInterrupt
+    # can leave a running thread marked as stopped (CPython before 3.13).
+    _done: threading.Event = field(default_factory=threading.Event, init=False)
 
     def start(self) -> None:
         # a daemon: a process stopped at once by a second signal does not wait for it (the

@@ -270,10 +270,6 @@ class RelationGuard:
 
         return Pending(write, (opened, closed))
 
-    def flush(self, conn: psycopg.Connection[Any], checkpoint: int) -> None:
-        """:meth:`take_flush`, written inside the caller's transaction now."""
-        self.take_flush(checkpoint).write(conn)
-
     def committed(self, pending: Pending | None = None) -> None:
         """The transaction that wrote ``pending`` is durable: the gaps it opened and closed are
         written (those opened or closed since stay pending). Without ``pending``: all are."""

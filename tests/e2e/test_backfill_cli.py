@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import psycopg
@@ -135,13 +135,21 @@ def test_bad_options_are_one_line_before_anything_connects(args: tuple[str, ...]
     assert len(lines) == 1 and lines[0].startswith("cdc: error: ") and needle in lines[0], lines
 
 
-def test_journal_prune_takes_a_snapshot_then_drops_the_old_days(db_dsn: str) -> None:
-    workload(db_dsn)
-    watch_live(db_dsn)
+def journal_three_days_old(dsn: str) -> date:
+    """Every family's workload watched live, its journal rows then moved three days back (into
+    a partition made for that day); returns the day."""
+    workload(dsn)
+    watch_live(dsn)
     old = (datetime.now(UTC) - timedelta(days=3)).date()
-    with psycopg.connect(db_dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         create_partition(conn, "cdc", old)
         conn.execute("UPDATE cdc.change_log SET commit_time = commit_time - interval '3 days'")
+    return old
+
+
+def test_journal_prune_takes_a_snapshot_then_drops_the_old_days(db_dsn: str) -> None:
+    old = journal_three_days_old(db_dsn)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
         row = conn.execute("SELECT max(end_lsn)::text FROM cdc.change_log").fetchone()
     assert row is not None
     res = cdc("journal", "prune", "--dsn", db_dsn, "--retention-days", "2")
@@ -160,12 +168,7 @@ def test_journal_prune_takes_a_snapshot_then_drops_the_old_days(db_dsn: str) -> 
 def test_journal_prune_while_a_backfill_reads_the_day_is_exit_3(db_dsn: str) -> None:
     """The drop waits for its lock 3 s at most (live journal writes would queue behind it); a
     reader holds it: one line, worth retrying, nothing dropped."""
-    workload(db_dsn)
-    watch_live(db_dsn)
-    old = (datetime.now(UTC) - timedelta(days=3)).date()
-    with psycopg.connect(db_dsn, autocommit=True) as conn:
-        create_partition(conn, "cdc", old)
-        conn.execute("UPDATE cdc.change_log SET commit_time = commit_time - interval '3 days'")
+    old = journal_three_days_old(db_dsn)
     with psycopg.connect(db_dsn) as reader:  # a backfill's replay: a read in an open transaction
         reader.execute("SELECT count(*) FROM cdc.change_log")
         res = cdc("journal", "prune", "--dsn", db_dsn, "--retention-days", "2")
