@@ -1,6 +1,8 @@
 """A/B of the full path: the real ``cdc watch --once`` of two source trees into ``--sink``
 (``discard``, or ``postgres``: the default outbox, emptied before each run), and pg_recvlogical,
-on identical slot content, repetitions alternated.
+on identical slot content, repetitions alternated. ``--workload tickets`` (default: ``--ntx`` ×
+``--per`` ``tickets`` updates) or ``mixed`` (:mod:`bench.mixed`'s workload of every family, its
+history written once, then ``--ntx`` × ``--per`` application writes per repetition).
 
 This machine's speed drifts by ±20 % within minutes, so a change is judged by running the
 code before and after it side by side in one run, not by comparing two runs of
@@ -12,7 +14,7 @@ instead, a measure that does not drift.
     git worktree add ../before HEAD~1 && cd ../before
     rm -rf /tmp/before-build && python -m pip install --no-deps --target /tmp/before-build .
     (cd /tmp/before-build && find cdc catalog derivers -name '*.so' -exec cp --parents -t "$OLDPWD" {} +)
-    cd - && python -m bench.ab ../before . --reps 3 [--sink postgres]
+    cd - && python -m bench.ab ../before . --reps 3 [--sink postgres] [--workload mixed]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
+from .mixed import MIXED_SQL
 from .run import SETUP_SQL, recvlogical_argv
 
 
@@ -61,7 +64,13 @@ def main() -> None:
     ap.add_argument("--ntx", type=int, default=200)
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--sink", choices=("discard", "postgres"), default="discard")
+    ap.add_argument("--workload", choices=("tickets", "mixed"), default="tickets")
+    ap.add_argument("--entries", type=int, default=3000, help="mixed: schedule entries of history")
+    ap.add_argument("--tasks", type=int, default=3000, help="mixed: project tasks of history")
     args = ap.parse_args()
+    mixed = args.workload == "mixed"
+    if mixed and args.entries % 2:
+        ap.error("--entries must be even (see bench.mixed)")
     trees = [t.resolve() for t in args.trees]
     for tree in trees:
         if not (tree / "cdc" / "watch.py").is_file():
@@ -75,6 +84,9 @@ def main() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(schema_sql())  # type: ignore[call-overload]
             conn.execute(SETUP_SQL)  # type: ignore[call-overload]
+            if mixed:
+                conn.execute(MIXED_SQL)  # type: ignore[call-overload]
+                conn.execute("CALL bench_history(%s, %s)", (args.entries, args.tasks))
         for rep in range(args.reps):
             slots = {"A": f"a{rep}", "B": f"b{rep}"}
             for slot in slots.values():
@@ -87,7 +99,13 @@ def main() -> None:
                 )
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (f"r{rep}",))
-                conn.execute(f"CALL bench_tickets({args.ntx}, {args.per})")  # type: ignore[call-overload]
+                if mixed:
+                    conn.execute(
+                        "CALL bench_mixed(%s, %s, %s, %s, %s)",
+                        (args.ntx, args.per, rep * args.ntx * args.per, args.entries, args.tasks),
+                    )
+                else:
+                    conn.execute(f"CALL bench_tickets({args.ntx}, {args.per})")  # type: ignore[call-overload]
                 row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
                 assert row is not None
                 endpos = str(row[0])
@@ -115,7 +133,8 @@ def main() -> None:
                 + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} s CPU)" for k, v in results.items())
             )
     base = statistics.median(w for w, _ in results["pg_recvlogical"])
-    table = Table(title=f"{args.ntx} × {args.per} tickets updates into {args.sink}, medians of {args.reps}")
+    what = "application writes (mixed)" if mixed else "tickets updates"
+    table = Table(title=f"{args.ntx} × {args.per} {what} into {args.sink}, medians of {args.reps}")
     for col in ("consumer", "median s", "ratio", "CPU s"):
         table.add_column(col)
     for name, samples in results.items():

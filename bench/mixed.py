@@ -49,6 +49,7 @@ import io
 import os
 import pstats
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -217,7 +218,10 @@ def row_changes(first: int, count: int) -> int:
 
 
 def cdc_watch_argv(dsn: str, slot: str, sink: str, journal: bool = True) -> list[str]:
+    # BENCH_WRAP runs the installed command under a profiler, e.g.
+    # BENCH_WRAP="py-spy record --format raw -o /tmp/watch.raw --"
     return [
+        *shlex.split(os.environ.get("BENCH_WRAP", "")),
         str(Path(sys.executable).with_name("cdc")),
         "watch",
         "--dsn",
@@ -313,6 +317,8 @@ def main() -> None:
                     default_derivers(),
                 )
                 console.print(f"profiled run into {sinks[-1]}: {time.perf_counter() - t0:.2f} s")
+                if os.environ.get("PROFILE_OUT"):  # the raw profile, for pstats or snakeviz
+                    prof.dump_stats(os.environ["PROFILE_OUT"])
                 buf = io.StringIO()
                 pstats.Stats(prof, stream=buf).sort_stats(
                     os.environ.get("PROFILE_SORT", "tottime")

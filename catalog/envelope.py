@@ -180,17 +180,20 @@ def envelopes_json(envelopes: Sequence[Envelope]) -> list[bytes]:
     return [e.to_json_bytes() for e in envelopes]
 
 
-_last_source_json: tuple[Source, orjson.Fragment] | None = None
+#: Each Source's JSON (keys sorted), by identity: a transaction's events share a few Sources
+#: (one per table) and are serialised together. Holding the Source keeps its id from being
+#: reused while it is here; the map is emptied when it grows past a few batches' worth.
+_source_texts: dict[int, tuple[Source, orjson.Fragment]] = {}
 
 
 def _source_json(source: Source) -> orjson.Fragment:
-    # The events of a transaction share one Source: serialise it (keys sorted) once.
-    global _last_source_json
-    last = _last_source_json
-    if last is None or last[0] is not source:
+    found = _source_texts.get(id(source))
+    if found is None:
+        if len(_source_texts) >= 1024:
+            _source_texts.clear()
         raw = orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS)
-        last = _last_source_json = (source, orjson.Fragment(raw))
-    return last[1]
+        found = _source_texts[id(source)] = (source, orjson.Fragment(raw))
+    return found[1]
 
 
 # --- keys and ids ----------------------------------------------------------------------------
@@ -445,19 +448,23 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 
 # --- the builder ---------------------------------------------------------------------------
 
-_last_source: tuple[tuple[Any, ...], Source] | None = None
+#: The Sources of the transaction whose events are being built, by table and timer flag: its
+#: events share them, and a transaction's events come from several tables, interleaved.
+_tx_sources: tuple[tuple[str, int, int, datetime], dict[tuple[str, bool], Source]] | None = None
 
 
 def envelope_source(slot: str, lsn: int, xid: int, commit_time: datetime, table: str, timer: bool) -> Source:
     """The :class:`Source` of the events of one transaction's change to ``table``: canonical
-    text, built once for the events of one transaction (Source is frozen)."""
-    global _last_source
-    args = (slot, lsn, xid, commit_time, table, timer)
-    last = _last_source
-    if last is not None and last[0] == args:
-        return last[1]
-    source = Source(slot, format_lsn(lsn), xid, format_timestamp(commit_time), table, timer)
-    _last_source = (args, source)
+    text, built once per table for the events of one transaction (Source is frozen)."""
+    global _tx_sources
+    tx = (slot, lsn, xid, commit_time)
+    cached = _tx_sources
+    if cached is None or cached[0] != tx:
+        cached = _tx_sources = (tx, {})
+    source = cached[1].get((table, timer))
+    if source is None:
+        source = Source(slot, format_lsn(lsn), xid, format_timestamp(commit_time), table, timer)
+        cached[1][(table, timer)] = source
     return source
 
 

@@ -145,6 +145,23 @@ def test_same_event_built_twice_is_identical() -> None:
     assert (a.id, a.idempotency_key, a.to_json_bytes()) == (b.id, b.idempotency_key, b.to_json_bytes())
 
 
+def test_events_of_tables_interleaved_in_one_transaction_keep_their_sources() -> None:
+    """A transaction's events come from several tables in turn (a booking's entry, then its
+    assignees, then the next entry): each names its own table, each table's share one Source,
+    and another transaction or a timer event gets its own."""
+    tables = ["public.schedule_entries", "public.schedule_entry_assignees"] * 3 + ["public.tickets"]
+    envs = [build_envelope(status_changed(), **{**SOURCE, "table": t}) for t in tables]
+    assert [json.loads(e.to_json_bytes())["source"]["table"] for e in envs] == tables
+    assert envs[0].source is envs[2].source is envs[4].source
+    assert envs[1].source is envs[3].source is not envs[0].source
+    later = build_envelope(status_changed(), **{**SOURCE, "lsn": SOURCE["lsn"] + 8})
+    assert later.source.lsn == "0/16B3750" and later.source is not envs[6].source
+    again = build_envelope(status_changed(), **SOURCE)
+    assert (
+        again.source == envs[6].source and json.loads(again.to_json_bytes())["source"]["lsn"] == "0/16B3748"
+    )
+
+
 def test_bytes_do_not_depend_on_input_representation() -> None:
     reference = build_envelope(status_changed(), **SOURCE).to_json_bytes()
     reordered = status_changed()

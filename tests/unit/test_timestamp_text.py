@@ -1,0 +1,93 @@
+"""A timestamp column's JSON form: the replication session's UTC text is rewritten to the
+canonical text without parsing it; every other text goes through psycopg's loader and
+``format_timestamp``. The two give the same text for every instant the shortcut takes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from catalog.forms import format_timestamp
+from cdc.pgoutput.messages import Column, Relation
+from cdc.values import RowShape, timestamp_json
+
+SHAPE = RowShape(
+    Relation(1, "public", "t", "f", (Column(0, "tz", 1184, -1), Column(0, "naive", 1114, -1))),
+    None,
+)
+TZ, NAIVE = SHAPE.json_converters()
+
+
+def server_text(value: datetime, zone: str) -> bytes:
+    """What Postgres writes with ``DateStyle=ISO``: the fraction without trailing zeros (none
+    when whole), then the zone for a timestamptz."""
+    text = value.strftime("%Y-%m-%d %H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return (text + zone).encode()
+
+
+def loader_path(i: int, raw: bytes) -> str:
+    return timestamp_json(SHAPE.load(i, raw, False))
+
+
+instants = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999))
+
+
+@given(instants)
+def test_the_utc_text_of_a_timestamptz_is_the_canonical_text(value: datetime) -> None:
+    raw = server_text(value, "+00")
+    assert TZ(raw) == loader_path(0, raw) == format_timestamp(value.replace(tzinfo=UTC))
+
+
+@given(instants)
+def test_the_text_of_a_timestamp_is_read_as_utc(value: datetime) -> None:
+    raw = server_text(value, "")
+    assert NAIVE(raw) == loader_path(1, raw) == format_timestamp(value.replace(tzinfo=UTC))
+
+
+@given(instants, st.sampled_from(["+05:30", "-08", "+01", "-00:30", "+14"]))
+def test_another_zone_is_converted_to_utc(value: datetime, zone: str) -> None:
+    raw = server_text(value, zone)
+    sign = 1 if zone[0] == "+" else -1
+    hours, _, minutes = zone[1:].partition(":")
+    offset = timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
+    instant = value.replace(tzinfo=offset)
+    if not datetime(1, 1, 2, tzinfo=UTC) <= instant <= datetime(9999, 12, 30, tzinfo=UTC):
+        return  # outside the years format_timestamp writes
+    assert TZ(raw) == format_timestamp(instant)
+
+
+@pytest.mark.parametrize(
+    ("i", "raw", "expected"),
+    [
+        (0, b"2026-01-02 03:04:05+00", "2026-01-02T03:04:05.000Z"),
+        (0, b"2026-01-02 03:04:05.5+00", "2026-01-02T03:04:05.500Z"),
+        (0, b"2026-01-02 03:04:05.0009+00", "2026-01-02T03:04:05.000Z"),  # truncated, not rounded
+        (0, b"2026-01-02 03:04:05.999999+00", "2026-01-02T03:04:05.999Z"),
+        (0, b"2024-02-29 23:59:59.123+00", "2024-02-29T23:59:59.123Z"),
+        (0, b"2026-01-02 03:04:05+01", "2026-01-02T02:04:05.000Z"),
+        (1, b"0999-12-31 23:59:59.9", "0999-12-31T23:59:59.900Z"),
+        (1, b"2026-01-02 03:04:05.25", "2026-01-02T03:04:05.250Z"),
+    ],
+)
+def test_examples(i: int, raw: bytes, expected: str) -> None:
+    assert SHAPE.json_converters()[i](raw) == expected == loader_path(i, raw)
+
+
+@pytest.mark.parametrize(
+    ("i", "raw"),
+    [(0, b"infinity"), (0, b"-infinity"), (0, b"2026-01-02 03:04:05+00 BC"), (1, b"12026-01-02 03:04:05")],
+)
+def test_what_the_shortcut_does_not_take_is_the_loaders(i: int, raw: bytes) -> None:
+    conv = SHAPE.json_converters()[i]
+    try:
+        expected: object = loader_path(i, raw)
+    except Exception as exc:  # the loader's refusal stays the answer
+        with pytest.raises(type(exc)):
+            conv(raw)
+    else:
+        assert conv(raw) == expected
