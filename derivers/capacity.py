@@ -43,9 +43,10 @@ overlap (an entry ending exactly at midnight does not touch the next day).
 * *Recurring series*: only rows count (the master's own interval, and the standalone rows a
   ``single``/``future`` edit inserts); virtual occurrences are not booked, as in the app.
 * *Entries without times* (ad-hoc entries may have NULL times) or with an end not after their
-  start book nothing; nor does an entry spanning more than :data:`MAX_BOOKING_DAYS` (31) UTC
-  days — a month-long hold or a far end date (``9999-12-31``) is not a booking of each day's
-  hours, and it would cost one check (and possibly one event) per day.
+  start book nothing. An entry books every UTC day it overlaps, a multi-week block included,
+  but at most its first :data:`MAX_BOOKING_DAYS` (366): a far end date (``9999-12-31``) would
+  cost a check (and possibly an event) per day until then. Counted from its start, so that
+  shortening an entry never books a day it did not book before.
 * *Member, resource and user changes* (a member joins or leaves, a capacity is edited, a user
   is deactivated) move the limit and the bookings but do not run the check by themselves, as
   in the app: the event reports bookings crossing the limit, not the limit moving under the
@@ -239,10 +240,10 @@ def _text_ms(text: str) -> int | None:
         return None
 
 
-#: An entry spanning more UTC days than this books no daily capacity: a month-long hold or a far
-#: end date (``9999-12-31``) is not a booking of that day's hours, and checking or indexing it
-#: per day would cost one event, one check and one index key per day.
-MAX_BOOKING_DAYS: Final = 31
+#: An entry books at most its first this many UTC days: a far end date (``9999-12-31``) would
+#: otherwise cost a check, an index key and possibly an event per day until then. Counting from
+#: the start keeps the rule continuous: shortening an entry never books a day it did not book.
+MAX_BOOKING_DAYS: Final = 366
 
 
 def _interval(entry: Image | None) -> tuple[int, int] | None:
@@ -256,13 +257,13 @@ def _interval(entry: Image | None) -> tuple[int, int] | None:
 
 
 def _days(interval: tuple[int, int] | None) -> range:
-    """The UTC days (days since the epoch) the interval overlaps; none for an entry longer than
-    :data:`MAX_BOOKING_DAYS` (it books no daily capacity)."""
+    """The UTC days (days since the epoch) the interval overlaps, the first
+    :data:`MAX_BOOKING_DAYS` of them."""
     if interval is None:
         return range(0)
     start, end = interval
-    days = range(start // _DAY_MS, (end - 1) // _DAY_MS + 1)
-    return days if len(days) <= MAX_BOOKING_DAYS else range(0)
+    first = start // _DAY_MS
+    return range(first, min((end - 1) // _DAY_MS + 1, first + MAX_BOOKING_DAYS))
 
 
 def _date_text(day: int) -> str:

@@ -65,15 +65,16 @@ disappears is _UNBLOCKED (``unblockedAt`` = the commit time) — by insert or de
 update that changes the type or the tasks; an edge removed and re-added in one transaction is
 neither. Subject: the blocked task; discriminator: the blocking task.
 
-**Cascades.** The deletion of a parent in the same transaction says it all: no PHASE_DELETED for
-the phases of a project deleted with it, no TASK_DELETED for tasks whose phase or project goes
-with them, and no UNBLOCKED for a blocked task deleted with its edge (a deleted predecessor does
+**Cascades.** The deletion of a parent in the same transaction says it all when its event is
+reported: no PHASE_DELETED for the phases of a project deleted with it (unless PROJECT_DELETED
+is not, for want of the acting user: then each phase's deletion is), no TASK_DELETED for tasks
+whose phase or reported project goes with them, and no UNBLOCKED for a blocked task deleted with its edge (a deleted predecessor does
 unblock its successor, which is news).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from catalog.envelope import EventDraft
@@ -222,6 +223,12 @@ class ProjectTx(FamilyTx):
         """No actor column in this family: the ``cdc.context`` message's actor, or none."""
         return self.context_actor or NO_ACTOR
 
+    @property
+    def announced_projects(self) -> Mapping[Key, Image]:
+        """The projects deleted in this transaction whose PROJECT_DELETED is reported (it
+        requires the acting user): a phase or task deleted with one of them is not news."""
+        return self.deleted_projects if _user_id(self.actor) is not None else {}
+
     def now(self, table: str, key: Key) -> Image | None:
         return self.state.get(table, key)
 
@@ -291,6 +298,17 @@ def status_name(get: Lookup, tenant: str, mapping_id: str | None) -> str | None:
     if standard is not None and standard.get("name"):
         return str(standard["name"])
     return mapping_id
+
+
+def task_status(get: Lookup, task: Image) -> str | None:
+    """A task's status name: its mapping's (:func:`status_name`), else — a task without a mapping,
+    a legacy row or an SQL writer's — its legacy ``status_id``'s name."""
+    tenant = task["tenant"]
+    name = status_name(get, tenant, task.get("project_status_mapping_id"))
+    if name is None and task.get("status_id") is not None:
+        legacy = get(STATUSES, (tenant, task["status_id"]))
+        name = None if legacy is None else legacy.get("name")
+    return name
 
 
 def mapping_closed(get: Lookup, tenant: str, mapping_id: str | None) -> bool:
@@ -397,7 +415,7 @@ def project_updated(ctx: ProjectTx, change: Change) -> None:
             tenant,
             project_id,
             actor,
-            fields(projectId=project_id, updatedAt=new.get("updated_at"), **edits),
+            fields(projectId=project_id, updatedAt=ctx.written_time(change, "updated_at"), **edits),
         )
 
 
@@ -450,7 +468,7 @@ def phase_events(ctx: ProjectTx) -> None:
             edits = PHASE_EDITS.of(change)
             if edits:
                 ctx.emit(change, "PROJECT_PHASE_UPDATED", tenant, phase_id, actor, {**base, **edits})
-        elif change.op == "delete" and (tenant, project_id) not in ctx.deleted_projects:
+        elif change.op == "delete" and (tenant, project_id) not in ctx.announced_projects:
             ctx.emit(change, "PROJECT_PHASE_DELETED", tenant, phase_id, actor, base)
 
 
@@ -475,10 +493,7 @@ def task_created(ctx: ProjectTx, change: Change) -> None:
     if project_id is None:
         return
     actor = ctx.actor
-    status = status_name(ctx.now, tenant, row.get("project_status_mapping_id"))
-    if status is None and row.get("status_id") is not None:
-        legacy = ctx.now(STATUSES, (tenant, row["status_id"]))
-        status = None if legacy is None else legacy.get("name")
+    status = task_status(ctx.now, row)
     if status and row.get("task_name"):
         ctx.emit(
             change,
@@ -509,8 +524,7 @@ def task_updated(ctx: ProjectTx, change: Change) -> None:
     actor = ctx.actor
     if change.changed("project_status_mapping_id"):
         old_mapping, new_mapping = old.get("project_status_mapping_id"), new.get("project_status_mapping_id")
-        previous = status_name(ctx.before, tenant, old_mapping)
-        current = status_name(ctx.now, tenant, new_mapping)
+        previous, current = task_status(ctx.before, old), task_status(ctx.now, new)
         if previous and current:
             ctx.emit(
                 change,
@@ -551,7 +565,12 @@ def task_updated(ctx: ProjectTx, change: Change) -> None:
             tenant,
             task_id,
             actor,
-            fields(taskId=task_id, projectId=project_id, updatedAt=new.get("updated_at"), **edits),
+            fields(
+                taskId=task_id,
+                projectId=project_id,
+                updatedAt=ctx.written_time(change, "updated_at"),
+                **edits,
+            ),
         )
 
 
@@ -599,7 +618,7 @@ def task_deleted(ctx: ProjectTx, change: Change) -> None:
     if (tenant, phase_id) in ctx.deleted_phases:
         return  # its phase (or project) goes with it: that deletion is the news
     project_id = ctx.phase_project(tenant, phase_id)
-    if project_id is None or (tenant, project_id) in ctx.deleted_projects:
+    if project_id is None or (tenant, project_id) in ctx.announced_projects:
         return
     actor = ctx.actor
     ctx.emit(
@@ -653,8 +672,6 @@ def additional_agent_events(ctx: ProjectTx) -> None:
         if project_id is None or row.get("assigned_to") is None:
             continue
         actor = ctx.actor
-        # an update that moves a row to another agent keeps the old assignment's time unless it sets one
-        fresh = change.op == "insert" or change.changed("assigned_at")
         ctx.emit(
             change,
             "PROJECT_TASK_ADDITIONAL_AGENT_ASSIGNED",
@@ -667,7 +684,8 @@ def additional_agent_events(ctx: ProjectTx) -> None:
                 primaryAgentId=row["assigned_to"],
                 additionalAgentId=agent,
                 assignedByUserId=_user_id(actor),
-                assignedAt=(row.get("assigned_at") if fresh else None) or ctx.occurred_at,
+                # an update that moves a row to another agent keeps the old time unless it sets one
+                assignedAt=ctx.written_time(change, "assigned_at"),
             ),
             discriminator=agent,
         )

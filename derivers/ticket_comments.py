@@ -18,8 +18,9 @@ discriminated by the comment id like the additions:
   DELETE, or the application's soft delete (``deleted_at`` NULL → value, the note replaced by
   ``[deleted]``, when the comment has replies). A soft-deleted comment deleted later is not
   deleted twice; a scheduled comment never shown is not reported; nor are the comments deleted
-  in the transaction that deletes their ticket (they go with it: TICKET_DELETED says so), nor
-  bundle mirror copies. ``userId`` is the declared actor's user (audit row of the ticket, else
+  in the transaction that deletes their ticket when TICKET_DELETED is reported (they go with it:
+  it says so; without a declared user it is not, and each comment's deletion is), nor bundle
+  mirror copies. ``userId`` is the declared actor's user (audit row of the ticket, else
   the ``cdc.context`` message) and is left out otherwise (optional in the schema).
 * **TICKET_COMMENT_UPDATED** — the ``note`` of a visible comment changed (not the soft delete,
   not the scheduled → published step, not a mirror copy). Its schema requires ``userId``, the
@@ -264,10 +265,12 @@ def comment_change_events(ctx: TicketTx) -> None:
             continue
         if change.op == "delete":
             if gone is None:
-                gone = {
+                gone = {  # tickets deleted here whose TICKET_DELETED is reported
                     (row["tenant"], row["ticket_id"])
                     for c in ctx.tickets
-                    if c.op == "delete" and (row := c.before) is not None
+                    if c.op == "delete"
+                    and (row := c.before) is not None
+                    and ctx.deleted_by(row["tenant"], row["ticket_id"]) is not None
                 }
             if (before["tenant"], before["ticket_id"]) in gone:
                 continue

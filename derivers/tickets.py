@@ -48,7 +48,7 @@ from .ticket_sla import (
     sla_on_update,
     sla_timer_fired,
 )
-from .toolkit import NO_ACTOR, Edits, FamilyTx, fields, subject, user_actor, written_actor
+from .toolkit import NO_ACTOR, Actor, Edits, FamilyTx, fields, subject, user_actor, written_actor
 
 # Columns whose change is a ticket edit (TICKET_UPDATED, and `updatedFields` / `changes` of
 # CLOSED / ASSIGNED), in schema order. Everything else is bookkeeping that other events or nobody
@@ -131,6 +131,13 @@ class TicketTx(FamilyTx):
             row = self.state.get(STATUSES, key)
             closed = self._closed[key] = None if row is None else bool(row.get("is_closed"))
         return closed  # type: ignore[no-any-return]
+
+    def deleted_by(self, tenant: str, ticket_id: str) -> tuple[Actor, str] | None:
+        """The declared actor and its user when the ticket's deletion is reported: TICKET_DELETED
+        requires the user who deleted it, and only a declared actor says who that is."""
+        actor = self.declared_actor(tenant, ticket_id)
+        user_id = actor.get("actorUserId") if actor else None
+        return None if actor is None or user_id is None else (actor, user_id)
 
 
 # --- TICKET_CREATED (+ ASSIGNED, SLA ENTERED) ------------------------------------------------------
@@ -514,10 +521,10 @@ def ticket_deleted(ctx: TicketTx, change: Change) -> None:
         return
     tenant, ticket_id = subject(row, "ticket_id")
     sla_on_delete(ctx, tenant, ticket_id)
-    actor = ctx.declared_actor(tenant, ticket_id)
-    user_id = actor.get("actorUserId") if actor else None
-    if actor is None or user_id is None:
+    deleted_by = ctx.deleted_by(tenant, ticket_id)
+    if deleted_by is None:
         return
+    actor, user_id = deleted_by
     ctx.emit(
         change,
         "TICKET_DELETED",

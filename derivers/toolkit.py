@@ -299,6 +299,15 @@ class FamilyTx:
             actor = self._context = context_actor(messages) if messages else None
         return actor
 
+    def written_time(self, change: Change, column: str) -> Any:
+        """A time column's value where this change wrote it (an insert's, an update's new value
+        when it changed), else the commit time: a writer that did not touch ``updated_at`` left
+        it stale, and the change happened when it committed."""
+        after = change.after
+        if after is None or (change.op == "update" and not change.changed(column)):
+            return self.occurred_at
+        return after.get(column) or self.occurred_at
+
     def declared_actor(self, tenant: str, *subject_ids: str) -> Actor | None:
         """Who the application says acted: the audit row of the first of ``subject_ids`` that has
         one, else the transaction's context message, else None. A rule falls back on its own

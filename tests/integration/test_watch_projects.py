@@ -6,6 +6,7 @@ checked — type, idempotency key, payload — and nothing else may be delivered
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -312,3 +313,63 @@ def test_project_and_task_workload_yields_exactly_the_expected_events(db_dsn: st
     again = MemorySink()
     Watcher(opts, again, default_derivers()).run()
     assert again.envelopes == []
+
+
+def documented_trigger() -> str:
+    """The SQL block after the ``cdc-context-trigger`` marker of docs/derivers.md, as written."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "derivers.md").read_text(encoding="utf-8")
+    block = text.split("<!-- cdc-context-trigger -->", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    return "\n".join(line.removeprefix("  ") for line in block.splitlines())
+
+
+def test_the_documented_trigger_sends_the_context_of_a_setting(db_dsn: str) -> None:
+    """docs/derivers.md's trigger: a transaction that sets ``app.user_id`` gets that user as its
+    actor (PROJECT_DELETED, which requires it, is emitted; the phase deleted with the project is
+    not news then); one without the setting gets no actor and no message."""
+    run_sql(db_dsn, SEED)
+    run_sql(db_dsn, documented_trigger())
+    setup(
+        db_dsn,
+        slot="cdc_events",
+        publication="cdc_events",
+        tables=DEFAULT_TABLES,
+        bootstrap=make_bootstrap_hook(default_derivers()),
+    )
+    for statements in (
+        WORKLOAD[0],
+        WORKLOAD[1],
+        (f"UPDATE projects SET project_name = 'HQ move' WHERE tenant = '{T}' AND project_id = '{PROJECT}'",),
+        (
+            f"SET LOCAL app.user_id = '{KIM}'",
+            f"DELETE FROM project_phases WHERE tenant = '{T}'",
+            f"DELETE FROM project_status_mappings WHERE tenant = '{T}'",
+            f"DELETE FROM projects WHERE tenant = '{T}'",
+        ),
+    ):
+        with psycopg.connect(db_dsn) as conn, conn.transaction():
+            for statement in statements:
+                conn.execute(statement)  # type: ignore[call-overload]
+
+    sink = MemorySink()
+    Watcher(WatchOptions(db_dsn, once=True, heartbeat_interval=0.5), sink, default_derivers()).run()
+    got = [(e.event_type, _seen(e)) for e in sink.envelopes]
+    assert got == [
+        (
+            "PROJECT_CREATED",
+            {"occurredAt": AT, "projectId": PROJECT, "createdAt": "2026-03-01T09:00:00.000Z"},
+        ),
+        (
+            "PROJECT_PHASE_CREATED",
+            {"occurredAt": AT, "projectId": PROJECT, "phaseId": PHASE, "timestamp": AT},
+        ),
+        (
+            "PROJECT_UPDATED",
+            {
+                "occurredAt": AT,
+                "projectId": PROJECT,
+                "updatedAt": AT,
+                **changes(("projectName", "Office move", "HQ move")),
+            },
+        ),
+        ("PROJECT_DELETED", {"occurredAt": AT, **BY_KIM, "projectId": PROJECT, "userId": KIM}),
+    ]

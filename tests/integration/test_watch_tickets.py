@@ -356,7 +356,7 @@ def test_comment_edits_and_deletes_and_ticket_deletion(db_dsn: str) -> None:
     in_one_transaction(db_dsn, f"DELETE FROM comments WHERE tenant = '{T}' AND comment_id = '{C2}'")
     in_one_transaction(
         db_dsn, *DELETE_T5
-    )  # nobody says who deleted it: no TICKET_DELETED (userId is required)
+    )  # nobody says who deleted it: no TICKET_DELETED (userId is required), so its comment's deletion
     in_one_transaction(db_dsn, *T5_WITH_COMMENT)
     in_one_transaction(db_dsn, acts(DANA), *DELETE_T5)
     got = drain(db_dsn)
@@ -370,13 +370,14 @@ def test_comment_edits_and_deletes_and_ticket_deletion(db_dsn: str) -> None:
         ("TICKET_COMMENT_UPDATED", T1),
         ("TICKET_COMMENT_DELETED", T1),
         ("TICKET_COMMENT_DELETED", T1),
+        ("TICKET_COMMENT_DELETED", T5),  # deleted with T5, whose deletion nobody reported
         # T5 again: created, then deleted with its comment (no COMMENT_DELETED for it)
         ("TICKET_CREATED", T5),
         ("TICKET_MESSAGE_ADDED", T5),
         ("TICKET_COMMENT_ADDED", T5),
         ("TICKET_DELETED", T5),
     ]
-    edited, soft_deleted, hard_deleted, deleted = got[0], got[1], got[2], got[6]
+    edited, soft_deleted, hard_deleted, with_ticket, deleted = got[0], got[1], got[2], got[3], got[7]
     assert body(edited) == {
         "actorType": "USER",
         "actorUserId": LEE,  # the ticket's audit row of the transaction
@@ -397,6 +398,7 @@ def test_comment_edits_and_deletes_and_ticket_deletion(db_dsn: str) -> None:
     }
     assert body(hard_deleted) == {"ticketId": T1, "commentId": C2, "isInternal": False}  # no actor known
     assert hard_deleted.idempotency_key == f"TICKET_COMMENT_DELETED:{T}:{T1}:{C2}@{hard_deleted.source.lsn}"
+    assert body(with_ticket) == {"ticketId": T5, "commentId": C5, "isInternal": False}
     assert body(deleted) == {
         "actorType": "USER",
         "actorUserId": DANA,

@@ -23,6 +23,7 @@ from catalog.envelope import Envelope
 from derivers.base import Derived
 from derivers.capacity import (
     ASSIGNEES,
+    MAX_BOOKING_DAYS,
     PRIMARY_KEYS,
     RESOURCES,
     SCHEDULE_ENTRIES,
@@ -184,14 +185,6 @@ CASES = [
         id="booking-reaches-the-limit",
     ),
     pytest.param(book(E1, at(DAY, 15), at(DAY, 16), STAFF2), [], [], id="booking-under-the-limit"),
-    # longer than MAX_BOOKING_DAYS: no daily booking (a far end date would otherwise cost a check,
-    # an index key and possibly an event per day)
-    pytest.param(
-        book(E1, at(DAY, 15), "9999-12-31T00:00:00.000Z", STAFF2), [], [], id="far-end-date-books-nothing"
-    ),
-    pytest.param(
-        book(E1, at(DAY, 15), at("2026-02-06", 0), STAFF2), [], [], id="entry-over-31-days-books-nothing"
-    ),
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 17, 30), STAFF2),
         [],
@@ -408,13 +401,36 @@ def test_capacity(
                 assert envelope.payload.get(name, ABSENT) == value, (name, envelope.payload)
 
 
-def test_an_entry_of_31_days_books_each_of_them() -> None:
-    """The longest entry that still books daily capacity: each UTC day is checked on its own."""
-    _, envelopes = run(book(E1, at(DAY, 15), at("2026-02-05", 0), STAFF2))
+def test_an_entry_of_40_days_books_each_of_them() -> None:
+    """A multi-week block books every UTC day it overlaps: each day is checked on its own."""
+    _, envelopes = run(book(E1, at(DAY, 15), at("2026-02-14", 0), STAFF2))
     dates = [e.payload["date"] for e in envelopes]
-    assert len(dates) == 31 and dates[0] == DAY and dates[-1] == "2026-02-04"
+    assert len(dates) == 40 and dates[0] == DAY and dates[-1] == "2026-02-13"
     assert envelopes[0].payload["currentBooked"] == 15  # 6 h booked before + 9 h of the entry
     assert {e.payload["currentBooked"] for e in envelopes[1:]} == {24}
+
+
+def test_a_far_end_date_books_the_first_366_days() -> None:
+    """An entry to 9999-12-31 books its first MAX_BOOKING_DAYS UTC days, not one per day until
+    then (a check and an index key each)."""
+    _, envelopes = run(book(E1, at(DAY, 15), "9999-12-31T00:00:00.000Z", STAFF2))
+    dates = [e.payload["date"] for e in envelopes]
+    assert MAX_BOOKING_DAYS == 366
+    assert len(dates) == 366 and dates[0] == DAY and dates[-1] == "2027-01-05"
+
+
+@pytest.mark.parametrize(
+    "end_before",
+    ["2026-02-14", "9999-12-31"],  # 40 days; longer than MAX_BOOKING_DAYS
+)
+def test_shortening_a_long_entry_books_nothing_new(end_before: str) -> None:
+    """Shortening never books a day the entry did not book before: no crossing (a reduction)."""
+    long = entry(E1, at(DAY, 15), at(end_before, 0))
+    short = entry(E1, at(DAY, 15), at("2026-02-05", 0))
+    derived, _ = run(
+        [upd(SCHEDULE_ENTRIES, long, short)], [(SCHEDULE_ENTRIES, long), (ASSIGNEES, assignee(E1, STAFF2))]
+    )
+    assert derived == []
 
 
 def test_key_is_team_and_utc_date_at_the_transaction() -> None:

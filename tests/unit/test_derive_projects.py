@@ -239,6 +239,9 @@ def check(
     assert all(d.draft.tenant == TENANT for d in result.derived)
 
 
+WRITTEN_AT = "2026-01-02T03:00:00.000Z"  # an updated_at the change wrote (else: the commit time)
+
+
 def changes_of(*triples: tuple[str, Any, Any]) -> dict[str, Any]:
     return {
         "updatedFields": [name for name, _, _ in triples],
@@ -324,7 +327,7 @@ PROJECT_CASES = [
                 {
                     **BY_STAFF2,
                     "projectId": PROJ,
-                    "updatedAt": EARLIER,
+                    "updatedAt": NOW,
                     **changes_of(("status", P_DONE, P_ON_HOLD)),
                 },
             ),
@@ -345,7 +348,7 @@ PROJECT_CASES = [
                 "PROJECT_UPDATED",
                 PROJ,
                 None,
-                {"projectId": PROJ, "updatedAt": EARLIER, **changes_of(("status", P_DONE, P_ARCHIVED))},
+                {"projectId": PROJ, "updatedAt": NOW, **changes_of(("status", P_DONE, P_ARCHIVED))},
             ),
         ],
         id="closed-to-closed-not-closed-again",
@@ -364,7 +367,7 @@ PROJECT_CASES = [
                 "PROJECT_UPDATED",
                 PROJ,
                 None,
-                {"projectId": PROJ, "updatedAt": EARLIER, **changes_of(("status", P_UNKNOWN, P_DONE))},
+                {"projectId": PROJ, "updatedAt": NOW, **changes_of(("status", P_UNKNOWN, P_DONE))},
             ),
         ],
         id="from-unknown-status-no-close-guessed",
@@ -393,7 +396,7 @@ PROJECT_CASES = [
                 None,
                 {
                     "projectId": PROJ,
-                    "updatedAt": EARLIER,
+                    "updatedAt": NOW,
                     **changes_of(
                         ("projectName", "Office move", "HQ move"),
                         ("assignedTo", None, STAFF),
@@ -412,10 +415,23 @@ PROJECT_CASES = [
                 "PROJECT_UPDATED",
                 PROJ,
                 None,
-                {"projectId": PROJ, "updatedAt": EARLIER, **changes_of(("assignedTo", STAFF, None))},
+                {"projectId": PROJ, "updatedAt": NOW, **changes_of(("assignedTo", STAFF, None))},
             )
         ],
         id="unassigned-no-assigned-event",
+    ),
+    pytest.param(
+        [upd(PROJECTS, project_row(assigned_to=STAFF), project_row(updated_at=WRITTEN_AT))],
+        [],
+        [
+            (
+                "PROJECT_UPDATED",
+                PROJ,
+                None,
+                {"projectId": PROJ, "updatedAt": WRITTEN_AT, **changes_of(("assignedTo", STAFF, None))},
+            )
+        ],
+        id="updated_at-written-is-updatedAt",
     ),
     pytest.param([upd(PROJECTS, project_row(), project_row(updated_at=NOW))], [], [], id="updated_at-only"),
     pytest.param([dele(PROJECTS, project_row())], [], [], id="deleted-without-actor-cannot-be-emitted"),
@@ -424,6 +440,12 @@ PROJECT_CASES = [
         CONTEXT,
         [("PROJECT_DELETED", PROJ, None, {**BY_STAFF2, "projectId": PROJ, "userId": STAFF2})],
         id="deleted-with-context-cascade-is-one-event",
+    ),
+    pytest.param(
+        [dele(TASKS, task_row()), dele(PHASES, phase_row()), dele(PROJECTS, project_row())],
+        [],
+        [("PROJECT_PHASE_DELETED", PHASE1, None, {"projectId": PROJ, "phaseId": PHASE1, "timestamp": NOW})],
+        id="deleted-without-actor-its-phases-deletion-is-reported",
     ),
 ]
 
@@ -595,7 +617,7 @@ TASK_CASES = [
                 None,
                 {
                     **TASK_IDS,
-                    "updatedAt": EARLIER,
+                    "updatedAt": NOW,
                     **changes_of(("projectStatusMappingId", MAP_DONE, MAP_STD)),
                 },
             ),
@@ -613,7 +635,7 @@ TASK_CASES = [
                 None,
                 {
                     **TASK_IDS,
-                    "updatedAt": EARLIER,
+                    "updatedAt": NOW,
                     **changes_of(("taskName", "Pack the servers", "Pack"), ("assignedTo", STAFF, STAFF3)),
                 },
             ),
@@ -628,7 +650,7 @@ TASK_CASES = [
                 "PROJECT_TASK_UPDATED",
                 TASK1,
                 None,
-                {**TASK_IDS, "updatedAt": EARLIER, **changes_of(("assignedTo", STAFF, None))},
+                {**TASK_IDS, "updatedAt": NOW, **changes_of(("assignedTo", STAFF, None))},
             )
         ],
         id="unassigned",
@@ -650,7 +672,7 @@ TASK_CASES = [
                 {
                     "taskId": TASK1,
                     "projectId": PROJ2,
-                    "updatedAt": EARLIER,
+                    "updatedAt": NOW,
                     **changes_of(("phaseId", PHASE1, PHASE2)),
                 },
             )
@@ -713,6 +735,23 @@ def test_previous_status_name_is_as_before_the_transaction() -> None:
             upd(TASKS, task_row(), task_row(project_status_mapping_id=MAP_REVIEW)),
         ],
         state=state,
+    )
+    (changed,) = [e for e in result.envelopes if e.event_type == "PROJECT_TASK_STATUS_CHANGED"]
+    assert (changed.payload["previousStatus"], changed.payload["newStatus"]) == ("To Do", "Review")
+
+
+def test_a_task_without_a_mapping_moved_into_a_column_changes_status_from_its_legacy_status() -> None:
+    """A legacy row (no mapping, a ``status_id``) is created and read with that status's name;
+    moved into a column, its status changes from that name, as it was shown."""
+    result = run(
+        [
+            upd(
+                TASKS,
+                task_row(project_status_mapping_id=None, status_id=S_TODO),
+                task_row(project_status_mapping_id=MAP_REVIEW, status_id=S_TODO),
+            )
+        ],
+        state=project_state(),
     )
     (changed,) = [e for e in result.envelopes if e.event_type == "PROJECT_TASK_STATUS_CHANGED"]
     assert (changed.payload["previousStatus"], changed.payload["newStatus"]) == ("To Do", "Review")

@@ -439,6 +439,19 @@ CHANGE_CASES = [
     ),
     pytest.param(
         [
+            dele(COMMENTS, comment_row(COMMENT1)),
+            dele(COMMENTS, comment_row(COMMENT2)),
+            dele(TICKETS, ticket_row()),
+        ],
+        (),
+        [
+            ("TICKET_COMMENT_DELETED", {"commentId": COMMENT1}),
+            ("TICKET_COMMENT_DELETED", {"commentId": COMMENT2}),
+        ],
+        id="ticket-deleted-without-a-user-is-not-reported-its-comments-are",
+    ),
+    pytest.param(
+        [
             upd(COMMENTS, comment_row(), comment_row(**EDITED)),
             upd(COMMENTS, comment_row(MIRROR_COPY, CHILD1), comment_row(MIRROR_COPY, CHILD1, **EDITED)),
         ],
