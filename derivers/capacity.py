@@ -76,8 +76,8 @@ parsed once (a bounded cache of the texts).
 ``CAPACITY_THRESHOLD_REACHED:<tenant>:<team>:<YYYY-MM-DD>@<end LSN>`` (DESIGN §4), not the app's
 ``capacity-threshold-reached:<teamId>:<date>``. Schedule entries carry no actor column
 (SPEC §7.6): actor fields only when the transaction carries a ``cdc.context`` message. The event
-sits at the position of the first change of the transaction that moved an entry of that team
-on that date.
+sits at the position of the last change of the transaction that moved an entry of that team
+on that date: after the entry's own events and dispatches, as the application checks last.
 """
 
 from __future__ import annotations
@@ -427,8 +427,9 @@ def _hours(ms: int) -> float:
 
 
 def _moved_entries(ctx: FamilyTx) -> dict[tuple[str, str], Change]:
-    """(tenant, entry id) of every entry whose booked hours the transaction may move → the first
-    change that moved it."""
+    """(tenant, entry id) of every entry whose booked hours the transaction may move → the last
+    change that moved it (the check comes after the entry's other events, as the application
+    runs it last)."""
     changes = sorted(ctx.changes(SCHEDULE_ENTRIES) + ctx.changes(ASSIGNEES), key=_position)
     moved: dict[tuple[str, str], Change] = {}
     for change in changes:
@@ -440,7 +441,7 @@ def _moved_entries(ctx: FamilyTx) -> dict[tuple[str, str], Change]:
             continue  # an edit of title, status, notes: no hours move
         for row in (change.before, change.after):
             if row is not None:
-                moved.setdefault((row["tenant"], row["entry_id"]), change)
+                moved[(row["tenant"], row["entry_id"])] = change
     return moved
 
 
@@ -455,7 +456,7 @@ def capacity_events(ctx: FamilyTx) -> None:
     after: StateView = ctx.state
     before = _Undone(after, {table: ctx.changes(table) for table in PRIMARY_KEYS})
     views: tuple[StateView, StateView] = (before, after)
-    # (tenant, team) → UTC day → the first change that moved an entry of the team on that day
+    # (tenant, team) → UTC day → the last change that moved an entry of the team on that day
     checks: dict[tuple[str, str], dict[int, Change]] = {}
     moved_of: dict[str, list[_Moved]] = {}  # tenant → the entries the transaction moved
     for (tenant, entry_id), change in moved.items():
@@ -478,7 +479,8 @@ def capacity_events(ctx: FamilyTx) -> None:
         for team in teams:
             by_day = checks.setdefault((tenant, team), {})
             for day in days:
-                by_day.setdefault(day, change)
+                if day not in by_day or by_day[day].position < change.position:
+                    by_day[day] = change
     actor = ctx.context_actor or NO_ACTOR
     deltas = {tenant: _user_deltas(of_tenant) for tenant, of_tenant in moved_of.items()}
     for (tenant, team), by_day in sorted(checks.items()):

@@ -169,10 +169,10 @@ def reached(team: str, date: str, limit: int, booked: float, **more: Any) -> dic
     return {"teamId": team, "date": date, "capacityLimit": limit, "currentBooked": booked, **more}
 
 
-def book(entry_id: str, start: str, end: str, *users: str) -> list[FakeChange]:
+def book(entry_id: str, start: str | None, end: str | None, *users: str, **values: Any) -> list[FakeChange]:
     """An entry and its assignees inserted in one transaction (addScheduleEntry)."""
     return [
-        ins(SCHEDULE_ENTRIES, entry(entry_id, start, end)),
+        ins(SCHEDULE_ENTRIES, entry(entry_id, start, end, **values)),
         *(ins(ASSIGNEES, assignee(entry_id, x)) for x in users),
     ]
 
@@ -181,14 +181,14 @@ CASES = [
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 17), STAFF2),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8, triggeredAt=NOW, **NO_ACTOR))],
+        [(1, reached(TEAM_A, DAY, 8, 8, triggeredAt=NOW, **NO_ACTOR))],
         id="booking-reaches-the-limit",
     ),
     pytest.param(book(E1, at(DAY, 15), at(DAY, 16), STAFF2), [], [], id="booking-under-the-limit"),
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 17, 30), STAFF2),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8.5))],
+        [(1, reached(TEAM_A, DAY, 8, 8.5))],
         id="booking-past-the-limit-fractional-hours",
     ),
     pytest.param(
@@ -212,38 +212,38 @@ CASES = [
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 16), STAFF, STAFF2),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8))],
+        [(2, reached(TEAM_A, DAY, 8, 8))],
         id="two-members-of-one-team-count-twice",
     ),
     pytest.param(
         book(E1, at(DAY, 22), at("2026-01-06", 8), STAFF2),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8)), (0, reached(TEAM_A, "2026-01-06", 8, 8))],
+        [(1, reached(TEAM_A, DAY, 8, 8)), (1, reached(TEAM_A, "2026-01-06", 8, 8))],
         id="across-midnight-each-utc-day",
     ),
     pytest.param(
         book(E1, at(DAY, 22), at("2026-01-06", 0), STAFF, STAFF2),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 10))],
+        [(2, reached(TEAM_A, DAY, 8, 10))],
         id="ending-at-midnight-touches-one-day",
     ),
     pytest.param(book(E1, at(DAY, 0), at(DAY, 23), STAFF4), [], [], id="limit-zero-never-fires"),
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 17), INACTIVE),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8))],
+        [(1, reached(TEAM_A, DAY, 8, 8))],
         id="inactive-member-books-but-adds-no-capacity",
     ),
     pytest.param(
         book(E1, at(DAY, 15), at(DAY, 17), STAFF2, STAFF3),
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8))],
+        [(2, reached(TEAM_A, DAY, 8, 8))],
         id="teams-checked-separately",
     ),
     pytest.param(
         book(E1, at("2026-01-07", 8), at("2026-01-07", 14), STAFF3),
         [],
-        [(0, reached(TEAM_B, "2026-01-07", 6, 6))],
+        [(1, reached(TEAM_B, "2026-01-07", 6, 6))],
         id="from-nothing-to-the-limit",
     ),
     pytest.param(
@@ -297,7 +297,7 @@ CASES = [
     pytest.param(
         [dele(ASSIGNEES, assignee(E1, STAFF3)), ins(ASSIGNEES, assignee(E1, STAFF2))],
         [(SCHEDULE_ENTRIES, entry(E1, at(DAY, 15), at(DAY, 17))), (ASSIGNEES, assignee(E1, STAFF3))],
-        [(0, reached(TEAM_A, DAY, 8, 8))],
+        [(1, reached(TEAM_A, DAY, 8, 8))],
         id="reassigned-to-another-team",
     ),
     pytest.param(
@@ -330,7 +330,7 @@ CASES = [
             *book(E1, at(DAY, 11), at(DAY, 21), STAFF2),
         ],
         [],
-        [(1, reached(TEAM_A, DAY, 8, 16)), (1, reached(TEAM_B, DAY, 10, 10))],
+        [(2, reached(TEAM_A, DAY, 8, 16)), (2, reached(TEAM_B, DAY, 10, 10))],
         id="member-joins-with-a-booking-previous-without-them",
     ),
     pytest.param(
@@ -374,7 +374,7 @@ CASES = [
             ins(ASSIGNEES, assignee(E2, STAFF2)),
         ],
         [],
-        [(0, reached(TEAM_A, DAY, 8, 8))],
+        [(3, reached(TEAM_A, DAY, 8, 8))],
         id="two-entries-one-transaction-one-event",
     ),
 ]
@@ -482,3 +482,21 @@ def test_deriver_declares_its_tables_and_arms_no_timers() -> None:
     tx = make_tx(book(E1, at(DAY, 15), at(DAY, 17), STAFF2), commit_time=COMMIT)
     deriver.derive(tx, applied(state_of(world()), tx.changes), timers)
     assert timers.timers == {}
+
+
+def test_the_check_comes_after_the_entrys_other_events() -> None:
+    """As the application runs it last (after the appointment's events and one dispatch per
+    technician): the event sits on the last row change that moved the entry."""
+    from derivers import default_derivers
+
+    changes = book(E1, at(DAY, 15), at(DAY, 17), STAFF2, STAFF3, work_item_type="ticket", work_item_id=u(90))
+    tx = make_tx(changes, commit_time=COMMIT)
+    state = applied(state_of(world()), tx.changes)
+    derived: list[Derived] = []
+    for deriver in default_derivers():
+        if deriver.tables & {c.table for c in tx.changes}:
+            derived.extend(deriver.derive(tx, state, FakeTimers()))
+    derived.sort(key=lambda d: d.position)  # as the watcher merges them
+    types = [d.draft.event_type for d in derived]
+    assert types[-1] == "CAPACITY_THRESHOLD_REACHED", types
+    assert types.count("TECHNICIAN_DISPATCHED") == 2 and types[0] == "APPOINTMENT_CREATED", types
