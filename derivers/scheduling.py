@@ -90,7 +90,9 @@ requests). The request rows are read for ``ticketId``, the cancel reason and the
 dispatch.
 
 **Actors.** Schedule entries have no actor column: actor fields, ``createdByUserId`` and
-``dispatchedByUserId`` come only from the transaction's ``cdc.context`` message. Every ``*At``
+``dispatchedByUserId`` come only from the transaction's ``cdc.context`` message — but for the
+approval's dispatch, which falls back on the approver the request row records
+(``approved_by_user_id``, when the approval wrote it). Every ``*At``
 field is the commit time except ``createdAt`` (the row's ``created_at``).
 """
 
@@ -115,7 +117,7 @@ from .base import (
     declare_reads,
     parse_time,
 )
-from .toolkit import NO_ACTOR, Actor, FamilyTx, fields
+from .toolkit import NO_ACTOR, Actor, FamilyTx, fields, written_actor
 
 SCHEDULE_ENTRIES: Final = "public.schedule_entries"
 ENTRY_ASSIGNEES: Final = "public.schedule_entry_assignees"
@@ -696,12 +698,14 @@ def _deleted(ctx: SchedulingTx, d: EntryDiff, row: Image, actor: Actor) -> None:
     )
 
 
-def _dispatch(ctx: SchedulingTx, change: Change, row: Image, entry_id: str, technician: str) -> None:
+def _dispatch(
+    ctx: SchedulingTx, change: Change, row: Image, entry_id: str, technician: str, actor: Actor | None = None
+) -> None:
     tenant = row["tenant"]
     if (entry_id, technician) in ctx.dispatched:
         return
     ctx.dispatched.add((entry_id, technician))
-    actor = ctx.actor
+    actor = actor or ctx.actor
     ctx.emit(
         change,
         "TECHNICIAN_DISPATCHED",
@@ -767,8 +771,10 @@ def _approval_dispatch(ctx: SchedulingTx) -> None:
         if not is_appointment(entry):
             continue
         assert entry is not None
+        # who dispatches: the transaction's declared actor, else the approver the row records
+        actor = ctx.actor or written_actor(change, "approved_by_user_id")
         for technician in sorted(ctx.assignees_now(tenant, entry_id)):
-            _dispatch(ctx, change, entry, entry_id, technician)
+            _dispatch(ctx, change, entry, entry_id, technician, actor)
 
 
 class SchedulingDeriver:

@@ -438,7 +438,8 @@ def test_portal_requests_answered_and_a_private_block(db_dsn: str) -> None:
 
     assert events(drain(db_dsn)) == [
         *portal_created(P1, DANA),
-        dispatched(P1, DANA, ticket=REQ_TICKET),  # on approval, not while pending
+        # on approval, not while pending; by the approver the request row records
+        dispatched(P1, DANA, ticket=REQ_TICKET, dispatchedByUserId=LEE, actorType="USER", actorUserId=LEE),
         *portal_created(P2, LEE),
         canceled(P2, "Fully booked"),
         *portal_created(P3, KIM),

@@ -523,8 +523,12 @@ CASES = [
             )
         ],
         (),
-        [dispatched(STAFF, ticket=REQ_TICKET)],
-        id="approval-dispatches-the-technicians",
+        [
+            dispatched(
+                STAFF, ticket=REQ_TICKET, actorType="USER", actorUserId=STAFF2, dispatchedByUserId=STAFF2
+            )
+        ],
+        id="approval-dispatches-the-technicians-by-the-approver",
     ),
     pytest.param(
         [request(schedule_entry_id=E1), entry(**PORTAL_ENTRY), assignee(STAFF)],
