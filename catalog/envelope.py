@@ -140,7 +140,7 @@ class Envelope:
 
     def to_json_bytes(self) -> bytes:
         """Byte-stable JSON: the same event always serialises to the same bytes."""
-        return orjson.dumps(self._with_source(_source_json(self.source)), option=orjson.OPT_SORT_KEYS)
+        return _exact(orjson.dumps(self._with_source(_source_json(self.source)), option=orjson.OPT_SORT_KEYS))
 
     def _with_source(self, source: Any) -> dict[str, Any]:
         return {
@@ -180,6 +180,13 @@ def envelopes_json(envelopes: Sequence[Envelope]) -> list[bytes]:
     return [e.to_json_bytes() for e in envelopes]
 
 
+def _exact(raw: bytes) -> bytes:
+    """``raw`` in a buffer of its own size. orjson (3.12 and later) returns its output in the
+    buffer it wrote into, 4 KiB at least (16 KiB past 1 KiB), and a batch holds the JSON of each
+    of its events until it is delivered: ~4 KiB per 800-byte envelope. The copy costs ~0.25 µs."""
+    return bytes(memoryview(raw))
+
+
 #: Each Source's JSON (keys sorted), by identity: a transaction's events share a few Sources
 #: (one per table) and are serialised together. Holding the Source keeps its id from being
 #: reused while it is here; the map is emptied when it grows past a few batches' worth.
@@ -191,7 +198,7 @@ def _source_json(source: Source) -> orjson.Fragment:
     if found is None:
         if len(_source_texts) >= 1024:
             _source_texts.clear()
-        raw = orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS)
+        raw = _exact(orjson.dumps(source.to_dict(), option=orjson.OPT_SORT_KEYS))
         found = _source_texts[id(source)] = (source, orjson.Fragment(raw))
     return found[1]
 

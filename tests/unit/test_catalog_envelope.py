@@ -342,3 +342,18 @@ def test_a_payload_model_instance_builds_the_same_envelope_as_its_mapping() -> N
     model = REGISTRY["TICKET_STATUS_CHANGED"].model.model_validate(draft.payload)
     as_model = build_envelope(draft._replace(payload=model), **SOURCE)  # type: ignore[arg-type]
     assert as_model.to_json_bytes() == build_envelope(draft, **SOURCE).to_json_bytes()
+
+
+def test_envelope_json_is_held_in_a_buffer_of_its_own_size() -> None:
+    """A batch holds each event's JSON until it is delivered: orjson's output buffer (4 KiB and
+    up for an 800-byte envelope) is not what it keeps."""
+    import tracemalloc
+
+    envelopes = [build_envelope(status_changed(), **SOURCE) for _ in range(200)]
+    tracemalloc.start()
+    try:
+        bodies = envelopes_json(envelopes)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * sum(len(b) for b in bodies), (held, len(bodies[0]))
