@@ -30,6 +30,7 @@ import io
 import os
 import pstats
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -206,6 +207,7 @@ def main() -> None:
             for sink, wslot in wslots.items():
                 w_s, w_rss, out, w_cpu, w_ws, w_store = timed(
                     [
+                        *shlex.split(os.environ.get("BENCH_WRAP", "")),  # a profiler, as in bench.mixed
                         str(Path(sys.executable).with_name("cdc")),
                         "watch",
                         "--dsn",

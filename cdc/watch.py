@@ -273,7 +273,9 @@ class Watcher:
         self.fire_due_timers(tx.commit_time)
         if tx.changes:
             self.apply_state(tx)
-            for window in tx.changes.windows(self.opts.batch_max_events, self.keepalive):
+            for i, window in enumerate(tx.changes.windows(self.opts.batch_max_events, self.keepalive)):
+                if i:  # more of a huge transaction is coming: a full chunk goes to the sink first
+                    self.delivery.write_full_chunk()
                 self.derive(tx, window)
         self.delivery.end_transaction(Position(tx.end_lsn, tx.xid, tx.commit_time))
         self.stats.transactions += 1
@@ -303,10 +305,11 @@ class Watcher:
             self.timers.forget_table(table)
 
     def derive(self, tx: Transaction, window: Sequence[RowChange]) -> None:
-        """Steps 5 to 7 for folded changes of ``tx``: drafts, envelopes, and a full chunk to the sink."""
+        """Steps 5 to 7 for folded changes of ``tx``: drafts and envelopes into the open batch.
+        (A transaction's last window leaves a full chunk to the batch's send at its end, which
+        commits beside the next batch; only the windows of a huge one write a chunk before it.)"""
         derived = self.derivation.derive(tx, window)
         self.stats.dead_letters += self.envelopes.envelopes(derived, tx.end_lsn, tx.xid, tx.commit_time)
-        self.delivery.write_full_chunk()
         self.keepalive()
 
     # -- step 8: durable, then confirmed ----------------------------------------------------------

@@ -103,6 +103,37 @@ def test_the_next_batch_is_derived_while_a_batch_commits(db_dsn: str) -> None:
     assert counted("cdc_changes_total") == piped.stats.changes
 
 
+def test_a_transaction_that_fills_the_batch_is_sent_beside_the_next_one(db_dsn: str) -> None:
+    """A transaction whose events reach ``batch_max_events`` ends the batch like any other: its
+    store transaction commits on the committer while the next is derived. (It was taken for a
+    huge transaction's chunk and committed on the loop's thread: no overlap at all when the
+    batch filled at a transaction's end, as it does for equal transactions.)"""
+    prepare(db_dsn, "straight", "piped")
+    for name in WORKLOAD:
+        step(db_dsn, name)
+    straight = by_key(drain(db_dsn, "straight"))
+    piped = watcher(db_dsn, "piped", batch_max_events=1)  # every transaction with an event fills it
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            piped.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    with psycopg.connect(db_dsn) as holder:
+        holder.execute("LOCK TABLE cdc.checkpoints IN SHARE MODE")
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        # the first batch waits for the lock on the committer; the next transaction is derived
+        assert wait_for(lambda: piped.stats.transactions >= 2, timeout=30), piped.stats
+        assert piped.stats.batches == 0 and checkpoint(db_dsn, "piped") is None
+        holder.rollback()
+    thread.join(60)
+    assert not thread.is_alive() and not errors
+    assert outbox_keys(db_dsn) == straight  # every event once, as an uninterrupted run has it
+
+
 def test_a_commit_that_fails_while_the_next_batch_is_derived_loses_nothing(db_dsn: str) -> None:
     prepare(db_dsn, "straight", "failing")
     for name in WORKLOAD:
@@ -181,7 +212,7 @@ def test_a_batch_confirmed_from_inside_the_next_one_never_lets_a_keepalive_pass_
     # C is sent by the idle path (caught up then); the next read hands out a huge transaction H
     # and a small one E. H's first full chunk waits for C: C is durable, but H and E are handed
     # out and not — a keepalive must not move the flush position past them.
-    w, stream = stepped(store, batch_max_events=50)
+    w, stream = stepped(store, batch_max_events=50, spill_changes=20)  # H spills: it has windows
     stream.position.handed_out()
     w.process(transaction(w, 1, T0, Insert(1, row(900, OPEN))))
     w.deliver(caught_up=True, wait=False)
