@@ -29,15 +29,14 @@ medians of ``--reps``, the consumer's and its walsender's CPU, peak RSS from ``w
 ``--profile`` adds one cProfile run of an in-process ``run_watch`` (into the last ``--sink``).
 Results go to ``bench/results/mixed-<ntx>x<per>.json``.
 
-Where the time goes (``--profile``, ``--ntx 500``: 40,000 row changes, 43,886 events, 6.3 s
-under cProfile): building and validating envelopes ~19 %, the capacity check ~17 % (it reads
-hours booked from a total the state keeps current, :class:`derivers.base.StateTotal`; it first
-read each member's whole booking history per schedule transaction, ~88 % of the time), applying
-the reference state ~16 %, writing the checkpoint's own tables (journal and state COPY) ~10 %,
-recording the journal ~7 %, the other derivers ~16 %, decoding and assembling the rest. Flat:
-no one part holds the factor the ratio targets need.
+Where the time goes (2026-12-06, py-spy of the installed command through ``BENCH_WRAP``, ``--ntx
+1000``, the loop's thread): the derivers ~33 % (capacity ~16 %, scheduling ~9 %), building and
+validating envelopes ~22 % (pydantic ~8 %), applying the reference state ~18 %, recording the
+journal ~7 %, reading, decoding, assembling and serialising the rest. Flat: no one part holds
+the factor the ratio targets need.
 
     python -m bench.mixed --reps 3 [--ntx 2500 --per 50] [--sink discard --sink postgres] [--profile] [--no-journal]
+    BENCH_WRAP="py-spy record --idle --format raw -o /tmp/watch.raw --" python -m bench.mixed --reps 1
 """
 
 from __future__ import annotations
