@@ -59,7 +59,8 @@ decoder, assembler = Decoder(), watcher.assembler()
 for data in messages:
     tx = assembler.feed(decoder.decode(data))
     if tx is not None:
-        watcher.process(tx)  # hands every 20,000 envelopes to the sink
+        watcher.process(tx)
+        watcher.delivery.write_full_chunk()  # every 20,000 envelopes to the sink, as a send would
 sink.write(watcher.delivery.chunk)
 """
 

@@ -88,7 +88,7 @@ def capture_workload(pg: LocalPostgres, ntx: int, per: int) -> tuple[str, list[b
 def replay(watcher: Watcher, messages: list[bytes]) -> tuple[float, int, int]:
     decoder = Decoder()
     assembler = watcher.assembler()
-    sink = watcher.sink  # process() hands it every batch_max_events envelopes
+    sink = watcher.sink  # a full chunk goes to it after each transaction (as a batch's send would)
     assert isinstance(sink, DiscardSink)
     sink.count = 0
     watcher.delivery.chunk.envelopes.clear()
@@ -101,6 +101,7 @@ def replay(watcher: Watcher, messages: list[bytes]) -> tuple[float, int, int]:
             continue
         changes += len(tx.changes)
         watcher.process(tx)
+        watcher.delivery.write_full_chunk()
     sink.write(watcher.delivery.chunk)
     watcher.delivery.chunk.envelopes.clear()
     return time.perf_counter() - t0, changes, sink.count

@@ -181,7 +181,7 @@ READS: Final = (
     (TASKS, ("tenant", "task_id", "phase_id"), VIA_TASK),
     (TASKS, ("task_name", "due_date", "created_at"), ("PROJECT_TASK_CREATED",)),
     (TASKS, ("project_status_mapping_id",), (*STATUS_NAME_EVENTS, *CLOSED_EVENTS, "PROJECT_TASK_UPDATED")),
-    (TASKS, ("status_id",), ("PROJECT_TASK_CREATED", "PROJECT_TASK_UPDATED")),
+    (TASKS, ("status_id",), ("PROJECT_TASK_CREATED", "PROJECT_TASK_UPDATED", "PROJECT_TASK_STATUS_CHANGED")),
     (TASKS, ("assigned_to", "assigned_team_id"), ("PROJECT_TASK_ASSIGNED", "PROJECT_TASK_UPDATED")),
     (TASKS, ("updated_at",), ("PROJECT_TASK_UPDATED",)),
     (TASKS, TASK_EDITS.columns, ("PROJECT_TASK_UPDATED",)),

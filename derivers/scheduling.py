@@ -172,6 +172,7 @@ READS: Final = (
         ("status", "schedule_entry_id", "declined_reason"),
         ("APPOINTMENT_CANCELED", "TECHNICIAN_DISPATCHED"),
     ),
+    (APPOINTMENT_REQUESTS, ("approved_by_user_id",), ("TECHNICIAN_DISPATCHED",)),  # the approver
 )
 
 APPOINTMENT_TYPES: Final = frozenset({"ticket", "appointment_request"})

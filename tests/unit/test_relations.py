@@ -168,7 +168,9 @@ _CATALOG_TYPES = frozenset(REGISTRY)
 
 
 def _literals_read(tree: ast.AST) -> set[str]:
-    """String literals a module reads as a key: ``x.get("k")``, ``x.changed("k")``, ``x["k"]``."""
+    """String literals a module reads as a key: ``x.get("k")``, ``x.changed("k")``, ``x["k"]``,
+    and the column of the toolkit's readers ``written_actor(change, "k")``,
+    ``ctx.written_time(change, "k")``."""
     out: set[str] = set()
     for node in ast.walk(tree):
         if (
@@ -180,6 +182,15 @@ def _literals_read(tree: ast.AST) -> set[str]:
             and isinstance(node.args[0].value, str)
         ):
             out.add(node.args[0].value)
+        elif (
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
+            in ("written_actor", "written_time")
+            and len(node.args) == 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            out.add(node.args[1].value)
         elif (
             isinstance(node, ast.Subscript)
             and isinstance(node.ctx, ast.Load)
