@@ -16,6 +16,7 @@ import argparse
 import os
 import re
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,17 @@ def main() -> None:
         with tempfile.TemporaryFile() as err:
             started = time.monotonic()
             proc = subprocess.Popen(
-                [*cdc, "watch", "--once", "--sink", "discard", "--dsn", dsn],
+                # BENCH_WRAP: a profiler, as in bench.mixed (its RSS is then not the watcher's)
+                [
+                    *shlex.split(os.environ.get("BENCH_WRAP", "")),
+                    *cdc,
+                    "watch",
+                    "--once",
+                    "--sink",
+                    "discard",
+                    "--dsn",
+                    dsn,
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 preexec_fn=limit,

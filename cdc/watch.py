@@ -273,10 +273,10 @@ class Watcher:
         self.fire_due_timers(tx.commit_time)
         if tx.changes:
             self.apply_state(tx)
-            for window in tx.changes.windows(self.opts.batch_max_events, self.keepalive):
-                self.derive(tx, window)
-                if tx.changes.spilled:  # a huge transaction reaches the sink a full chunk at a time
+            for i, window in enumerate(tx.changes.windows(self.opts.batch_max_events, self.keepalive)):
+                if i:  # more of a huge (spilled) transaction: a full chunk goes to the sink first
                     self.delivery.write_full_chunk()
+                self.derive(tx, window)
         self.delivery.end_transaction(Position(tx.end_lsn, tx.xid, tx.commit_time))
         self.stats.transactions += 1
         self.stats.changes += len(tx.changes)
@@ -306,8 +306,8 @@ class Watcher:
 
     def derive(self, tx: Transaction, window: Sequence[RowChange]) -> None:
         """Steps 5 to 7 for folded changes of ``tx``: drafts and envelopes into the open batch.
-        (Only a spilled transaction's windows write a full chunk mid-transaction; one in memory
-        that fills the batch ends it at its end, and the batch commits beside the next one.)"""
+        (Only a spilled transaction's further windows write a full chunk mid-transaction; one
+        that fills the batch at its end ends it, and the batch commits beside the next one.)"""
         derived = self.derivation.derive(tx, window)
         self.stats.dead_letters += self.envelopes.envelopes(derived, tx.end_lsn, tx.xid, tx.commit_time)
         self.keepalive()
