@@ -60,6 +60,21 @@ def watcher(dsn: str, slot: str, **kw: Any) -> Watcher:
     return Watcher(opts, open_sink(None), default_derivers())
 
 
+def started(w: Watcher) -> tuple[threading.Thread, list[BaseException]]:
+    """``w.run()`` on a thread of its own; what it raises goes into the list."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            w.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
 def test_the_next_batch_is_derived_while_a_batch_commits(db_dsn: str) -> None:
     prepare(db_dsn, "straight", "piped")
     for name in WORKLOAD:
@@ -67,23 +82,15 @@ def test_the_next_batch_is_derived_while_a_batch_commits(db_dsn: str) -> None:
     straight = by_key(drain(db_dsn, "straight"))
     metrics = Metrics()
     piped = watcher(db_dsn, "piped", batch_max_transactions=3, metrics=metrics)
-    errors: list[BaseException] = []
 
     def counted(name: str) -> float:
         return sum(s.value for family in metrics.registry.collect() for s in family.samples if s.name == name)
-
-    def run() -> None:
-        try:
-            piped.run()
-        except BaseException as exc:
-            errors.append(exc)
 
     # The first batch's checkpoint cannot commit while this session holds the table in SHARE
     # mode (the watcher's start only reads it).
     with psycopg.connect(db_dsn) as holder:
         holder.execute("LOCK TABLE cdc.checkpoints IN SHARE MODE")
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread, errors = started(piped)
         # A watcher waiting for its commit would stop at 3 transactions at most; this one
         # derives the next batch meanwhile (and then waits: one batch in flight at most).
         assert wait_for(lambda: piped.stats.transactions >= 4, timeout=30), piped.stats
@@ -113,18 +120,9 @@ def test_a_transaction_that_fills_the_batch_is_sent_beside_the_next_one(db_dsn: 
         step(db_dsn, name)
     straight = by_key(drain(db_dsn, "straight"))
     piped = watcher(db_dsn, "piped", batch_max_events=1)  # every transaction with an event fills it
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            piped.run()
-        except BaseException as exc:
-            errors.append(exc)
-
     with psycopg.connect(db_dsn) as holder:
         holder.execute("LOCK TABLE cdc.checkpoints IN SHARE MODE")
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread, errors = started(piped)
         # the first batch waits for the lock on the committer; the next transaction is derived
         assert wait_for(lambda: piped.stats.transactions >= 2, timeout=30), piped.stats
         assert piped.stats.batches == 0 and checkpoint(db_dsn, "piped") is None
