@@ -30,7 +30,6 @@ __all__ = [
     "format_uuid",
     "parse_lsn",
     "parse_timestamp",
-    "server_utc_text",
 ]
 
 # --- instants --------------------------------------------------------------------------------
@@ -61,27 +60,6 @@ def format_timestamp(value: datetime) -> str:
         except OverflowError:
             raise FormError("a datetime whose instant is outside the years 1-9999 in UTC") from None
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-_SERVER_UTC = rb"([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?"
-_SERVER_UTC_TEXT = {
-    True: re.compile(_SERVER_UTC + rb"\+00").fullmatch,  # timestamptz
-    False: re.compile(_SERVER_UTC).fullmatch,  # timestamp without time zone, read as UTC
-}
-
-
-def server_utc_text(raw: bytes, with_zone: bool) -> str | None:
-    """:func:`format_timestamp` of the instant Postgres wrote as ``raw`` with ``DateStyle=ISO``
-    and ``TimeZone=UTC`` (``2026-01-02 03:04:05.678901+00``; without the zone for a
-    ``timestamp``), rewritten without parsing it — a quarter of the time of loading it and
-    formatting the datetime. None for any other text (another zone, BC, infinity, a five-digit
-    year): the caller loads it. A unit test holds the two paths equal."""
-    found = _SERVER_UTC_TEXT[with_zone](raw)
-    if found is None:
-        return None
-    day, clock, fraction = found.groups()
-    millis = (fraction + b"00")[:3].decode() if fraction else "000"  # truncated, as JavaScript's
-    return f"{day.decode()}T{clock.decode()}.{millis}Z"
 
 
 def parse_timestamp(text: str) -> datetime:

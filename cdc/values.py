@@ -24,7 +24,7 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from catalog.forms import format_timestamp, server_utc_text
+from catalog.forms import format_timestamp
 
 from .errors import CdcError
 from .pgoutput.decoder import SPEEDUPS, changed_names, has_unchanged
@@ -354,13 +354,9 @@ _TIMESTAMP_OIDS = frozenset({1114, 1184})
 
 
 def _timestamp_text(shape: RowShape, i: int) -> Callable[[bytes], Any]:
-    with_zone = shape.type_oids[i] == 1184
-
     def convert(raw: bytes) -> Any:
-        # the session's UTC text, rewritten; anything else (another zone, BC, infinity, a
-        # five-digit year) through psycopg's loader, which refuses what is no instant
-        text = server_utc_text(raw, with_zone)
-        return text if text is not None else timestamp_json(shape.load(i, raw, False))
+        # psycopg's loader reads the server's text (any zone, BC, infinity is its to refuse)
+        return timestamp_json(shape.load(i, raw, False))
 
     return convert
 

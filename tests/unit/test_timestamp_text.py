@@ -1,6 +1,6 @@
-"""A timestamp column's JSON form: the replication session's UTC text is rewritten to the
-canonical text without parsing it; every other text goes through psycopg's loader and
-``format_timestamp``. The two give the same text for every instant the shortcut takes."""
+"""A timestamp column's JSON form from the text the replication session (``DateStyle=ISO``,
+``TimeZone=UTC``) writes: the canonical text of the instant (milliseconds truncated), a
+``timestamp`` read as UTC, another zone converted; what is no instant is the loader's to refuse."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_examples(i: int, raw: bytes, expected: str) -> None:
     ("i", "raw"),
     [(0, b"infinity"), (0, b"-infinity"), (0, b"2026-01-02 03:04:05+00 BC"), (1, b"12026-01-02 03:04:05")],
 )
-def test_what_the_shortcut_does_not_take_is_the_loaders(i: int, raw: bytes) -> None:
+def test_what_is_no_instant_is_the_loaders_to_refuse(i: int, raw: bytes) -> None:
     conv = SHAPE.json_converters()[i]
     try:
         expected: object = loader_path(i, raw)
