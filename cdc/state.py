@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import orjson
 import psycopg
@@ -47,6 +47,8 @@ class StateStore:
         self._indexes: dict[tuple[str, str], dict[Any, set[tuple[str, ...]]]] = {}
         self._lookups: dict[StateIndex, dict[Hashable, set[tuple[str, ...]]]] = {}
         self._totals: dict[StateTotal, dict[Hashable, int]] = {}
+        # what _put keeps current, by table: column indexes, StateIndex keys, StateTotal sums
+        self._upkeep: dict[str, _Upkeep] = {}
         self._dirty: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
 
     # -- StateView ------------------------------------------------------------------------
@@ -63,6 +65,7 @@ class StateStore:
             for k, row in self.rows.get(table, {}).items():
                 index.setdefault(_hashable(row.get(column)), set()).add(k)
             self._indexes[(table, column)] = index
+            self._upkeep_of(table).indexes.append((column, index))
         rows = self.rows.get(table, {})
         return [rows[k] for k in index.get(_hashable(value), ())]
 
@@ -74,6 +77,7 @@ class StateStore:
                 for found in index.keys(row):
                     keyed.setdefault(found, set()).add(k)
             self._lookups[index] = keyed
+            self._upkeep_of(index.table).lookups.append((index, keyed))
         rows = self.rows.get(index.table, {})
         return [rows[k] for k in keyed.get(key, ())]
 
@@ -84,7 +88,15 @@ class StateStore:
             table = total.tables[0]
             for row in list(self.rows.get(table, {}).values()):
                 _add(sums, total.contributions(self, table, row), 1)
+            for of_table in total.tables:
+                self._upkeep_of(of_table).totals.append((total, sums))
         return sums.get(key, 0)
+
+    def _upkeep_of(self, table: str) -> _Upkeep:
+        upkeep = self._upkeep.get(table)
+        if upkeep is None:
+            upkeep = self._upkeep[table] = _Upkeep([], [], [])
+        return upkeep
 
     # -- applying changes -------------------------------------------------------------------
     def _key(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
@@ -93,20 +105,17 @@ class StateStore:
     def _put(self, table: str, key: tuple[str, ...], row: dict[str, Any] | None) -> None:
         rows = self.rows.setdefault(table, {})
         old = rows.get(key)
-        totals = [(t, sums) for t, sums in self._totals.items() if table in t.tables] if self._totals else ()
+        upkeep = self._upkeep.get(table) or _NO_UPKEEP
+        totals = upkeep.totals
         for total, sums in totals:  # the old row's combinations leave, with the rest as it is
             if old is not None:
                 _add(sums, total.contributions(self, table, old), -1)
-        for (t, col), index in self._indexes.items():
-            if t != table:
-                continue
+        for col, index in upkeep.indexes:
             if old is not None:
                 index.get(_hashable(old.get(col)), set()).discard(key)
             if row is not None:
                 index.setdefault(_hashable(row.get(col)), set()).add(key)
-        for lookup, keyed in self._lookups.items():
-            if lookup.table != table:
-                continue
+        for lookup, keyed in upkeep.lookups:
             if old is not None:
                 for found in lookup.keys(old):
                     keyed.get(found, set()).discard(key)
@@ -167,6 +176,7 @@ class StateStore:
         self._indexes.clear()
         self._lookups.clear()
         self._totals.clear()
+        self._upkeep.clear()
         self._dirty.clear()
         return count
 
@@ -208,6 +218,17 @@ class StateStore:
         for key, row in pending.taken.items():
             if key in dirty and dirty[key] is row:
                 del dirty[key]
+
+
+class _Upkeep(NamedTuple):
+    """What a table's changes keep current in a :class:`StateStore` (each built on first use)."""
+
+    indexes: list[tuple[str, dict[Any, set[tuple[str, ...]]]]]  # column → its index
+    lookups: list[tuple[StateIndex, dict[Hashable, set[tuple[str, ...]]]]]
+    totals: list[tuple[StateTotal, dict[Hashable, int]]]
+
+
+_NO_UPKEEP: Final = _Upkeep([], [], [])
 
 
 def _add(sums: dict[Hashable, int], contributions: Iterable[tuple[Hashable, int]], sign: int) -> None:

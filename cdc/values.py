@@ -92,7 +92,7 @@ class RowShape:
         self._text: list[Loader | None] = [None] * len(self.names)
         self._binary: list[Loader | None] = [None] * len(self.names)
         self._json: tuple[JsonConverter, ...] | None = None
-        self._json_fn: Callable[[tuple[RawValue, ...]], dict[str, Any]] | None = None
+        self._json_fn: dict[bool, Callable[[tuple[RawValue, ...]], dict[str, Any]]] | None = None
 
     def load(self, i: int, raw: bytes, binary: bool) -> Any:
         cache = self._binary if binary else self._text
@@ -107,25 +107,32 @@ class RowShape:
             self._json = tuple(_json_converter(self, i, oid) for i, oid in enumerate(self.type_oids))
         return self._json
 
-    def json_function(self) -> Callable[[tuple[RawValue, ...]], dict[str, Any]]:
-        """``to_json_dict`` unrolled for this shape: one generated expression per column.
+    def json_function(self, parsed: bool = False) -> Callable[[tuple[RawValue, ...]], dict[str, Any]]:
+        """``to_json_dict`` unrolled for this shape: one generated expression per column; with
+        ``parsed``, json columns are parsed (``JsonRowView.to_dict``) rather than kept as
+        ``orjson.Fragment`` for serialising.
 
         Only for rows without unchanged-TOAST markers or binary columns (the caller checks);
         generating the code once per Relation message avoids a per-column loop in Python.
         """
-        if self._json_fn is None:
-            convs = self.json_converters()
+        made = self._json_fn
+        if made is None:
+            made = self._json_fn = {}
+        fn = made.get(parsed)
+        if fn is None:
             env: dict[str, Any] = {}
             items = []
-            for i, (name, conv) in enumerate(zip(self.names, convs, strict=True)):
+            for i, (name, conv) in enumerate(zip(self.names, self.json_converters(), strict=True)):
+                if parsed and conv is orjson.Fragment:
+                    conv = orjson.loads
                 value = f"d[{i}].decode()" if conv is None else f"c{i}(d[{i}])"
                 if conv is not None:
                     env[f"c{i}"] = conv
                 items.append(f"{name!r}: None if d[{i}] is None else {value}")
             src = "def to_json(d):\n    return {" + ", ".join(items) + "}\n"
             exec(compile(src, f"<json {self.table}>", "exec"), env)  # column names are repr()-quoted
-            self._json_fn = env["to_json"]
-        return self._json_fn
+            fn = made[parsed] = env["to_json"]
+        return fn
 
 
 def _key_getter(positions: tuple[int, ...]) -> Callable[[tuple[RawValue, ...]], tuple[RawValue, ...]]:
@@ -283,6 +290,10 @@ class _JsonRowViewMixin(Mapping[str, Any]):
         return sum(1 for v in self.row.data if v is not UNCHANGED_TOAST)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every known column in its JSON form (what ``get`` gives)."""
+        row = self.row
+        if not row.mask and not has_unchanged(row.data):  # the common case: one generated call
+            return row.shape.json_function(parsed=True)(row.data)
         return {n: self[n] for n in self}
 
 
@@ -353,10 +364,24 @@ _JSON_OIDS = frozenset({114, 3802})
 _TIMESTAMP_OIDS = frozenset({1114, 1184})
 
 
+#: How many of a column's recent timestamp texts keep their canonical form (see _timestamp_text).
+TIMESTAMP_MEMO: Final = 4096
+
+
 def _timestamp_text(shape: RowShape, i: int) -> Callable[[bytes], Any]:
+    # The same instant text recurs within a column (every row a transaction stamps with now(),
+    # an entry's times read again at its next change): the canonical form of the last texts
+    # seen is kept, since formatting it costs several times the lookup.
+    memo: dict[bytes, str] = {}
+
     def convert(raw: bytes) -> Any:
-        # psycopg's loader reads the server's text (any zone, BC, infinity is its to refuse)
-        return timestamp_json(shape.load(i, raw, False))
+        text = memo.get(raw)
+        if text is None:
+            if len(memo) >= TIMESTAMP_MEMO:
+                memo.clear()
+            # psycopg's loader reads the server's text (any zone, BC, infinity is its to refuse)
+            text = memo[raw] = timestamp_json(shape.load(i, raw, False))
+        return text
 
     return convert
 

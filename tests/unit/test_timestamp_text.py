@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from catalog.forms import format_timestamp
 from cdc.pgoutput.messages import Column, Relation
-from cdc.values import RowShape, timestamp_json
+from cdc.values import TIMESTAMP_MEMO, RowShape, timestamp_json
 
 SHAPE = RowShape(
     Relation(1, "public", "t", "f", (Column(0, "tz", 1184, -1), Column(0, "naive", 1114, -1))),
@@ -91,3 +92,25 @@ def test_what_is_no_instant_is_the_loaders_to_refuse(i: int, raw: bytes) -> None
             conv(raw)
     else:
         assert conv(raw) == expected
+
+
+def test_a_recurring_text_keeps_its_answer_past_the_memos_bound() -> None:
+    """The converter keeps the canonical form of the texts it saw last (TIMESTAMP_MEMO per
+    column): the same answer for a text seen before, after the memo filled and was cleared,
+    and for a different column of another zone; a refused text is refused again."""
+    shape = RowShape(Relation(2, "public", "m", "f", (Column(0, "at", 1184, -1),)), None)
+    (conv,) = shape.json_converters()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    texts = [
+        server_text(start + timedelta(seconds=s, microseconds=s * 7), "+00")
+        for s in range(TIMESTAMP_MEMO + 10)
+    ]
+    for _ in range(2):
+        for raw in (*texts, texts[0]):
+            assert conv(raw) == loader_path(0, raw)
+    assert NAIVE(texts[0][:-3]) == conv(texts[0])  # the same instant as a timestamp: its own memo
+    memo = next(c.cell_contents for c in conv.__closure__ or () if isinstance(c.cell_contents, dict))
+    assert 0 < len(memo) <= TIMESTAMP_MEMO
+    for _ in range(2):
+        with pytest.raises(psycopg.DataError):  # the loader's own refusal, never memoised
+            conv(b"2026-01-02 03:04:05+00 BC")
