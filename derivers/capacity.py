@@ -459,6 +459,7 @@ def capacity_events(ctx: FamilyTx) -> None:
     # (tenant, team) → UTC day → the last change that moved an entry of the team on that day
     checks: dict[tuple[str, str], dict[int, Change]] = {}
     moved_of: dict[str, list[_Moved]] = {}  # tenant → the entries the transaction moved
+    teams_of: dict[tuple[str, str], set[str]] = {}  # (tenant, user) → their teams before ∪ after
     for (tenant, entry_id), change in moved.items():
         intervals = [_interval(view.get(SCHEDULE_ENTRIES, (tenant, entry_id))) for view in views]
         assigned = [
@@ -470,12 +471,16 @@ def capacity_events(ctx: FamilyTx) -> None:
         users = set(assigned[0]) | set(assigned[1])
         if not days or not users:
             continue
-        teams = {
-            member["team_id"]
-            for view in views
-            for user_id in users
-            for member in _of_tenant(view.find(TEAM_MEMBERS, "user_id", user_id), tenant)
-        }
+        teams: set[str] = set()
+        for user_id in users:
+            of_user = teams_of.get((tenant, user_id))
+            if of_user is None:  # a transaction's entries share a few technicians
+                of_user = teams_of[(tenant, user_id)] = {
+                    member["team_id"]
+                    for view in views
+                    for member in _of_tenant(view.find(TEAM_MEMBERS, "user_id", user_id), tenant)
+                }
+            teams |= of_user
         for team in teams:
             by_day = checks.setdefault((tenant, team), {})
             for day in days:
