@@ -88,7 +88,7 @@ class StateStore:
             table = total.tables[0]
             for row in list(self.rows.get(table, {}).values()):
                 _add(sums, total.contributions(self, table, row), 1)
-            for of_table in total.tables:
+            for of_table in dict.fromkeys(total.tables):
                 self._upkeep_of(of_table).totals.append((total, sums))
         return sums.get(key, 0)
 
@@ -100,13 +100,14 @@ class StateStore:
 
     # -- applying changes -------------------------------------------------------------------
     def _key(self, table: str, row: Mapping[str, Any]) -> tuple[str, ...]:
-        return tuple(str(row[c]) for c in self.primary_keys[table])
+        return tuple([str(row[c]) for c in self.primary_keys[table]])
 
     def _put(self, table: str, key: tuple[str, ...], row: dict[str, Any] | None) -> None:
         rows = self.rows.setdefault(table, {})
         old = rows.get(key)
         upkeep = self._upkeep.get(table) or _NO_UPKEEP
-        totals = upkeep.totals
+        # the totals that exist now: one built during this put counts the rows as it found them
+        totals = tuple(upkeep.totals)
         for total, sums in totals:  # the old row's combinations leave, with the rest as it is
             if old is not None:
                 _add(sums, total.contributions(self, table, old), -1)

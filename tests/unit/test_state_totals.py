@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from cdc.assembler import Assembler
 from cdc.pgoutput import Begin, Column, Commit, Delete, Insert, Relation, TupleData, Update
 from cdc.state import StateStore
-from derivers.base import scan_total
+from derivers.base import Image, StateTotal, StateView, scan_total
 from derivers.capacity import ASSIGNEES, BOOKED, SCHEDULE_ENTRIES
 from derivers.testing import FakeState
 
@@ -131,3 +131,32 @@ def test_booked_hours_stay_equal_to_the_sum_over_the_rows() -> None:
                     key = (tenant, day, user)
                     expected = scan_total(oracle, BOOKED, key, entry_rows)
                     assert store.total(BOOKED, key) == expected, (tx_no, key)
+
+
+def test_a_total_over_a_table_named_twice_counts_each_row_once() -> None:
+    table = "public.things"
+    twice = StateTotal((table, table), "things by kind", lambda view, t, row: [(row["kind"], 1)])
+    store = StateStore("totals", "cdc", {table: ("id",)})
+    assert store.total(twice, "a") == 0  # built, then kept current by each put
+    store._put(table, ("1",), {"id": "1", "kind": "a"})
+    store._put(table, ("2",), {"id": "2", "kind": "a"})
+    store._put(table, ("1",), {"id": "1", "kind": "b"})
+    assert (store.total(twice, "a"), store.total(twice, "b")) == (1, 1)
+
+
+def test_a_total_first_read_inside_a_put_counts_the_row_once() -> None:
+    """A total whose contributions read another, not yet built, total of the same table: the
+    inner one is built from the rows as the put found them and counts the new row once."""
+    table = "public.things"
+    inner = StateTotal((table,), "things by kind", lambda view, t, row: [(row["kind"], 1)])
+
+    def outer_contributions(view: StateView, t: str, row: Image) -> list[tuple[str, int]]:
+        view.total(inner, row["kind"])
+        return [("all", 1)]
+
+    outer = StateTotal((table,), "things", outer_contributions)
+    store = StateStore("totals", "cdc", {table: ("id",)})
+    assert store.total(outer, "all") == 0
+    store._put(table, ("1",), {"id": "1", "kind": "a"})
+    store._put(table, ("2",), {"id": "2", "kind": "a"})
+    assert (store.total(outer, "all"), store.total(inner, "a")) == (2, 2)
