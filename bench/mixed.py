@@ -29,11 +29,12 @@ medians of ``--reps``, the consumer's and its walsender's CPU, peak RSS from ``w
 ``--profile`` adds one cProfile run of an in-process ``run_watch`` (into the last ``--sink``).
 Results go to ``bench/results/mixed-<ntx>x<per>.json``.
 
-Where the time goes (2026-12-06, py-spy of the installed command through ``BENCH_WRAP``, ``--ntx
-1000``, the loop's thread): the derivers ~33 % (capacity ~16 %, scheduling ~9 %), building and
-validating envelopes ~22 % (pydantic ~8 %), applying the reference state ~18 %, recording the
-journal ~7 %, reading, decoding, assembling and serialising the rest. Flat: no one part holds
-the factor the ratio targets need.
+Where the time goes (2026-12-06, py-spy of the installed command through ``BENCH_WRAP``, the
+loop's thread, after the row images got cheaper): the derivers ~35 % (capacity ~17 %,
+scheduling ~9 %), building and validating envelopes ~24 % (pydantic ~8.5 %), applying the
+reference state ~13 %, recording the journal ~7 %, serialising and handing over batches ~7 %,
+reading, decoding and assembling the rest. Flat: no one part holds the factor the ratio
+targets need.
 
     python -m bench.mixed --reps 3 [--ntx 2500 --per 50] [--sink discard --sink postgres] [--profile] [--no-journal]
     BENCH_WRAP="py-spy record --idle --format raw -o /tmp/watch.raw --" python -m bench.mixed --reps 1
