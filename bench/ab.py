@@ -40,7 +40,7 @@ from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
 from .mixed import MIXED_SQL
-from .run import SETUP_SQL, recvlogical_argv
+from .run import SETUP_SQL, batch_flag, recvlogical_argv
 
 
 def _timed(
@@ -65,6 +65,12 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--sink", choices=("discard", "postgres"), default="discard")
     ap.add_argument("--workload", choices=("tickets", "mixed"), default="tickets")
+    ap.add_argument(
+        "--batch-events",
+        type=int,
+        default=None,
+        help="the watchers' --batch-events [default: the watcher's own, as installed]",
+    )
     ap.add_argument("--entries", type=int, default=3000, help="mixed: schedule entries of history")
     ap.add_argument("--tasks", type=int, default=3000, help="mixed: project tasks of history")
     args = ap.parse_args()
@@ -124,8 +130,7 @@ def main() -> None:
                     args.sink,
                     "--heartbeat-interval",
                     "60",
-                    "--batch-events",
-                    "20000",
+                    *batch_flag(args.batch_events),
                 ]
                 results[name].append(_timed(argv, {**os.environ, "PYTHONPATH": str(tree)}, tree))
             console.print(

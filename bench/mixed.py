@@ -67,7 +67,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL, recvlogical_argv
+from .run import RESULTS, SETUP_SQL, batch_flag, batch_option, recvlogical_argv
 from .watch import timed
 
 #: Row changes per cycle of ten writes (3 tickets, 2 × (1 entry + 1.5 assignees) booked,
@@ -217,7 +217,9 @@ def row_changes(first: int, count: int) -> int:
     return total
 
 
-def cdc_watch_argv(dsn: str, slot: str, sink: str, journal: bool = True) -> list[str]:
+def cdc_watch_argv(
+    dsn: str, slot: str, sink: str, journal: bool = True, batch_events: int | None = None
+) -> list[str]:
     # BENCH_WRAP runs the installed command under a profiler, e.g.
     # BENCH_WRAP="py-spy record --format raw -o /tmp/watch.raw --"
     return [
@@ -233,8 +235,7 @@ def cdc_watch_argv(dsn: str, slot: str, sink: str, journal: bool = True) -> list
         sink,
         "--heartbeat-interval",
         "60",
-        "--batch-events",
-        "20000",
+        *batch_flag(batch_events),
         *([] if journal else ["--no-journal"]),
     ]
 
@@ -247,6 +248,12 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=3000, help="schedule entries of history")
     ap.add_argument("--tasks", type=int, default=3000, help="project tasks of history")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--batch-events",
+        type=int,
+        default=None,
+        help="the watchers' --batch-events [default: the watcher's own, as installed]",
+    )
     ap.add_argument("--no-journal", action="store_true", help="the watchers with the change journal off")
     ap.add_argument(
         "--sink",
@@ -312,7 +319,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 prof.runcall(
                     run_watch,
-                    WatchOptions(dsn, slot=slot, once=True, heartbeat_interval=60, batch_max_events=20000),
+                    WatchOptions(
+                        dsn, slot=slot, once=True, heartbeat_interval=60, **batch_option(args.batch_events)
+                    ),
                     open_sink(sinks[-1]),  # the last --sink given
                     default_derivers(),
                 )
@@ -332,7 +341,9 @@ def main() -> None:
                 f"recvlogical {r_s:.2f} s (its walsender {r_ws:.2f} s CPU)"
             )
             for sink, wslot in wslots.items():
-                argv = cdc_watch_argv(dsn, wslot, sink, journal=not args.no_journal)
+                argv = cdc_watch_argv(
+                    dsn, wslot, sink, journal=not args.no_journal, batch_events=args.batch_events
+                )
                 w_s, w_rss, out, w_cpu, w_ws, w_store = timed(argv, dsn, wslot)
                 found = re.search(rb"delivered (\d+) events", out)
                 assert found is not None, out[-400:]

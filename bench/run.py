@@ -123,6 +123,17 @@ class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
 
 
+def batch_flag(events: int | None) -> list[str]:
+    """The watcher's ``--batch-events`` when a benchmark is asked for one; none by default, so
+    that the installed command runs with its own batch limits (what users run)."""
+    return [] if events is None else ["--batch-events", str(events)]
+
+
+def batch_option(events: int | None) -> dict[str, int]:
+    """:func:`batch_flag` for an in-process ``WatchOptions``."""
+    return {} if events is None else {"batch_max_events": events}
+
+
 def recvlogical_argv(dsn: str, slot: str, endpos: str, publication: str = "cdc_events") -> list[str]:
     """pg_recvlogical draining ``slot`` to /dev/null up to ``endpos`` (proto 1, the publication)."""
     recv = shutil.which("pg_recvlogical") or str(find_bindir() / "pg_recvlogical")

@@ -51,7 +51,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL, recvlogical_argv
+from .run import RESULTS, SETUP_SQL, batch_flag, batch_option, recvlogical_argv
 
 
 class ServerCpu(threading.Thread):
@@ -120,6 +120,12 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
+        "--batch-events",
+        type=int,
+        default=None,
+        help="the watchers' --batch-events [default: the watcher's own, as installed]",
+    )
+    ap.add_argument(
         "--no-journal",
         action="store_true",
         help="run `cdc watch --no-journal` (the change journal off) to compare with the default",
@@ -185,7 +191,7 @@ def main() -> None:
                         slot=slot,
                         once=True,
                         heartbeat_interval=60,
-                        batch_max_events=20000,
+                        **batch_option(args.batch_events),
                         journal=not args.no_journal,
                     ),
                     open_sink(sinks[-1]),  # the last --sink given
@@ -219,8 +225,7 @@ def main() -> None:
                         sink,
                         "--heartbeat-interval",
                         "60",
-                        "--batch-events",
-                        "20000",
+                        *batch_flag(args.batch_events),
                         *(["--no-journal"] if args.no_journal else []),
                         *(["--metrics-addr", f"127.0.0.1:{free_port()}"] if args.metrics else []),
                     ],
