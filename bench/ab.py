@@ -14,7 +14,7 @@ instead, a measure that does not drift.
     git worktree add ../before HEAD~1 && cd ../before
     rm -rf /tmp/before-build && python -m pip install --no-deps --target /tmp/before-build .
     (cd /tmp/before-build && find cdc catalog derivers -name '*.so' -exec cp --parents -t "$OLDPWD" {} +)
-    cd - && python -m bench.ab ../before . --reps 3 [--sink postgres] [--workload mixed]
+    cd - && python -m bench.ab ../before . --reps 3 [--sink postgres] [--workload mixed] [--batch-events N]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
 from .mixed import MIXED_SQL
-from .run import SETUP_SQL, batch_flag, recvlogical_argv
+from .run import SETUP_SQL, batch_flag, recvlogical_argv, watcher_env
 
 
 def _timed(
@@ -132,7 +132,7 @@ def main() -> None:
                     "60",
                     *batch_flag(args.batch_events),
                 ]
-                results[name].append(_timed(argv, {**os.environ, "PYTHONPATH": str(tree)}, tree))
+                results[name].append(_timed(argv, {**watcher_env(), "PYTHONPATH": str(tree)}, tree))
             console.print(
                 f"rep {rep + 1}: "
                 + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} s CPU)" for k, v in results.items())

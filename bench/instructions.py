@@ -50,7 +50,7 @@ dsn, slot, path, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 with open(path, "rb") as f:
     messages = pickle.load(f)[:count]
 sink = DiscardSink()
-watcher = Watcher(WatchOptions(dsn, slot=slot, batch_max_events=20000), sink, default_derivers())
+watcher = Watcher(WatchOptions(dsn, slot=slot), sink, default_derivers())
 watcher.prepare()
 gc.collect()
 gc.freeze()
@@ -60,7 +60,7 @@ for data in messages:
     tx = assembler.feed(decoder.decode(data))
     if tx is not None:
         watcher.process(tx)
-        watcher.delivery.write_full_chunk()  # every 20,000 envelopes to the sink, as a send would
+        watcher.delivery.write_full_chunk()  # a full batch's envelopes to the sink, as a send would
 sink.write(watcher.delivery.chunk)
 """
 

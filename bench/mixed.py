@@ -30,13 +30,14 @@ medians of ``--reps``, the consumer's and its walsender's CPU, peak RSS from ``w
 Results go to ``bench/results/mixed-<ntx>x<per>.json``.
 
 Where the time goes (2026-12-06, py-spy of the installed command through ``BENCH_WRAP``, the
-loop's thread, after the row images got cheaper): the derivers ~35 % (capacity ~17 %,
-scheduling ~9 %), building and validating envelopes ~24 % (pydantic ~8.5 %), applying the
-reference state ~13 %, recording the journal ~7 %, serialising and handing over batches ~7 %,
-reading, decoding and assembling the rest. Flat: no one part holds the factor the ratio
-targets need.
+loop's thread, ``--batch-events 20000``, after the row images got cheaper): the derivers ~35 %
+(capacity ~17 %, scheduling ~9 %), building and validating envelopes ~24 % (pydantic ~8.5 %),
+applying the reference state ~13 %, recording the journal ~7 %, serialising and handing over
+batches ~7 %, reading, decoding and assembling the rest. Flat: no one part holds the factor the
+ratio targets need.
 
     python -m bench.mixed --reps 3 [--ntx 2500 --per 50] [--sink discard --sink postgres] [--profile] [--no-journal]
+                          [--batch-events N]
     BENCH_WRAP="py-spy record --idle --format raw -o /tmp/watch.raw --" python -m bench.mixed --reps 1
 """
 
@@ -320,7 +321,12 @@ def main() -> None:
                 prof.runcall(
                     run_watch,
                     WatchOptions(
-                        dsn, slot=slot, once=True, heartbeat_interval=60, **batch_option(args.batch_events)
+                        dsn,
+                        slot=slot,
+                        once=True,
+                        heartbeat_interval=60,
+                        journal=not args.no_journal,
+                        **batch_option(args.batch_events),
                     ),
                     open_sink(sinks[-1]),  # the last --sink given
                     default_derivers(),
@@ -427,6 +433,7 @@ def report(
                 "store_backend_cpu_s": store,
                 "peak_rss_mb": rss,
                 "samples_s": [s[0] for s in ss],
+                "batch_events": args.batch_events,  # None: the watcher's own
             }
         )
     console.print(table)

@@ -3,12 +3,13 @@
 The envelopes are the real ones: ``--ntx`` × ``--per`` ``tickets`` updates (bench/run.py's
 workload) drained by ``cdc watch --once --sink jsonl:…`` (≈ 400,000 envelopes of ≈ 900 bytes).
 Each (shape, write path) pair then writes all of them into a freshly created table in
-batches of ``--batch``, one transaction per batch (what the watcher does), and is timed:
+batches of ``--batch`` (default 5,000, the watcher's own batch), one transaction per batch (what
+the watcher does), and is timed:
 wall seconds, and the CPU seconds of the server backend that did the inserting (sampled from
 /proc; wall time on a shared machine carries other people's load, the backend's CPU does not).
 Medians of ``--reps``; docs/sinks.md § Postgres outbox quotes the results.
 
-    python -m bench.outbox --reps 3
+    python -m bench.outbox --reps 3 [--batch 5000]
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ntx", type=int, default=200)
     ap.add_argument("--per", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=5000)
     args = ap.parse_args()
     console = Console(width=120)
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:

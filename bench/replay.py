@@ -119,9 +119,7 @@ def main() -> None:
     console = Console()
     with LocalPostgres(settings=SETTINGS) as pg:
         dsn, messages = capture_workload(pg, args.ntx, args.per)
-        watcher = Watcher(
-            WatchOptions(dsn, slot="replay", batch_max_events=20000), DiscardSink(), default_derivers()
-        )
+        watcher = Watcher(WatchOptions(dsn, slot="replay"), DiscardSink(), default_derivers())
         watcher.prepare()
     if args.gc == "freeze":
         gc.freeze()

@@ -123,6 +123,13 @@ class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
 
 
+def watcher_env() -> dict[str, str]:
+    """This process's environment without the watcher's configuration (``CDC_*`` but
+    ``CDC_IMPL``, the decoder's switch): a shell's ``CDC_BATCH_EVENTS`` or ``CDC_CONFIG`` must not
+    change what a benchmark measures."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CDC_") or k == "CDC_IMPL"}
+
+
 def batch_flag(events: int | None) -> list[str]:
     """The watcher's ``--batch-events`` when a benchmark is asked for one; none by default, so
     that the installed command runs with its own batch limits (what users run)."""

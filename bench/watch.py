@@ -13,7 +13,7 @@ wall time. ``--profile`` adds one cProfile run of the watcher (into the last ``-
 prints where the time goes (``PROFILE_SORT=cumulative``, ``PROFILE_LINES=40`` to change the
 listing).
 
-    python -m bench.watch --reps 3 [--sink discard --sink postgres] [--profile] [--no-journal]
+    python -m bench.watch --reps 3 [--sink discard --sink postgres] [--profile] [--no-journal] [--batch-events N]
 
 ``--no-journal`` runs the watchers with the change journal off (it is on by default), for the
 journal's share of the live path. ``--metrics`` runs them with ``--metrics-addr`` on a free local
@@ -51,7 +51,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL, batch_flag, batch_option, recvlogical_argv
+from .run import RESULTS, SETUP_SQL, batch_flag, batch_option, recvlogical_argv, watcher_env
 
 
 class ServerCpu(threading.Thread):
@@ -102,7 +102,7 @@ def timed(argv: list[str], dsn: str, slot: str) -> tuple[float, float, bytes, fl
     sampler.start()
     with tempfile.TemporaryFile() as errors:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+        proc = subprocess.Popen(argv, env=watcher_env(), stdout=subprocess.DEVNULL, stderr=errors)
         _, status, rusage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t0
         walsender, store = sampler.stop()
@@ -287,6 +287,7 @@ def main() -> None:
                 "walsender_cpu_s": ws,
                 "store_backend_cpu_s": store,
                 "samples_s": [s[0] for s in ss],
+                "batch_events": args.batch_events,  # None: the watcher's own
             }
         )
     console.print(table)
