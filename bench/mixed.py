@@ -68,7 +68,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL, batch_flag, batch_option, recvlogical_argv
+from .run import RESULTS, SETUP_SQL, batch_flag, profiled_options, recvlogical_argv
 from .watch import timed
 
 #: Row changes per cycle of ten writes (3 tickets, 2 × (1 entry + 1.5 assignees) booked,
@@ -314,20 +314,13 @@ def main() -> None:
             rows = row_changes(rep * writes, writes)
             if profiling:
                 from cdc.sinks import open_sink
-                from cdc.watch import WatchOptions, run_watch
+                from cdc.watch import run_watch
 
                 prof = cProfile.Profile()
                 t0 = time.perf_counter()
                 prof.runcall(
                     run_watch,
-                    WatchOptions(
-                        dsn,
-                        slot=slot,
-                        once=True,
-                        heartbeat_interval=60,
-                        journal=not args.no_journal,
-                        **batch_option(args.batch_events),
-                    ),
+                    profiled_options(dsn, slot, journal=not args.no_journal, batch_events=args.batch_events),
                     open_sink(sinks[-1]),  # the last --sink given
                     default_derivers(),
                 )

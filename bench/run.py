@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import psycopg
@@ -32,6 +33,9 @@ from rich.table import Table
 
 from cdc.localpg import LocalPostgres, find_bindir
 from cdc.sample import schema_sql
+
+if TYPE_CHECKING:
+    from cdc.watch import WatchOptions
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -139,6 +143,16 @@ def batch_flag(events: int | None) -> list[str]:
 def batch_option(events: int | None) -> dict[str, int]:
     """:func:`batch_flag` for an in-process ``WatchOptions``."""
     return {} if events is None else {"batch_max_events": events}
+
+
+def profiled_options(dsn: str, slot: str, *, journal: bool, batch_events: int | None) -> WatchOptions:
+    """The in-process watcher of a benchmark's ``--profile`` run: the options its ``cdc watch
+    --once`` subprocesses get as flags."""
+    from cdc.watch import WatchOptions
+
+    return WatchOptions(
+        dsn, slot=slot, once=True, heartbeat_interval=60, journal=journal, **batch_option(batch_events)
+    )
 
 
 def recvlogical_argv(dsn: str, slot: str, endpos: str, publication: str = "cdc_events") -> list[str]:

@@ -51,7 +51,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL, batch_flag, batch_option, recvlogical_argv, watcher_env
+from .run import RESULTS, SETUP_SQL, batch_flag, profiled_options, recvlogical_argv, watcher_env
 
 
 class ServerCpu(threading.Thread):
@@ -181,19 +181,12 @@ def main() -> None:
                 endpos = str(row[0])
             if profiling:
                 from cdc.sinks import open_sink
-                from cdc.watch import WatchOptions, run_watch
+                from cdc.watch import run_watch
 
                 prof = cProfile.Profile()
                 prof.runcall(
                     run_watch,
-                    WatchOptions(
-                        dsn,
-                        slot=slot,
-                        once=True,
-                        heartbeat_interval=60,
-                        **batch_option(args.batch_events),
-                        journal=not args.no_journal,
-                    ),
+                    profiled_options(dsn, slot, journal=not args.no_journal, batch_events=args.batch_events),
                     open_sink(sinks[-1]),  # the last --sink given
                     default_derivers(),
                 )
@@ -245,6 +238,8 @@ def main() -> None:
                 for s in [rslot, *wslots.values()]:
                     conn.execute("SELECT pg_drop_replication_slot(%s)", (s,))
                 conn.execute("CHECKPOINT")
+    if not args.reps:  # --reps 0 --profile: the profile only
+        return
     base = statistics.median(s[0] for s in samples["pg_recvlogical"])
     table = Table(title=f"{args.ntx} × {args.per} tickets updates, median of {args.reps}")
     columns = (
