@@ -32,7 +32,7 @@ from rich.console import Console
 from cdc.localpg import LocalPostgres
 
 from .replay import tickets_workload
-from .run import RESULTS
+from .run import RESULTS, watcher_env
 
 #: Copies of the seed's update rows, each LSN-shifted past the previous copy (one statement).
 MULTIPLY_SQL = """
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     args = ap.parse_args()
     console = Console(width=120)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PG"))}
+    env = {k: v for k, v in watcher_env().items() if not k.startswith("PG")}
     with LocalPostgres(settings={"wal_sender_timeout": "60s", "max_wal_size": "4GB"}) as pg:
         dsn, _ = tickets_workload(pg, "cdc_events", args.seed_tx, args.per)
         cdc = [sys.executable, "-m", "cdc.cli"]

@@ -33,6 +33,7 @@ from rich.table import Table
 from cdc.localpg import LocalPostgres
 
 from .replay import SETTINGS, capture_workload
+from .run import watcher_env
 
 _ROW_KINDS = frozenset(b"IUD")
 
@@ -68,7 +69,7 @@ sink.write(watcher.delivery.chunk)
 def counted(tree: Path, dsn: str, slot: str, path: str, count: int) -> int:
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
     argv += ["-c", CHILD, dsn, slot, path, str(count)]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**watcher_env(), "PYTHONPATH": str(tree)}
     out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tree)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if out.returncode != 0 or found is None:

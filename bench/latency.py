@@ -78,7 +78,7 @@ from cdc.sample import schema_sql
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import RESULTS, SETUP_SQL, recvlogical_argv
+from .run import RESULTS, SETUP_SQL, recvlogical_argv, watcher_env
 
 #: The p99 the issue asks for (seconds).
 TARGET_P99_S = 0.100
@@ -345,7 +345,7 @@ def run_rep(dsn: str, rep: int, args: argparse.Namespace) -> Rep:
     argv = [cdc, "watch", "--dsn", dsn, "--slot", slot, "--metrics-addr", f"127.0.0.1:{port}"]
     recv: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryFile() as errors:
-        watcher = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+        watcher = subprocess.Popen(argv, env=watcher_env(), stdout=subprocess.DEVNULL, stderr=errors)
         try:
             wait_ready(port, watcher, errors)
             wait_for(lambda: _outbox_exists(dsn), "the outbox's creation")

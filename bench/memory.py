@@ -28,6 +28,8 @@ from rich.console import Console
 from cdc.localpg import LocalPostgres
 from cdc.sample import schema_sql
 
+from .run import watcher_env
+
 T = "11111111-1111-4111-8111-111111111111"
 OPEN = "66666666-6666-4666-8666-666666666661"
 WORKING = "66666666-6666-4666-8666-666666666662"
@@ -79,6 +81,7 @@ def main() -> None:
                     "--dsn",
                     dsn,
                 ],
+                env=watcher_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 preexec_fn=limit,

@@ -42,7 +42,7 @@ from cdc.sinks.outbox import OutboxSink
 from cdc.state import make_bootstrap_hook
 from derivers import default_derivers
 
-from .run import SETUP_SQL
+from .run import SETUP_SQL, watcher_env
 
 LEASE = """created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, claimed_by text,
     claimed_until timestamptz, publish_attempts integer NOT NULL DEFAULT 0"""
@@ -237,6 +237,7 @@ def envelopes(dsn: str, ntx: int, per: int) -> list[Envelope]:
             [cdc, "watch", "--dsn", dsn, "--slot", "outbox_bench", "--once", "--sink", f"jsonl:{path}"],
             check=True,
             capture_output=True,
+            env=watcher_env(),
         )
         lines = path.read_bytes().splitlines()
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -5,7 +5,9 @@ Two parts, in one run:
 1. **Full watch path** (the number that matters): ``--ntx`` transactions × ``--per`` updates of
    the application's ``tickets`` rows, each changing the status and the assignee (the
    ``bench_tickets`` workload of bench/run.py), drained by the watcher (``--once``, default
-   batching: 5000 events / 1000 transactions / 0.5 s) with the default derivers into each sink
+   batching: 5000 events / 1000 transactions / 0.5 s; heartbeats every 60 s rather than 5 s, so
+   that the watcher writes nothing into the watched database that pg_recvlogical's side lacks)
+   with the default derivers into each sink
    in turn.  Every sink has its own slot created at the same position before the workload, so
    each reads byte-identical slot content; the outbox (which writes into the watched cluster)
    goes last.  Wall time from process start to exit.
@@ -58,7 +60,7 @@ from tests.integration.sinks import helpers
 from tests.integration.sinks.helpers import make_envelopes, nats_cleanup, redis_cleanup
 from tests.integration.sinks.services import Service, find_or_start_nats, find_or_start_redis
 
-from .run import RESULTS, SETUP_SQL
+from .run import RESULTS, SETUP_SQL, watcher_env
 
 WORKER = """
 import sys, time, orjson
@@ -132,7 +134,7 @@ def full_path(
                     proc = subprocess.run(
                         [sys.executable, "-c", WORKER, dsn, f"s{rep}_{i}", spec],
                         capture_output=True,
-                        env={**os.environ, "PYTHONPATH": os.getcwd()},
+                        env={**watcher_env(), "PYTHONPATH": os.getcwd()},
                     )
                     elapsed = time.perf_counter() - t0
                     if proc.returncode != 0:

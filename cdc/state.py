@@ -106,11 +106,11 @@ class StateStore:
         rows = self.rows.setdefault(table, {})
         old = rows.get(key)
         upkeep = self._upkeep.get(table) or _NO_UPKEEP
-        # the totals that exist now: one built during this put counts the rows as it found them
-        totals = tuple(upkeep.totals)
-        for total, sums in totals:  # the old row's combinations leave, with the rest as it is
-            if old is not None:
+        if old is not None:  # the old row's combinations leave, with the rest as it is; a total
+            for total, sums in upkeep.totals:  # first built meanwhile counted it: it leaves that too
                 _add(sums, total.contributions(self, table, old), -1)
+        # the totals that exist before the new row is in (one built while it comes in counts it)
+        totals = tuple(upkeep.totals)
         for col, index in upkeep.indexes:
             if old is not None:
                 index.get(_hashable(old.get(col)), set()).discard(key)
@@ -127,8 +127,8 @@ class StateStore:
             rows.pop(key, None)
         else:
             rows[key] = row
-        for total, sums in totals:  # ... and the new row's come in
-            if row is not None:
+        if row is not None:  # ... and the new row's come in
+            for total, sums in totals:
                 _add(sums, total.contributions(self, table, row), 1)
         self._dirty[(table, key)] = row
 

@@ -144,19 +144,31 @@ def test_a_total_over_a_table_named_twice_counts_each_row_once() -> None:
     assert (store.total(twice, "a"), store.total(twice, "b")) == (1, 1)
 
 
-def test_a_total_first_read_inside_a_put_counts_the_row_once() -> None:
+def test_a_total_first_read_inside_a_put_counts_the_rows_once() -> None:
     """A total whose contributions read another, not yet built, total of the same table: the
-    inner one is built from the rows as the put found them and counts the new row once."""
+    inner one is built from the rows as they are at that moment, and the put then updates it
+    for what it did not see — whether it was first read for the new row (an insert) or for the
+    old one (an update, which it must see leave)."""
     table = "public.things"
     inner = StateTotal((table,), "things by kind", lambda view, t, row: [(row["kind"], 1)])
+    reads_inner = {"on": True}
 
     def outer_contributions(view: StateView, t: str, row: Image) -> list[tuple[str, int]]:
-        view.total(inner, row["kind"])
+        if reads_inner["on"]:
+            view.total(inner, row["kind"])
         return [("all", 1)]
 
     outer = StateTotal((table,), "things", outer_contributions)
     store = StateStore("totals", "cdc", {table: ("id",)})
     assert store.total(outer, "all") == 0
-    store._put(table, ("1",), {"id": "1", "kind": "a"})
+    store._put(table, ("1",), {"id": "1", "kind": "a"})  # inner first read for the new row
     store._put(table, ("2",), {"id": "2", "kind": "a"})
     assert (store.total(outer, "all"), store.total(inner, "a")) == (2, 2)
+
+    store = StateStore("totals", "cdc", {table: ("id",)})
+    reads_inner["on"] = False
+    assert store.total(outer, "all") == 0
+    store._put(table, ("1",), {"id": "1", "kind": "a"})
+    reads_inner["on"] = True
+    store._put(table, ("1",), {"id": "1", "kind": "b"})  # inner first read for the old row
+    assert (store.total(outer, "all"), store.total(inner, "a"), store.total(inner, "b")) == (1, 0, 1)

@@ -94,12 +94,22 @@ def test_what_is_no_instant_is_the_loaders_to_refuse(i: int, raw: bytes) -> None
         assert conv(raw) == expected
 
 
+def memo_of(conv: object) -> dict[bytes, str]:
+    """The converter's memo (the one dict its closure holds)."""
+    cells = getattr(conv, "__closure__", None) or ()
+    (memo,) = [c.cell_contents for c in cells if isinstance(c.cell_contents, dict)]
+    return memo  # type: ignore[no-any-return]
+
+
 def test_a_recurring_text_keeps_its_answer_past_the_memos_bound() -> None:
-    """The converter keeps the canonical form of the texts it saw last (TIMESTAMP_MEMO per
-    column): the same answer for a text seen before, after the memo filled and was cleared,
-    and for a different column of another zone; a refused text is refused again."""
-    shape = RowShape(Relation(2, "public", "m", "f", (Column(0, "at", 1184, -1),)), None)
-    (conv,) = shape.json_converters()
+    """The converter keeps the canonical form of the texts it saw last (at most TIMESTAMP_MEMO
+    per column): the same answer as the loader's for a text seen before and after the memo
+    filled and was cleared; each column has a memo of its own; a refused text is refused again
+    and never kept."""
+    shape = RowShape(
+        Relation(2, "public", "m", "f", (Column(0, "at", 1184, -1), Column(0, "naive", 1114, -1)))
+    )
+    conv, naive = shape.json_converters()
     start = datetime(2026, 1, 1, tzinfo=UTC)
     texts = [
         server_text(start + timedelta(seconds=s, microseconds=s * 7), "+00")
@@ -108,9 +118,14 @@ def test_a_recurring_text_keeps_its_answer_past_the_memos_bound() -> None:
     for _ in range(2):
         for raw in (*texts, texts[0]):
             assert conv(raw) == loader_path(0, raw)
-    assert NAIVE(texts[0][:-3]) == conv(texts[0])  # the same instant as a timestamp: its own memo
-    memo = next(c.cell_contents for c in conv.__closure__ or () if isinstance(c.cell_contents, dict))
-    assert 0 < len(memo) <= TIMESTAMP_MEMO
+    memo = memo_of(conv)
+    assert texts[0] in memo and 0 < len(memo) <= TIMESTAMP_MEMO
+    assert naive(texts[0][:-3]) == conv(texts[0])  # the same instant, in the other column's memo
+    assert (
+        memo_of(naive) is not memo and texts[0][:-3] not in memo and list(memo_of(naive)) == [texts[0][:-3]]
+    )
+    kept = len(memo)
     for _ in range(2):
         with pytest.raises(psycopg.DataError):  # the loader's own refusal, never memoised
             conv(b"2026-01-02 03:04:05+00 BC")
+    assert len(memo) == kept
