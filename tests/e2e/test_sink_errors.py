@@ -12,12 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
-from cdc.state import make_bootstrap_hook
-from derivers import default_derivers
 from tests.e2e.test_cli_errors import assert_one_line_error, cdc
-from tests.integration.conftest import SLOT
+from tests.integration.conftest import SLOT, setup_with_state
 from tests.integration.sinks.helpers import as_uri
 from tests.integration.sinks.workload import seed, status_updates
 
@@ -31,13 +27,7 @@ PENDING = 2
 def pending(db_dsn: str) -> str:
     """A set-up database with PENDING events waiting in the slot (so a sink is really written)."""
     ids = seed(db_dsn, PENDING)
-    setup(
-        db_dsn,
-        slot=SLOT,
-        publication=SLOT,
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(db_dsn, publication=SLOT)
     status_updates(db_dsn, ids, PENDING)
     return db_dsn
 

@@ -12,8 +12,10 @@ import psycopg
 import pytest
 
 from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
+from cdc.provision import SetupReport, setup
+from cdc.state import make_bootstrap_hook
 from cdc.tail import StopFlag, TailOptions, run_tail
+from derivers import default_derivers
 
 SLOT = "cdc_events"
 PUB = "cdc_events"
@@ -36,6 +38,20 @@ def in_one_transaction(dsn: str, *statements: str) -> None:
 
 def do_setup(dsn: str, extra_tables: tuple[str, ...] = (), tables: tuple[str, ...] | None = None) -> None:
     setup(dsn, slot=SLOT, publication=PUB, tables=(tables or DEFAULT_TABLES) + extra_tables)
+
+
+def setup_with_state(
+    dsn: str, *, slot: str = SLOT, publication: str = PUB, tables: tuple[str, ...] = DEFAULT_TABLES
+) -> SetupReport:
+    """``cdc setup`` as a watcher of the default derivers needs it: the publication, the slot and
+    the reference state bootstrapped from the slot's snapshot."""
+    return setup(
+        dsn,
+        slot=slot,
+        publication=publication,
+        tables=tables,
+        bootstrap=make_bootstrap_hook(default_derivers()),
+    )
 
 
 def setup_for_tail(dsn: str, extra_tables: tuple[str, ...] = ()) -> None:

@@ -17,17 +17,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from cdc import faults, queries
 from cdc.backfill import BackfillOptions, BackfillResult, HistoryGone, NoHistory, RunConflict, run_backfill
-from cdc.config import DEFAULT_TABLES
 from cdc.demo import FAMILY_STEPS, STEPS
 from cdc.journal import prune
-from cdc.provision import setup
 from cdc.sinks import open_sink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 from tests.pgharness import PgServer, drop_database
 
-from .conftest import run_sql
+from .conftest import run_sql, setup_with_state
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +46,7 @@ def prepare(dsn: str) -> None:
     """Both seeds (tickets and the families) and ``cdc setup`` of the slot."""
     run_sql(dsn, queries.raw("sample/workload", "seed"))
     run_sql(dsn, queries.raw("sample/families", "seed"))
-    setup(
-        dsn,
-        slot=SLOT,
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(dsn)
 
 
 def workload(dsn: str) -> None:

@@ -25,15 +25,12 @@ import pytest
 
 from catalog.envelope import Envelope
 from cdc import queries
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 from tests.environ import command_env
 
-from .conftest import run_sql
+from .conftest import run_sql, setup_with_state
 
 pytestmark = pytest.mark.integration
 
@@ -112,13 +109,7 @@ EXPECTED = [  # (transaction, date, capacityLimit, currentBooked, actor)
 def prepare(dsn: str, *slots: str) -> None:
     run_sql(dsn, queries.raw("sample/workload", "seed"), TEAM_SQL)
     for slot in slots:
-        setup(
-            dsn,
-            slot=slot,
-            publication="cdc_events",
-            tables=DEFAULT_TABLES,
-            bootstrap=make_bootstrap_hook(default_derivers()),
-        )
+        setup_with_state(dsn, slot=slot)
 
 
 def write_workload(dsn: str) -> dict[str, int]:

@@ -19,11 +19,9 @@ import sys
 import psycopg
 import pytest
 
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
-from cdc.state import make_bootstrap_hook
-from derivers import default_derivers
 from tests.environ import command_env
+
+from .conftest import setup_with_state
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +51,7 @@ def limit_address_space() -> None:
 def test_a_200000_row_update_goes_through_in_a_small_address_space(db_dsn: str) -> None:
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute(SEED)  # type: ignore[call-overload]
-    setup(
-        db_dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(db_dsn)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         conn.execute(f"UPDATE tickets SET status_id = '{WORKING}', updated_at = now()")  # type: ignore[call-overload]
     res = subprocess.run(

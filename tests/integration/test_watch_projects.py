@@ -13,14 +13,11 @@ import psycopg
 import pytest
 
 from catalog.envelope import Envelope
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 
-from .conftest import run_sql
+from .conftest import run_sql, setup_with_state
 
 pytestmark = pytest.mark.integration
 
@@ -277,13 +274,7 @@ def _lsn_number(lsn: str) -> int:
 
 def test_project_and_task_workload_yields_exactly_the_expected_events(db_dsn: str) -> None:
     run_sql(db_dsn, SEED)
-    setup(
-        db_dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(db_dsn)
     for statements in WORKLOAD:
         with psycopg.connect(db_dsn) as conn, conn.transaction():
             for statement in statements:
@@ -328,13 +319,7 @@ def test_the_documented_trigger_sends_the_context_of_a_setting(db_dsn: str) -> N
     not news then); one without the setting gets no actor and no message."""
     run_sql(db_dsn, SEED)
     run_sql(db_dsn, documented_trigger())
-    setup(
-        db_dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(db_dsn)
     for statements in (
         WORKLOAD[0],
         WORKLOAD[1],

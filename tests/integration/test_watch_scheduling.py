@@ -12,14 +12,11 @@ import pytest
 
 from catalog.envelope import Envelope
 from cdc import queries
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 
-from .conftest import run_sql
+from .conftest import run_sql, setup_with_state
 
 pytestmark = pytest.mark.integration
 
@@ -106,13 +103,7 @@ def delete(entry_id: str) -> str:
 
 def prepare(dsn: str) -> None:
     run_sql(dsn, queries.raw("sample/workload", "seed"))
-    setup(
-        dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(dsn)
 
 
 def drain(dsn: str) -> list[Envelope]:

@@ -15,15 +15,12 @@ import psycopg
 import pytest
 
 from cdc import queries
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 from tests.environ import command_env
 
-from .conftest import run_sql, wait_for
+from .conftest import run_sql, setup_with_state, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -183,13 +180,7 @@ def test_watch_stops_at_the_first_change_without_full_identity_before_deriving_i
 
 def prepare(dsn: str) -> None:
     run_sql(dsn, queries.raw("sample/workload", "seed"))
-    setup(
-        dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(dsn)
 
 
 def drain(dsn: str) -> tuple[Watcher, list[Any]]:

@@ -12,15 +12,12 @@ import pytest
 
 from catalog.envelope import Envelope
 from cdc import faults, queries
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
 from cdc.sinks.memory import MemorySink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 from derivers.base import canonical_time
 
-from .conftest import in_one_transaction, run_sql
+from .conftest import in_one_transaction, run_sql, setup_with_state
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +42,7 @@ def step(dsn: str, name: str) -> None:
 def prepare(dsn: str, *slots: str) -> None:
     run_sql(dsn, queries.raw("sample/workload", "seed"))
     for slot in slots:
-        setup(
-            dsn,
-            slot=slot,
-            publication="cdc_events",
-            tables=DEFAULT_TABLES,
-            bootstrap=make_bootstrap_hook(default_derivers()),
-        )
+        setup_with_state(dsn, slot=slot)
 
 
 def drain(dsn: str, slot: str = "cdc_events", **kw: Any) -> list[Envelope]:
@@ -255,13 +246,7 @@ def test_a_recreated_slot_starts_fresh_instead_of_at_the_old_checkpoint(db_dsn: 
     run_sql(db_dsn, "SELECT pg_drop_replication_slot('cdc_events')")  # lost, e.g. in a failover
     # the store outlived a server whose WAL went further (a lagging standby was promoted)
     run_sql(db_dsn, "UPDATE cdc.checkpoints SET lsn = 'FF/0' WHERE slot_name = 'cdc_events'")
-    report = setup(
-        db_dsn,
-        slot="cdc_events",
-        publication="cdc_events",
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    report = setup_with_state(db_dsn)
     assert any("discard the old checkpoint" in line for line in report.changes)
     step(db_dsn, "assign")
     assert [e.event_type for e in drain(db_dsn)] == ["TICKET_ASSIGNED"]

@@ -18,12 +18,8 @@ import orjson
 import psycopg
 import pytest
 
-from cdc.config import DEFAULT_TABLES
-from cdc.provision import setup
-from cdc.state import make_bootstrap_hook
-from derivers import default_derivers
 from tests.e2e.test_cli_errors import cdc
-from tests.integration.conftest import SLOT
+from tests.integration.conftest import SLOT, setup_with_state
 
 from .helpers import nats_spec, read_nats, read_outbox
 from .services import Service
@@ -38,13 +34,7 @@ def prepare(dsn: str, title_bytes: int) -> tuple[int, str]:
     """Status changes, then one title edit of ``title_bytes`` bytes, then more status changes;
     returns the title edit's xid and the ticket it edited."""
     ids = seed(dsn, 3)
-    setup(
-        dsn,
-        slot=SLOT,
-        publication=SLOT,
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(dsn, publication=SLOT)
     status_updates(dsn, ids[1:], 2)
     with psycopg.connect(dsn) as conn, conn.transaction():
         conn.execute(

@@ -19,15 +19,13 @@ import redis
 
 from catalog.envelope import Envelope
 from catalog.registry import REGISTRY
-from cdc.provision import setup
 from cdc.sinks import open_sink
 from cdc.sinks.base import Batch, PlainSink
 from cdc.sinks.memory import MemorySink
 from cdc.sinks.redis_streams import RedisStreamsSink
-from cdc.state import make_bootstrap_hook
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
-from tests.integration.conftest import SLOT
+from tests.integration.conftest import SLOT, setup_with_state
 
 from .helpers import make_envelopes, redis_client, redis_spec
 from .services import Service
@@ -115,13 +113,7 @@ class Tee(PlainSink):
 
 def test_runtime_consumer_reads_watched_events(db_dsn: str, redis_service: Service, redis_ns: str) -> None:
     ids = seed(db_dsn, 3)
-    setup(
-        db_dsn,
-        slot=SLOT,
-        publication=SLOT,
-        tables=_tables(),
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(db_dsn, publication=SLOT, tables=_tables())
     status_updates(db_dsn, ids, 4)
     close_ticket(db_dsn, ids[0])
     memory = MemorySink()

@@ -17,19 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from cdc.config import DEFAULT_TABLES
 from cdc.errors import ConfigError
 from cdc.localpg import free_port
-from cdc.provision import setup
 from cdc.sinks import open_sink
 from cdc.sinks.base import Batch
 from cdc.sinks.retry import RetryingSink
-from cdc.state import make_bootstrap_hook
 from cdc.tail import StopFlag
 from cdc.watch import Watcher, WatchOptions
 from derivers import default_derivers
 from tests.environ import command_env
-from tests.integration.conftest import SLOT, wait_for
+from tests.integration.conftest import SLOT, setup_with_state, wait_for
 
 from .helpers import (
     make_envelopes,
@@ -84,13 +81,7 @@ def current_lsn(dsn: str) -> int:
 
 def outage(dsn: str, server: Service, sink: RetryingSink, count: Callable[[], int]) -> None:
     ids = seed(dsn, 3)
-    setup(
-        dsn,
-        slot=SLOT,
-        publication=SLOT,
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(dsn, publication=SLOT)
     bg = BackgroundWatcher(dsn, sink)
     try:
         status_updates(dsn, ids, 3)
@@ -153,13 +144,7 @@ def test_nats_down_then_back(db_dsn: str, own_nats: Service) -> None:
 
 def test_a_sink_that_stays_down_ends_watch_with_one_line(db_dsn: str) -> None:
     ids = seed(db_dsn, 2)
-    setup(
-        db_dsn,
-        slot=SLOT,
-        publication=SLOT,
-        tables=DEFAULT_TABLES,
-        bootstrap=make_bootstrap_hook(default_derivers()),
-    )
+    setup_with_state(db_dsn, publication=SLOT)
     status_updates(db_dsn, ids, 2)
     nobody = f"redis://127.0.0.1:{free_port()}/0?retry_initial=0.1&retry_max_delay=0.2&retry_give_up=1"
     env = command_env()
