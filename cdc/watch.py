@@ -94,6 +94,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -656,6 +657,14 @@ class Watcher:
 # at 700 the collector walks them again and again while the batch fills.
 GC_THRESHOLD = (100_000, 20, 100)
 
+#: How long the loop's thread may keep the interpreter's lock while another thread waits for
+#: it (CPython's default is 5 ms). The batch in flight commits on its own thread (cdc.batch),
+#: which waits for the lock again after each round trip to the store; with the loop busy
+#: deriving, each of those cost up to the whole interval, and a checkpoint's transaction took
+#: ~200 ms instead of ~70 ms — longer than the loop took for the next batch, so the loop waited
+#: for it (``python -m bench.ab``: docs/sinks.md has the figures).
+SWITCH_INTERVAL_S = 0.0005
+
 
 def run_watch(
     opts: WatchOptions, sink: Sink, derivers: Sequence[Deriver], stop: StopFlag | None = None
@@ -665,12 +674,16 @@ def run_watch(
     collector's reach, which would otherwise walk it again and again while a busy stream
     allocates, and the young generation is collected every :data:`GC_THRESHOLD` net allocations
     rather than every 700 (measured together: ~30 % of the per-event cost, ``python -m
-    bench.replay --gc``). Reference cycles are still collected, only less often."""
+    bench.replay --gc``). Reference cycles are still collected, only less often. The loop's
+    thread yields the interpreter's lock within :data:`SWITCH_INTERVAL_S` to a thread that waits
+    for it (the commit in flight). Both are as before once the watcher returns."""
     gc.collect()
     gc.freeze()
-    previous = gc.get_threshold()
+    previous = gc.get_threshold(), sys.getswitchinterval()
     gc.set_threshold(*GC_THRESHOLD)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         return Watcher(opts, sink, derivers).run(stop)
     finally:
-        gc.set_threshold(*previous)
+        gc.set_threshold(*previous[0])
+        sys.setswitchinterval(previous[1])

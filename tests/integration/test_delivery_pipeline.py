@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from cdc.schema import create_tables
 from cdc.sinks import open_sink
 from cdc.sinks.memory import MemorySink
 from cdc.stream import FlushPosition
-from cdc.watch import Watcher, WatchOptions
+from cdc.watch import SWITCH_INTERVAL_S, Watcher, WatchOptions, run_watch
 from derivers import default_derivers
 from tests.unit.test_watch_steps import NEW, OPEN, T0, row, transaction, updates
 from tests.unit.test_watch_steps import watcher as stepped_watcher
@@ -130,6 +131,34 @@ def test_a_transaction_that_fills_the_batch_is_sent_beside_the_next_one(db_dsn: 
     thread.join(60)
     assert not thread.is_alive() and not errors
     assert outbox_keys(db_dsn) == straight  # every event once, as an uninterrupted run has it
+
+
+class SwitchIntervalSink(MemorySink):
+    """Notes the interpreter's switch interval whenever a batch is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intervals: set[float] = set()
+
+    def write(self, batch: Any) -> None:
+        self.intervals.add(sys.getswitchinterval())
+        super().write(batch)
+
+
+def test_the_watch_loop_yields_the_interpreter_lock_soon_and_restores_the_interval(db_dsn: str) -> None:
+    """The commit in flight gets the interpreter's lock within ``SWITCH_INTERVAL_S`` of asking
+    (not CPython's 5 ms after each round trip to the store); the process's own setting is back
+    once the watcher returns."""
+    prepare(db_dsn, "switch")
+    for name in WORKLOAD[:3]:
+        step(db_dsn, name)
+    sink = SwitchIntervalSink()
+    before = sys.getswitchinterval()
+    assert before != SWITCH_INTERVAL_S
+    opts = WatchOptions(db_dsn, slot="switch", once=True, heartbeat_interval=0.5, status_interval=1.0)
+    stats = run_watch(opts, sink, default_derivers())
+    assert stats.events > 0 and sink.intervals == {SWITCH_INTERVAL_S}
+    assert sys.getswitchinterval() == before
 
 
 def test_a_commit_that_fails_while_the_next_batch_is_derived_loses_nothing(db_dsn: str) -> None:
