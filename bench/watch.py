@@ -18,7 +18,9 @@ listing).
 ``--no-journal`` runs the watchers with the change journal off (it is on by default), for the
 journal's share of the live path. ``--metrics`` runs them with ``--metrics-addr`` on a free local
 port (rows "SINK + metrics"), for the metrics' share (:mod:`bench.metrics_cost` alternates runs
-with and without); ``--json PATH`` writes the results there instead of ``bench/results/``.
+with and without). The results go to ``bench/results/watch-<ntx>x<per>.json`` (``-nojournal``
+before ``.json`` for a run without the journal, so that ``make bench`` keeps both); ``--json
+PATH`` writes them there instead.
 """
 
 from __future__ import annotations
@@ -287,9 +289,8 @@ def main() -> None:
         )
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
-    (args.json or RESULTS / f"watch-{args.ntx}x{args.per}.json").write_bytes(
-        orjson.dumps(out_rows, option=orjson.OPT_INDENT_2)
-    )
+    name = f"watch-{args.ntx}x{args.per}{'-nojournal' if args.no_journal else ''}.json"  # as bench.mixed
+    (args.json or RESULTS / name).write_bytes(orjson.dumps(out_rows, option=orjson.OPT_INDENT_2))
 
 
 if __name__ == "__main__":
