@@ -34,7 +34,9 @@ loop's thread, ``--batch-events 20000``, after the row images got cheaper): the 
 (capacity ~17 %, scheduling ~9 %), building and validating envelopes ~24 % (pydantic ~8.5 %),
 applying the reference state ~13 %, recording the journal ~7 %, serialising and handing over
 batches ~7 %, reading, decoding and assembling the rest. Flat: no one part holds the factor the
-ratio targets need.
+ratio targets need. The loop also waited ~60 ms a batch for the batch in flight, whose commit
+waited for the interpreter's lock after each round trip; since the watcher lowered the switch
+interval (cdc.watch ``SWITCH_INTERVAL_S``) it hardly waits, and its wall time is its CPU time.
 
     python -m bench.mixed --reps 3 [--ntx 2500 --per 50] [--sink discard --sink postgres] [--profile] [--no-journal]
                           [--batch-events N]
