@@ -657,12 +657,14 @@ class Watcher:
 # at 700 the collector walks them again and again while the batch fills.
 GC_THRESHOLD = (100_000, 20, 100)
 
-#: How long the loop's thread may keep the interpreter's lock while another thread waits for
-#: it (CPython's default is 5 ms). The batch in flight commits on its own thread (cdc.batch),
-#: which waits for the lock again after each round trip to the store; with the loop busy
-#: deriving, each of those cost up to the whole interval, and a checkpoint's transaction took
-#: ~200 ms instead of ~70 ms — longer than the loop took for the next batch, so the loop waited
-#: for it (``python -m bench.ab``: docs/sinks.md has the figures).
+#: After how long the loop's thread is asked to hand the interpreter's lock to another thread
+#: that waits for it (CPython's default is 5 ms; the handover comes at the next bytecode, so a
+#: long C call still runs to its end). The batch in flight commits on its own thread
+#: (cdc.batch), which has to take the lock back every time it has waited on the store's socket,
+#: several times a statement; with the loop busy deriving, a checkpoint's transaction took
+#: ~200 ms instead of ~70 ms (its ``BEGIN`` alone ~165 ms, some thirty intervals) — longer than
+#: the loop took for the next batch, so the loop waited for it (``python -m bench.ab``:
+#: docs/sinks.md has the figures).
 SWITCH_INTERVAL_S = 0.0005
 
 
@@ -675,14 +677,16 @@ def run_watch(
     allocates, and the young generation is collected every :data:`GC_THRESHOLD` net allocations
     rather than every 700 (measured together: ~30 % of the per-event cost, ``python -m
     bench.replay --gc``). Reference cycles are still collected, only less often. The loop's
-    thread yields the interpreter's lock within :data:`SWITCH_INTERVAL_S` to a thread that waits
-    for it (the commit in flight). Both are as before once the watcher returns."""
+    thread is asked for the interpreter's lock after :data:`SWITCH_INTERVAL_S` by a thread that
+    waits for it (the commit in flight). The collector's thresholds and the switch interval are
+    the caller's again once the watcher returns (what was frozen stays frozen); one watcher per
+    process."""
     gc.collect()
     gc.freeze()
     previous = gc.get_threshold(), sys.getswitchinterval()
-    gc.set_threshold(*GC_THRESHOLD)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
+        gc.set_threshold(*GC_THRESHOLD)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         return Watcher(opts, sink, derivers).run(stop)
     finally:
         gc.set_threshold(*previous[0])

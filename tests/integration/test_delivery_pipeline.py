@@ -134,31 +134,47 @@ def test_a_transaction_that_fills_the_batch_is_sent_beside_the_next_one(db_dsn: 
 
 
 class SwitchIntervalSink(MemorySink):
-    """Notes the interpreter's switch interval whenever a batch is written."""
+    """Notes the interpreter's switch interval whenever a batch is written; ``fail``: then
+    refuses the batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fail: bool = False) -> None:
         super().__init__()
         self.intervals: set[float] = set()
+        self.fail = fail
 
     def write(self, batch: Any) -> None:
         self.intervals.add(sys.getswitchinterval())
+        if self.fail:
+            raise RuntimeError("the sink refuses the batch")
         super().write(batch)
 
 
-def test_the_watch_loop_yields_the_interpreter_lock_soon_and_restores_the_interval(db_dsn: str) -> None:
-    """The commit in flight gets the interpreter's lock within ``SWITCH_INTERVAL_S`` of asking
-    (not CPython's 5 ms after each round trip to the store); the process's own setting is back
-    once the watcher returns."""
+#: A switch interval of the caller's, neither CPython's default nor the watcher's.
+CALLERS_INTERVAL = 0.003
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["returns", "raises"])
+def test_the_watcher_runs_at_its_switch_interval_and_gives_the_callers_back(db_dsn: str, fail: bool) -> None:
+    """While ``run_watch`` runs, the loop's thread is asked for the interpreter's lock after
+    ``SWITCH_INTERVAL_S`` (the commit in flight's round trips no longer wait CPython's 5 ms
+    each); the caller's own setting is back when it returns, and when it raises."""
     prepare(db_dsn, "switch")
     for name in WORKLOAD[:3]:
         step(db_dsn, name)
-    sink = SwitchIntervalSink()
-    before = sys.getswitchinterval()
-    assert before != SWITCH_INTERVAL_S
+    sink = SwitchIntervalSink(fail=fail)
     opts = WatchOptions(db_dsn, slot="switch", once=True, heartbeat_interval=0.5, status_interval=1.0)
-    stats = run_watch(opts, sink, default_derivers())
-    assert stats.events > 0 and sink.intervals == {SWITCH_INTERVAL_S}
-    assert sys.getswitchinterval() == before
+    own = sys.getswitchinterval()
+    sys.setswitchinterval(CALLERS_INTERVAL)
+    try:
+        if fail:
+            with pytest.raises(RuntimeError, match="refuses the batch"):
+                run_watch(opts, sink, default_derivers())
+        else:
+            assert run_watch(opts, sink, default_derivers()).events > 0
+        assert sink.intervals == {SWITCH_INTERVAL_S}
+        assert sys.getswitchinterval() == CALLERS_INTERVAL
+    finally:
+        sys.setswitchinterval(own)
 
 
 def test_a_commit_that_fails_while_the_next_batch_is_derived_loses_nothing(db_dsn: str) -> None:
